@@ -1,0 +1,34 @@
+"""Convert a darknet .weights file into a MindSpore checkpoint of the configured model.
+
+A file that covers only the first layers (e.g. darknet53.conv.74, the
+DarkNet-53 backbone) converts the layers it covers; the checkpoint then holds
+only those layers' parameters, for --pretrained_backbone.
+"""
+from model_utils.config import load_config
+from src.checkpoint import save_checkpoint
+from src.darknet_weights import load_darknet_weights
+from src.errors import UserError, run_cli
+from src.logger import get_logger
+from src.yolo import build_network
+
+
+def main() -> None:
+    config = load_config(description=__doc__)
+    if not config.input_file or not config.output_file:
+        raise UserError("usage: convert_weight.py --config_path C --input_file X.weights --output_file Y.ckpt")
+    network = build_network(config)
+    layers = network.darknet_layers()
+    count = load_darknet_weights(network, config.input_file, config.model_name)
+    covered = set()
+    for conv, bn in layers[:count]:
+        covered.update(id(p) for p in conv.get_parameters())
+        if bn is not None:
+            covered.update(id(p) for p in bn.get_parameters())
+    names = {n for n, p in network.parameters_and_names() if id(p) in covered}
+    save_checkpoint(network, config.output_file, names=names)
+    get_logger().info("converted %d of %d conv layers (%d parameters) of %s from %s to %s", count, len(layers),
+                      len(names), config.model_name, config.input_file, config.output_file)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,60 @@
+"""Export YOLOv3 (network + box decode) to MINDIR, ONNX or AIR.
+
+The graph takes a float32 RGB NCHW batch in [0, 1] and returns one tensor
+(B, N, 5+num_classes): scales in cfg order (coarsest first), rows ordered
+(y, x, anchor), columns cx, cy, w, h in input pixels, objectness, class
+probabilities.
+"""
+import os
+
+import numpy as np
+import mindspore as ms
+
+from model_utils.config import load_config
+from model_utils.device_adapter import setup_device
+from src.detector import build_detection_model, check_input_size
+from src.errors import UserError, run_cli
+from src.fileio import temp_path_beside
+from src.logger import get_logger
+
+EXTENSIONS = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
+
+
+def export_model(config) -> str:
+    """Write the exported file atomically; returns its path."""
+    fmt = config.file_format
+    if fmt == "AIR" and config.device_target != "Ascend":
+        raise UserError(f"AIR export needs an Ascend device (--device_target Ascend); this run uses "
+                        f"{config.device_target}. Use MINDIR or ONNX here.")
+    if not config.ckpt_file:
+        raise UserError("no weights given: --ckpt_file CKPT (.ckpt or darknet .weights)")
+    if config.batch_size < 1:
+        raise UserError(f"batch_size must be at least 1, got {config.batch_size}")
+    size = check_input_size(config.testing_shape)
+    model = build_detection_model(config, config.ckpt_file)
+    sample = ms.Tensor(np.zeros((config.batch_size, 3, size, size), np.float32))
+    target = config.file_name + EXTENSIONS[fmt]
+    tmp = temp_path_beside(target)
+    try:
+        if fmt == "ONNX":
+            ms.onnx.export(model, sample, file_name=tmp + ".onnx", input_names=["images"],
+                           output_names=["detections"])
+        else:
+            ms.export(model, sample, file_name=tmp, file_format=fmt)
+        os.replace(tmp + EXTENSIONS[fmt], target)
+    finally:
+        if os.path.exists(tmp + EXTENSIONS[fmt]):
+            os.remove(tmp + EXTENSIONS[fmt])
+    return target
+
+
+def main() -> None:
+    config = load_config(description=__doc__)
+    setup_device(config)
+    path = export_model(config)
+    get_logger().info("exported %s (%s, batch %d, %dx%d) to %s", config.model_name, config.file_format,
+                      config.batch_size, config.testing_shape, config.testing_shape, path)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,132 @@
+"""Detect objects in an image, a folder of images, a video or a camera; write annotated copies.
+
+Writes into output_dir one annotated image per input image (a video: an
+annotated video with every frame) and detections.json: file, (frame,) bbox
+[x, y, w, h] in pixels, score, category_id, category_name.
+"""
+import os
+import sys
+from typing import List
+
+import cv2
+from tqdm import tqdm
+
+from model_utils.config import load_config
+from model_utils.device_adapter import setup_device
+from src.detector import Detections, Detector
+from src.errors import UserError, run_cli
+from src.fileio import temp_path_beside, write_json
+from src.logger import get_logger
+from src.visualize import draw_detections
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+
+
+class Labels:
+    """Class names and category ids for the configured classes."""
+
+    def __init__(self, config):
+        n = config.num_classes
+        self.names = list(config.labels) if len(config.labels) == n else [f"class_{i}" for i in range(n)]
+        self.ids = list(config.coco_ids) if len(config.coco_ids) == n else list(range(n))
+
+    def records(self, source: str, det: Detections, **extra) -> List[dict]:
+        return [dict(file=source, **extra, bbox=[round(float(v), 2) for v in box], score=round(float(s), 4),
+                     category_id=int(self.ids[c]), category_name=self.names[c])
+                for box, s, c in zip(det.boxes, det.scores, det.labels)]
+
+
+def list_images(folder: str) -> List[str]:
+    files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTS))
+    if not files:
+        raise UserError(f"no images ({', '.join(IMAGE_EXTS)}) in {folder}")
+    return [os.path.join(folder, f) for f in files]
+
+
+def predict_images(detector: Detector, paths: List[str], out_dir: str, labels: Labels, thr: float) -> List[dict]:
+    logger = get_logger()
+    records: List[dict] = []
+    for path in tqdm(paths, desc="predict", disable=not sys.stderr.isatty()):
+        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        if img is None:
+            logger.warning("skipping unreadable image %s", path)
+            continue
+        det = detector.detect([img], thr)[0]
+        target = os.path.join(out_dir, os.path.basename(path))
+        tmp = temp_path_beside(target, os.path.splitext(path)[1])
+        cv2.imwrite(tmp, draw_detections(img, det, labels.names))
+        os.replace(tmp, target)
+        records += labels.records(os.path.basename(path), det)
+        logger.info("%s: %d objects", os.path.basename(path), len(det.scores))
+    return records
+
+
+def predict_stream(detector: Detector, source, name: str, target: str, labels: Labels, thr: float) -> List[dict]:
+    """Every frame of a video file or camera, annotated into an .mp4 at `target`."""
+    cap = cv2.VideoCapture(source)
+    ok, frame = cap.read()
+    if not ok:
+        what = f"camera {source}" if isinstance(source, int) else f"video {source}"
+        raise UserError(f"cannot read {what}" + (" (no camera found)" if isinstance(source, int) else ""))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    tmp = temp_path_beside(target, ".mp4")
+    writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
+    records: List[dict] = []
+    index = 0
+    try:
+        with tqdm(total=total, desc="predict", disable=not sys.stderr.isatty()) as bar:
+            while ok:
+                det = detector.detect([frame], thr)[0]
+                writer.write(draw_detections(frame, det, labels.names))
+                records += labels.records(name, det, frame=index)
+                index += 1
+                bar.update(1)
+                ok, frame = cap.read()
+        writer.release()
+        os.replace(tmp, target)
+    finally:
+        writer.release()
+        cap.release()
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    get_logger().info("%s: %d frames written to %s", name, index, target)
+    return records
+
+
+def main() -> None:
+    config = load_config(description=__doc__)
+    source = config.input
+    if not source:
+        raise UserError("give --input IMAGE|DIR|VIDEO|CAMERA_INDEX")
+    if not config.pretrained:
+        raise UserError("no weights given: --pretrained CKPT (.ckpt or darknet .weights)")
+    if not source.isdigit() and not os.path.exists(source):
+        raise UserError(f"input not found: {source}")
+    setup_device(config)
+    detector = Detector(config, config.pretrained, 1)
+    labels = Labels(config)
+    out_dir = config.output_dir
+    os.makedirs(out_dir, exist_ok=True)
+    thr = config.score_threshold
+    if source.isdigit():
+        records = predict_stream(detector, int(source), f"camera{source}",
+                                 os.path.join(out_dir, f"camera{source}.mp4"), labels, thr)
+    elif os.path.isdir(source):
+        records = predict_images(detector, list_images(source), out_dir, labels, thr)
+    elif source.lower().endswith(VIDEO_EXTS):
+        stem = os.path.splitext(os.path.basename(source))[0]
+        records = predict_stream(detector, source, os.path.basename(source),
+                                 os.path.join(out_dir, f"{stem}_det.mp4"), labels, thr)
+    elif source.lower().endswith(IMAGE_EXTS):
+        records = predict_images(detector, [source], out_dir, labels, thr)
+    else:
+        raise UserError(f"unsupported input {source}: expected an image ({', '.join(IMAGE_EXTS)}), "
+                        f"a video ({', '.join(VIDEO_EXTS)}), a folder or a camera index")
+    write_json(os.path.join(out_dir, "detections.json"), records)
+    get_logger().info("%d detections written to %s", len(records), os.path.join(out_dir, "detections.json"))
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,78 @@
+"""Reading darknet .weights files into a network (layer order from `darknet_layers()`).
+
+Layout, as darknet writes it: int32 major, minor, revision; images seen as
+uint64 (uint32 before format 0.2); then for every [convolutional] in cfg order
+BN beta, gamma, rolling mean, rolling variance (or the conv bias when it has no
+BN), then the weights (out, in, k, k), all float32.
+"""
+import os
+from typing import List, Tuple
+
+import numpy as np
+from mindspore import Tensor, nn
+
+from src.errors import UserError
+
+
+def _layer_sizes(layers) -> List[int]:
+    sizes = []
+    for conv, bn in layers:
+        out_ch = conv.weight.shape[0]
+        sizes.append(int(np.prod(conv.weight.shape)) + (4 * out_ch if bn is not None else out_ch))
+    return sizes
+
+
+def read_weights_file(path: str) -> Tuple[Tuple[int, int, int], np.ndarray]:
+    """The (major, minor, revision) header and the float32 payload of a .weights file."""
+    if not os.path.isfile(path):
+        raise UserError(f"weights file not found: {path}")
+    with open(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 16:
+        raise UserError(f"{path} is too short ({len(raw)} bytes) to be a darknet .weights file")
+    major, minor, revision = (int(v) for v in np.frombuffer(raw[:12], np.int32))
+    seen_bytes = 8 if (major * 10 + minor) >= 2 and major < 1000 and minor < 1000 else 4
+    payload = raw[12 + seen_bytes:]
+    if len(payload) % 4:
+        raise UserError(f"{path}: {len(payload)} bytes after the header is not a whole number of float32 values")
+    return (major, minor, revision), np.frombuffer(payload, np.float32)
+
+
+def load_darknet_weights(network: nn.Cell, path: str, model_name: str, allow_prefix: bool = True) -> int:
+    """Copy darknet weights into `network`; returns how many conv layers the file covered.
+
+    A file may cover only the first layers (e.g. darknet53.conv.74, the backbone)
+    if `allow_prefix`; any other size is an error stating expected and actual sizes.
+    """
+    layers = network.darknet_layers()
+    sizes = _layer_sizes(layers)
+    header, data = read_weights_file(path)
+    header_bytes = 12 + (8 if (header[0] * 10 + header[1]) >= 2 else 4)
+    bounds = np.cumsum([0] + sizes)
+    full_bytes = header_bytes + 4 * int(bounds[-1])
+    matches = np.nonzero(bounds == data.size)[0]
+    if data.size == 0 or not len(matches) or (not allow_prefix and matches[0] != len(layers)):
+        actual = header_bytes + 4 * data.size
+        raise UserError(f"{path} does not fit {model_name} (num_classes and anchors as configured): "
+                        f"expected {full_bytes} bytes for all {len(layers)} conv layers"
+                        f"{' or a prefix ending at a layer boundary' if allow_prefix else ''}, got {actual} bytes")
+    count = int(matches[0])
+    offset = 0
+    for conv, bn in layers[:count]:
+        out_ch = conv.weight.shape[0]
+        vectors = []
+        for _ in range(4 if bn is not None else 1):
+            vectors.append(data[offset:offset + out_ch])
+            offset += out_ch
+        n = int(np.prod(conv.weight.shape))
+        conv.weight.set_data(Tensor(data[offset:offset + n].reshape(conv.weight.shape).copy()))
+        offset += n
+        if bn is None:
+            conv.bias.set_data(Tensor(vectors[0].copy()))
+        else:
+            beta, gamma, mean, var = vectors
+            bn.beta.set_data(Tensor(beta.copy()))
+            bn.gamma.set_data(Tensor(gamma.copy()))
+            bn.moving_mean.set_data(Tensor(mean.copy()))
+            bn.moving_variance.set_data(Tensor(var.copy()))
+    return count

@@ -1,0 +1,28 @@
+"""Atomic writes: a reader never sees a half-written file, and a failed write keeps the old one."""
+import json
+import os
+import tempfile
+from typing import Any
+
+
+def write_json(path: str, obj: Any) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def temp_path_beside(path: str, suffix: str = "") -> str:
+    """A fresh temporary name in `path`'s folder, for writers that take a file name."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp" + suffix)
+    os.close(fd)
+    os.remove(tmp)
+    return tmp

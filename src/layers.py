@@ -1,0 +1,65 @@
+"""Building blocks shared by the backbones and heads, with darknet's semantics."""
+from typing import Optional
+
+from mindspore import nn, ops
+
+# darknet normalises with eps 1e-6 (OpenCV's importer too); converted weights expect it.
+BN_EPS = 1e-6
+BN_MOMENTUM = 0.9
+
+
+class ConvBNLeaky(nn.Cell):
+    """darknet [convolutional] with batch_normalize=1, activation=leaky (slope 0.1), 'same' padding."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, pad_mode="pad",
+                              padding=kernel_size // 2, has_bias=False, weight_init="HeUniform")
+        self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.act = nn.LeakyReLU(0.1)
+
+    def construct(self, x):
+        return self.act(self.bn(self.conv(x)))
+
+
+class HeadConv(nn.Cell):
+    """darknet's last [convolutional] before [yolo]: 1x1, bias, linear."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 1, has_bias=True, weight_init="HeUniform")
+        self.bn: Optional[nn.Cell] = None
+
+    def construct(self, x):
+        return self.conv(x)
+
+
+class Upsample2x(nn.Cell):
+    """Nearest-neighbour x2 upsampling, written as reshape + broadcast so it exports to ONNX."""
+
+    def construct(self, x):
+        n, c, h, w = x.shape
+        x = x.reshape(n, c, h, 1, w, 1)
+        x = ops.broadcast_to(x, (n, c, h, 2, w, 2))
+        return x.reshape(n, c, h * 2, w * 2)
+
+
+class MaxPool(nn.Cell):
+    """darknet [maxpool]: size k, stride s, padding k-1 split as darknet does (-inf, never picked)."""
+
+    def __init__(self, size: int, stride: int):
+        super().__init__()
+        self.size = size
+        self.stride = stride
+        if size % 2 == 1 and stride == 1:
+            self.pool = nn.MaxPool2d(size, 1, pad_mode="same")
+        else:
+            self.pool = nn.MaxPool2d(size, stride, pad_mode="valid")
+
+    def construct(self, x):
+        if self.size == 2 and self.stride == 1:
+            # darknet pads one column/row on the right/bottom; repeating the last one
+            # gives the same maximum as -inf padding.
+            x = ops.concat((x, x[:, :, :, -1:]), 3)
+            x = ops.concat((x, x[:, :, -1:, :]), 2)
+        return self.pool(x)

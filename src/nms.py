@@ -1,0 +1,50 @@
+"""The one NMS: score filter, greedy per-class NMS and top-k over decoded rows."""
+from typing import Tuple
+
+import numpy as np
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy NMS on (x, y, w, h) boxes; indices kept, highest score first.
+
+    A box is dropped when its IoU with a kept box exceeds `iou_threshold`
+    (areas as w*h, like OpenCV's NMSBoxes).
+    """
+    order = np.argsort(-scores, kind="stable")
+    x1, y1 = boxes[:, 0], boxes[:, 1]
+    x2, y2 = x1 + boxes[:, 2], y1 + boxes[:, 3]
+    areas = boxes[:, 2] * boxes[:, 3]
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        iw = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        ih = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = iw * ih
+        union = areas[i] + areas[rest] - inter
+        iou = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+        order = rest[iou <= iou_threshold]
+    return np.array(keep, np.int64)
+
+
+def select_detections(rows: np.ndarray, score_threshold: float, iou_threshold: float,
+                      max_boxes: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decoded rows (N, 5+C) of one image -> (boxes cx,cy,w,h, scores, labels) after per-class NMS.
+
+    score = objectness x class probability; every class above the threshold
+    counts (a box may be reported for several classes), as darknet does.
+    """
+    scores_all = rows[:, 4:5] * rows[:, 5:]
+    idx, labels = np.nonzero(scores_all > score_threshold)
+    scores = scores_all[idx, labels]
+    cxcywh = rows[idx, :4]
+    xywh = np.stack([cxcywh[:, 0] - cxcywh[:, 2] / 2, cxcywh[:, 1] - cxcywh[:, 3] / 2,
+                     cxcywh[:, 2], cxcywh[:, 3]], 1) if idx.size else np.zeros((0, 4), rows.dtype)
+    keep = []
+    for c in np.unique(labels):
+        members = np.nonzero(labels == c)[0]
+        keep.append(members[nms(xywh[members], scores[members], iou_threshold)])
+    keep = np.concatenate(keep) if keep else np.zeros(0, np.int64)
+    keep = keep[np.argsort(-scores[keep], kind="stable")][:max_boxes]
+    return cxcywh[keep], scores[keep], labels[keep]

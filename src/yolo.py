@@ -1,0 +1,138 @@
+"""YOLOv3 networks: DarkNet-53 with three heads, its SPP variant, and YOLOv3-tiny.
+
+Each network returns its raw head maps in darknet cfg order (coarsest scale
+first), each shaped (N, A*(5+C), H, W), and lists its convolutions in cfg order
+(`darknet_layers`) so that darknet .weights files map onto it one to one.
+"""
+from typing import List, Optional, Sequence, Tuple
+
+from mindspore import nn, ops
+
+from src.darknet import DarkNet53, TinyDarkNet, conv_cells
+from src.errors import UserError
+from src.layers import ConvBNLeaky, HeadConv, MaxPool, Upsample2x
+
+MODEL_NAMES = ("yolov3_darknet53", "yolov3_darknet53_spp", "yolov3_tiny")
+ConvPair = Tuple[nn.Conv2d, Optional[nn.Cell]]
+
+
+class SPP(nn.Cell):
+    """Max-pools of 5, 9 and 13 at stride 1, concatenated as [13, 9, 5, input] (yolov3-spp.cfg)."""
+
+    def __init__(self):
+        super().__init__()
+        self.pool5 = MaxPool(5, 1)
+        self.pool9 = MaxPool(9, 1)
+        self.pool13 = MaxPool(13, 1)
+
+    def construct(self, x):
+        return ops.concat((self.pool13(x), self.pool9(x), self.pool5(x), x), 1)
+
+
+class YoloBlock(nn.Cell):
+    """The five (SPP: six) alternating 1x1/3x3 convs of a head, then 3x3 and the 1x1 output conv.
+
+    Returns the route feature (input of the next lateral conv) and the raw head map.
+    """
+
+    def __init__(self, in_channels: int, mid: int, out_channels: int, spp: bool = False):
+        super().__init__()
+        self.pre = nn.SequentialCell([ConvBNLeaky(in_channels, mid, 1), ConvBNLeaky(mid, mid * 2, 3),
+                                      ConvBNLeaky(mid * 2, mid, 1)])
+        self.use_spp = spp
+        if spp:
+            self.spp = SPP()
+            self.spp_conv = ConvBNLeaky(mid * 4, mid, 1)
+        self.post = nn.SequentialCell([ConvBNLeaky(mid, mid * 2, 3), ConvBNLeaky(mid * 2, mid, 1)])
+        self.conv_out = ConvBNLeaky(mid, mid * 2, 3)
+        self.head = HeadConv(mid * 2, out_channels)
+
+    def construct(self, x):
+        x = self.pre(x)
+        if self.use_spp:
+            x = self.spp_conv(self.spp(x))
+        route = self.post(x)
+        return route, self.head(self.conv_out(route))
+
+    def darknet_layers(self) -> List[ConvPair]:
+        return conv_cells(self) + [(self.head.conv, None)]
+
+
+class YOLOv3(nn.Cell):
+    """YOLOv3 on DarkNet-53 (yolov3.cfg), or with the SPP block in the first head (yolov3-spp.cfg)."""
+
+    def __init__(self, num_classes: int, anchors_per_scale: Sequence[int], backbone_layers: Sequence[int],
+                 spp: bool = False):
+        super().__init__()
+        outs = [a * (5 + num_classes) for a in anchors_per_scale]
+        self.backbone = DarkNet53(backbone_layers)
+        self.block1 = YoloBlock(1024, 512, outs[0], spp)
+        self.lateral1 = ConvBNLeaky(512, 256, 1)
+        self.block2 = YoloBlock(512 + 256, 256, outs[1])
+        self.lateral2 = ConvBNLeaky(256, 128, 1)
+        self.block3 = YoloBlock(256 + 128, 128, outs[2])
+        self.upsample = Upsample2x()
+
+    def construct(self, x):
+        c3, c4, c5 = self.backbone(x)
+        r1, out1 = self.block1(c5)
+        r2, out2 = self.block2(ops.concat((self.upsample(self.lateral1(r1)), c4), 1))
+        _, out3 = self.block3(ops.concat((self.upsample(self.lateral2(r2)), c3), 1))
+        return out1, out2, out3
+
+    def darknet_layers(self) -> List[ConvPair]:
+        return (conv_cells(self.backbone) + self.block1.darknet_layers() + conv_cells(self.lateral1)
+                + self.block2.darknet_layers() + conv_cells(self.lateral2) + self.block3.darknet_layers())
+
+
+class YOLOv3Tiny(nn.Cell):
+    """yolov3-tiny.cfg: two scales (strides 32 and 16)."""
+
+    def __init__(self, num_classes: int, anchors_per_scale: Sequence[int]):
+        super().__init__()
+        outs = [a * (5 + num_classes) for a in anchors_per_scale]
+        self.backbone = TinyDarkNet()
+        self.conv7 = ConvBNLeaky(1024, 256, 1)
+        self.conv8 = ConvBNLeaky(256, 512, 3)
+        self.head1 = HeadConv(512, outs[0])
+        self.lateral = ConvBNLeaky(256, 128, 1)
+        self.upsample = Upsample2x()
+        self.conv9 = ConvBNLeaky(128 + 256, 256, 3)
+        self.head2 = HeadConv(256, outs[1])
+
+    def construct(self, x):
+        c4, c5 = self.backbone(x)
+        route = self.conv7(c5)
+        out1 = self.head1(self.conv8(route))
+        x = ops.concat((self.upsample(self.lateral(route)), c4), 1)
+        out2 = self.head2(self.conv9(x))
+        return out1, out2
+
+    def darknet_layers(self) -> List[ConvPair]:
+        return (conv_cells(self.backbone) + conv_cells(self.conv7) + conv_cells(self.conv8)
+                + [(self.head1.conv, None)] + conv_cells(self.lateral) + conv_cells(self.conv9)
+                + [(self.head2.conv, None)])
+
+
+def num_scales(model_name: str) -> int:
+    return 2 if model_name == "yolov3_tiny" else 3
+
+
+def build_network(config) -> nn.Cell:
+    """The network named by config.model_name, checked against its anchors and masks."""
+    name = config.model_name
+    if name not in MODEL_NAMES:
+        raise UserError(f"unknown model_name {name!r}; expected one of {', '.join(MODEL_NAMES)}")
+    masks = config.anchor_mask
+    if len(masks) != num_scales(name):
+        raise UserError(f"{name} has {num_scales(name)} output scales but anchor_mask has {len(masks)} entries")
+    n_anchors = len(config.anchor_scales)
+    for mask in masks:
+        if not mask or any(not 0 <= i < n_anchors for i in mask):
+            raise UserError(f"anchor_mask {masks} refers to anchors outside anchor_scales ({n_anchors} anchors)")
+    if config.num_classes < 1:
+        raise UserError(f"num_classes must be positive, got {config.num_classes}")
+    per_scale = [len(m) for m in masks]
+    if name == "yolov3_tiny":
+        return YOLOv3Tiny(config.num_classes, per_scale)
+    return YOLOv3(config.num_classes, per_scale, config.backbone_layers, spp=name == "yolov3_darknet53_spp")

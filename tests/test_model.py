@@ -1,0 +1,65 @@
+"""Model structure and the box decode, against the paper's formulas in numpy."""
+import numpy as np
+import mindspore as ms
+import pytest
+
+from conftest import TINY_CFG
+from model_utils.config import load_config
+from src.yolo import build_network
+from src.yolo_head import YoloDecode
+
+ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", jit_config={"jit_level": "O0"})
+
+
+@pytest.mark.parametrize("argv, convs, params", [
+    ([], 75, 62001757),
+    (["--model_name", "yolov3_darknet53_spp"], 76, 63052381),
+    (["--config_path", TINY_CFG], 13, 8858734),
+])
+def test_darknet_layer_count_and_size(argv, convs, params):
+    """Conv layers and parameter counts as in the darknet cfgs (weights file sizes / 4)."""
+    net = build_network(load_config(argv))
+    layers = net.darknet_layers()
+    assert len(layers) == convs
+    n = sum(int(np.prod(c.weight.shape)) + (4 if bn is not None else 1) * c.weight.shape[0] for c, bn in layers)
+    assert n == params
+
+
+def test_any_class_count_and_output_shapes():
+    cfg = load_config(["--config_path", TINY_CFG, "--num_classes", "3"])
+    net = build_network(cfg)
+    net.set_train(False)
+    outs = net(ms.Tensor(np.zeros((2, 3, 320, 320), np.float32)))
+    assert [tuple(o.shape) for o in outs] == [(2, 24, 10, 10), (2, 24, 20, 20)]
+
+
+def test_decode_matches_paper_formulas():
+    rng = np.random.default_rng(1)
+    anchors = [[10, 14], [23, 27], [37, 58], [81, 82]]
+    mask = [[2, 3], [0, 1]]
+    c = 3
+    maps = [rng.normal(0, 1, (1, 2 * (5 + c), h, h)).astype(np.float32) for h in (2, 4)]
+    rows = YoloDecode(anchors, mask, c)([ms.Tensor(m) for m in maps], 64, 64).asnumpy()
+    assert rows.shape == (1, 2 * 2 * 2 + 4 * 4 * 2, 5 + c)
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    k = 0
+    for m, idx in zip(maps, mask):
+        h = m.shape[2]
+        p = m[0].reshape(2, 5 + c, h, h)
+        for y in range(h):
+            for x in range(h):
+                for a in range(2):
+                    t = p[a, :, y, x]
+                    want = [(sig(t[0]) + x) * 64 / h, (sig(t[1]) + y) * 64 / h,
+                            np.exp(t[2]) * anchors[idx[a]][0], np.exp(t[3]) * anchors[idx[a]][1],
+                            sig(t[4]), *sig(t[5:])]
+                    np.testing.assert_allclose(rows[0, k], want, rtol=1e-5, atol=1e-5)
+                    k += 1
+
+
+def test_bad_anchor_mask_is_an_error():
+    from src.errors import UserError
+    with pytest.raises(UserError, match="output scales"):
+        build_network(load_config(["--anchor_mask", "[[0,1,2],[3,4,5]]"]))
+    with pytest.raises(UserError, match="outside anchor_scales"):
+        build_network(load_config(["--config_path", TINY_CFG, "--anchor_mask", "[[3,4,9],[0,1,2]]"]))
