@@ -1,0 +1,63 @@
+"""predict.py: top classes agree with the darknet reference; videos come out with every frame."""
+import json
+import os
+from collections import defaultdict
+
+import cv2
+import numpy as np
+
+from conftest import COCO_TINY, DARKNET, TINY_CFG, reference, run_script
+
+
+def _top(records, key):
+    best = {}
+    for r in records:
+        k = r[key]
+        if k not in best or r["score"] > best[k]["score"]:
+            best[k] = r
+    return best
+
+
+def test_top_class_agrees_with_reference(tiny_ckpt, ref_python, tmp_path):
+    out = tmp_path / "pred"
+    run_script("predict.py", "--config_path", TINY_CFG, "--pretrained", tiny_ckpt, "--input",
+               os.path.join(COCO_TINY, "val2017"), "--output_dir", str(out), "--score_threshold", "0.1")
+    ours = _top(json.loads((out / "detections.json").read_text()), "file")
+    assert len([f for f in os.listdir(out) if f.endswith(".jpg")]) == 80
+    ref_json = tmp_path / "ref.json"
+    reference(ref_python, "coco", "--cfg", os.path.join(DARKNET, "yolov3-tiny.cfg"), "--weights",
+              os.path.join(DARKNET, "yolov3-tiny.weights"), "--data", COCO_TINY, "--size", "416", "--letterbox",
+              "--json", str(ref_json))
+    ann = json.loads(open(os.path.join(COCO_TINY, "annotations", "instances_val2017.json")).read())
+    names = {im["id"]: im["file_name"] for im in ann["images"]}
+    theirs = _top(json.loads(ref_json.read_text()), "image_id")
+    confident = {names[i]: r for i, r in theirs.items() if r["score"] > 0.5}
+    assert len(confident) >= 10
+    for name, r in confident.items():
+        assert name in ours and ours[name]["category_id"] == r["category_id"], name
+        assert abs(ours[name]["score"] - r["score"]) < 1e-3
+        np.testing.assert_allclose(ours[name]["bbox"], r["bbox"], atol=0.05)
+
+
+def test_video_every_frame(tiny_ckpt, shared, tmp_path):
+    files = sorted(os.listdir(os.path.join(COCO_TINY, "val2017")))[:4]
+    video = str(tmp_path / "clip.mp4")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 5, (320, 240))
+    for f in files + files[:1]:
+        writer.write(cv2.resize(cv2.imread(os.path.join(COCO_TINY, "val2017", f)), (320, 240)))
+    writer.release()
+    out = tmp_path / "out"
+    run_script("predict.py", "--config_path", TINY_CFG, "--pretrained", tiny_ckpt, "--input", video,
+               "--output_dir", str(out), "--score_threshold", "0.2")
+    cap = cv2.VideoCapture(str(out / "clip_det.mp4"))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    assert frames == 5
+    per_frame = defaultdict(list)
+    for r in json.loads((out / "detections.json").read_text()):
+        per_frame[r["frame"]].append(r)
+    assert set(per_frame) <= set(range(5)) and len(per_frame) >= 3
+    # frames 0 and 4 show the same image (through a lossy codec): same top class
+    top = [max(per_frame[i], key=lambda r: r["score"])["category_name"] for i in (0, 4)]
+    assert top[0] == top[1]
