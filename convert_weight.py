@@ -5,7 +5,7 @@ DarkNet-53 backbone) converts the layers it covers; the checkpoint then holds
 only those layers' parameters, for --pretrained_backbone.
 """
 from model_utils.config import load_config
-from src.checkpoint import save_checkpoint
+from src.checkpoint import network_parameters, save_checkpoint
 from src.darknet_weights import load_darknet_weights
 from src.errors import UserError, run_cli
 from src.logger import get_logger
@@ -24,10 +24,10 @@ def main() -> None:
         covered.update(id(p) for p in conv.get_parameters())
         if bn is not None:
             covered.update(id(p) for p in bn.get_parameters())
-    names = {n for n, p in network.parameters_and_names() if id(p) in covered}
-    save_checkpoint(network, config.output_file, names=names)
+    params = {n: p for n, p in network_parameters(network).items() if id(p) in covered}
+    save_checkpoint(params, config.output_file)
     get_logger().info("converted %d of %d conv layers (%d parameters) of %s from %s to %s", count, len(layers),
-                      len(names), config.model_name, config.input_file, config.output_file)
+                      len(params), config.model_name, config.input_file, config.output_file)
 
 
 if __name__ == "__main__":

@@ -24,14 +24,19 @@ DEFAULT_CONFIG = os.path.join(ROOT, "default_config.yaml")
 class Config:
     """Attribute access to a flat dict of settings."""
 
-    def __init__(self, values: Dict[str, Any]):
+    def __init__(self, values: Dict[str, Any], explicit: Sequence[str] = ()):
         self.__dict__.update(values)
+        self._explicit = frozenset(explicit)
+
+    def is_set(self, key: str) -> bool:
+        """Whether `key` was given by --config_path or on the command line (not a default)."""
+        return key in self._explicit
 
     def to_dict(self) -> Dict[str, Any]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
     def __repr__(self) -> str:
-        return "\n".join(f"{k}: {v!r}" for k, v in sorted(self.__dict__.items()))
+        return "\n".join(f"{k}: {v!r}" for k, v in sorted(self.to_dict().items()))
 
 
 def _read_yaml(path: str) -> List[Dict[str, Any]]:
@@ -134,12 +139,14 @@ def load_config(argv: Optional[Sequence[str]] = None, description: str = "") -> 
     pre.add_argument("--config_path", default=DEFAULT_CONFIG)
     known, _ = pre.parse_known_args(argv)
     values = dict(defaults)
+    explicit = set()
     if os.path.abspath(known.config_path) != DEFAULT_CONFIG:
         override = _read_yaml(known.config_path)[0]
         for key, value in override.items():
             if key not in defaults:
                 raise UserError(f"{known.config_path}: unknown config key '{key}'")
             values[key] = _coerce(key, value, defaults[key], known.config_path)
+            explicit.add(key)
 
     parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
     parser.add_argument("--config_path", default=DEFAULT_CONFIG, help="YAML file overriding default_config.yaml")
@@ -153,8 +160,9 @@ def load_config(argv: Optional[Sequence[str]] = None, description: str = "") -> 
         text = getattr(args, key)
         if text is not None:
             values[key] = _coerce(key, text, defaults[key], f"--{key}")
+            explicit.add(key)
     for key, allowed in choices.items():
         if key in values and values[key] not in allowed:
             raise UserError(f"{key} must be one of {', '.join(map(str, allowed))}, got {values[key]!r}")
     values["config_path"] = os.path.abspath(known.config_path)
-    return Config(values)
+    return Config(values, explicit)

@@ -15,3 +15,17 @@ def setup_device(config) -> None:
             ms.set_device(config.device_target, config.device_id)
     except (RuntimeError, ValueError) as e:
         raise UserError(f"device_target {config.device_target} is not usable here: {str(e).splitlines()[0]}") from None
+
+
+def init_distributed(config) -> None:
+    """Data-parallel setup over mindspore.communication; rank and group size come from the runtime."""
+    from mindspore.communication import get_group_size, get_rank, init
+    try:
+        init()
+    except RuntimeError as e:
+        raise UserError(f"is_distributed=1 but the collective runtime did not start (launch with msrun or "
+                        f"the scripts/ launchers): {str(e).splitlines()[0]}") from None
+    config.rank = get_rank()
+    config.group_size = get_group_size()
+    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
+                                 device_num=config.group_size)

@@ -14,10 +14,9 @@ def network_parameters(network: nn.Cell) -> Dict[str, ms.Parameter]:
     return dict(network.parameters_and_names())
 
 
-def save_checkpoint(network: nn.Cell, path: str, extra: Optional[Dict[str, Any]] = None,
-                    names: Optional[set] = None) -> None:
-    """Write `network`'s parameters (only `names` if given) to `path` atomically."""
-    params = [{"name": n, "data": p} for n, p in network_parameters(network).items() if names is None or n in names]
+def save_checkpoint(params: Dict[str, ms.Parameter], path: str, extra: Optional[Dict[str, Any]] = None) -> None:
+    """Write named parameters (see `network_parameters`) and extra values to `path` atomically."""
+    params = [{"name": n, "data": p} for n, p in params.items()]
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp.ckpt")

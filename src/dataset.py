@@ -1,0 +1,143 @@
+"""COCO-format training data: reading, augmentation and targets, fed through GeneratorDataset.
+
+One item of the GeneratorDataset is one whole batch, so that every image of a
+batch shares the input size that multi-scale training picked for that
+iteration (a new size from 320..608 every `resize_rate` iterations).
+"""
+import os
+import warnings
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from src.augment import clip_boxes, hflip, hsv, jitter, letterbox_boxes, mosaic
+from src.coco import category_ids, load_coco
+from src.errors import UserError
+from src.targets import build_targets
+
+MULTI_SCALES = tuple(range(320, 609, 32))
+
+
+class CocoTrainSet:
+    """Images with their boxes (x1, y1, x2, y2 pixels) and 0-based labels.
+
+    Crowd boxes are ignored, zero-size boxes dropped and counted, images
+    without boxes left out; category ids map to labels in sorted order.
+    """
+
+    def __init__(self, ann_file: str, image_dir: str):
+        if not os.path.isdir(image_dir):
+            raise UserError(f"training image directory not found: {image_dir}")
+        coco = load_coco(ann_file)
+        self.cat_ids = category_ids(coco)
+        self.names = [coco.cats[c].get("name", str(c)) for c in self.cat_ids]
+        label_of = {c: i for i, c in enumerate(self.cat_ids)}
+        self.records: List[Tuple[str, np.ndarray, np.ndarray]] = []
+        self.zero_size_boxes = 0
+        self.images_without_boxes = 0
+        for img_id in sorted(coco.imgs):
+            boxes, labels = [], []
+            for a in coco.imgToAnns.get(img_id, []):
+                if a.get("iscrowd", 0):
+                    continue
+                x, y, w, h = a["bbox"]
+                if w <= 0 or h <= 0:
+                    self.zero_size_boxes += 1
+                    continue
+                boxes.append([x, y, x + w, y + h])
+                labels.append(label_of[a["category_id"]])
+            if not boxes:
+                self.images_without_boxes += 1
+                continue
+            self.records.append((os.path.join(image_dir, coco.imgs[img_id]["file_name"]),
+                                 np.array(boxes, np.float32), np.array(labels, np.int64)))
+        if not self.records:
+            raise UserError(f"{ann_file} has no images with boxes to train on")
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load(self, index: int) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        path, boxes, labels = self.records[index]
+        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        if img is None:
+            warnings.warn(f"skipping unreadable or missing training image {path}", stacklevel=2)
+            return None
+        return img, boxes, labels
+
+
+def train_shape(fixed: int, seed: int, iteration: int, resize_rate: int) -> int:
+    """The input size of a training iteration: `fixed`, or a seeded pick from 320..608."""
+    if fixed:
+        return fixed
+    rng = np.random.default_rng((seed, 7919, iteration // max(1, resize_rate)))
+    return int(rng.choice(MULTI_SCALES))
+
+
+class BatchSource:
+    """Random-access source of whole augmented batches for one epoch of one rank."""
+
+    def __init__(self, data: CocoTrainSet, indices: Sequence[int], config, epoch: int, start_batch: int = 0):
+        self.data = data
+        self.indices = list(indices)
+        self.cfg = config
+        self.epoch = epoch
+        self.batch_size = config.per_batch_size
+        self.steps_per_epoch = len(self.indices) // self.batch_size
+        self.start_batch = start_batch
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch - self.start_batch
+
+    def _load_any(self, position: int, rng: np.random.Generator):
+        """The sample at `position`, or (a damaged image) another random one."""
+        for attempt in range(10):
+            index = self.indices[position] if attempt == 0 else int(rng.integers(len(self.data)))
+            sample = self.data.load(index)
+            if sample is not None:
+                return sample
+        raise UserError("ten unreadable training images in a row: check the image directory")
+
+    def sample(self, position: int, size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One augmented (image BGR uint8 size x size, boxes, labels), reproducible from the seed."""
+        c = self.cfg
+        rng = np.random.default_rng((c.seed, self.epoch, position))
+        if c.mosaic:
+            parts = [self._load_any(position, rng)] + [self._load_any(int(rng.integers(len(self.indices))), rng)
+                                                       for _ in range(3)]
+            img, boxes, labels = mosaic(parts, size, rng)
+        else:
+            img, boxes, labels = self._load_any(position, rng)
+            if c.jitter > 0:
+                img, boxes = jitter(img, boxes, size, rng, c.jitter, c.jitter_scale)
+            else:
+                img, boxes = letterbox_boxes(img, boxes, size)
+        if rng.random() < 0.5:
+            img, boxes = hflip(img, boxes)
+        img = hsv(img, rng, c.hue, c.saturation, c.value)
+        boxes, labels = clip_boxes(boxes, labels, size, size)
+        return img, boxes, labels
+
+    def __getitem__(self, k: int) -> Tuple[np.ndarray, ...]:
+        b = self.start_batch + k
+        iteration = self.epoch * self.steps_per_epoch + b
+        size = train_shape(self.cfg.training_shape, self.cfg.seed, iteration, self.cfg.resize_rate)
+        images, targets = [], []
+        for position in range(b * self.batch_size, (b + 1) * self.batch_size):
+            img, boxes, labels = self.sample(position, size)
+            images.append(img[:, :, ::-1].transpose(2, 0, 1))
+            targets.append(build_targets(boxes, labels, size, self.cfg.anchor_scales, self.cfg.anchor_mask,
+                                         self.cfg.num_classes, self.cfg.max_box,
+                                         self.cfg.label_smooth_factor if self.cfg.label_smooth else 0.0))
+        batch = [np.stack(images).astype(np.float32) * np.float32(1 / 255.0)]
+        batch += [np.stack([t[i] for t in targets]) for i in range(len(targets[0]))]
+        return tuple(batch)
+
+
+def create_train_dataset(source: BatchSource, workers: int):
+    """A GeneratorDataset over whole batches, built in `workers` processes."""
+    import mindspore.dataset as ds
+    columns = ["images"] + [f"target{i}" for i in range(len(source.cfg.anchor_mask))] + ["gt_boxes"]
+    return ds.GeneratorDataset(source, column_names=columns, shuffle=False,
+                               num_parallel_workers=max(1, workers), python_multiprocessing=workers > 1)

@@ -1,0 +1,94 @@
+"""YOLOv3 loss: GIoU for boxes (weighted 2 - w*h), sigmoid cross-entropy for objectness and classes.
+
+Predictions overlapping any ground truth by more than `ignore_threshold` get
+no objectness loss (darknet's ignore_thresh). The sum over the batch is
+divided by the batch size.
+"""
+from typing import Sequence
+
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+
+EPS = 1e-9
+
+
+def box_corners(box):
+    """(..., 4) cx, cy, w, h -> x1, y1, x2, y2 (each (..., 1))."""
+    half = box[..., 2:4] / 2
+    return box[..., 0:1] - half[..., 0:1], box[..., 1:2] - half[..., 1:2], \
+        box[..., 0:1] + half[..., 0:1], box[..., 1:2] + half[..., 1:2]
+
+
+def giou(a, b):
+    """Generalised IoU of (..., 4) cx, cy, w, h boxes -> (..., 1)."""
+    ax1, ay1, ax2, ay2 = box_corners(a)
+    bx1, by1, bx2, by2 = box_corners(b)
+    iw = ops.relu(ops.minimum(ax2, bx2) - ops.maximum(ax1, bx1))
+    ih = ops.relu(ops.minimum(ay2, by2) - ops.maximum(ay1, by1))
+    inter = iw * ih
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
+    iou = inter / (union + EPS)
+    hull = (ops.maximum(ax2, bx2) - ops.minimum(ax1, bx1)) * (ops.maximum(ay2, by2) - ops.minimum(ay1, by1))
+    return iou - (hull - union) / (hull + EPS)
+
+
+def iou_matrix(pred, gts):
+    """IoU of pred (N, R, 4) against gts (N, M, 4), both cx, cy, w, h -> (N, R, M)."""
+    px1, py1, px2, py2 = box_corners(ops.expand_dims(pred, 2))
+    gx1, gy1, gx2, gy2 = box_corners(ops.expand_dims(gts, 1))
+    iw = ops.relu(ops.minimum(px2, gx2) - ops.maximum(px1, gx1))
+    ih = ops.relu(ops.minimum(py2, gy2) - ops.maximum(py1, gy1))
+    inter = (iw * ih).squeeze(-1)
+    area_p = ((px2 - px1) * (py2 - py1)).squeeze(-1)
+    area_g = ((gx2 - gx1) * (gy2 - gy1)).squeeze(-1)
+    return inter / (area_p + area_g - inter + EPS)
+
+
+class YoloLoss(nn.Cell):
+    """Loss of one output scale, from raw maps and that scale's targets."""
+
+    def __init__(self, anchors: Sequence[Sequence[float]], num_classes: int, ignore_threshold: float):
+        super().__init__()
+        self.num_anchors = len(anchors)
+        self.num_classes = num_classes
+        self.anchors = Tensor(np.array(anchors, np.float32).reshape(1, 1, 1, len(anchors), 2))
+        self.ignore_threshold = ignore_threshold
+        self.bce = nn.BCEWithLogitsLoss(reduction="none")
+
+    def construct(self, p, target, gts, in_h: int, in_w: int):
+        n, _, h, w = p.shape
+        p = p.reshape(n, self.num_anchors, 5 + self.num_classes, h, w).transpose(0, 3, 4, 1, 2)
+        gx = ops.arange(0, w, dtype=ms.float32).reshape(1, 1, w, 1, 1)
+        gy = ops.arange(0, h, dtype=ms.float32).reshape(1, h, 1, 1, 1)
+        sig = ops.sigmoid(p[..., 0:2])
+        size = Tensor([in_w, in_h], ms.float32)
+        pred_box = ops.concat(((sig[..., 0:1] + gx) / w, (sig[..., 1:2] + gy) / h,
+                               ops.exp(ops.clip(p[..., 2:4], -10.0, 10.0)) * self.anchors / size), -1)
+        obj = target[..., 4:5]
+        ious = iou_matrix(ops.stop_gradient(pred_box).reshape(n, -1, 4), gts)
+        ignore = ops.cast(ious.max(-1) < self.ignore_threshold, ms.float32).reshape(n, h, w, self.num_anchors, 1)
+        obj_loss = self.bce(p[..., 4:5], obj) * (obj + (1 - obj) * ignore)
+        cls_loss = self.bce(p[..., 5:], target[..., 6:]) * obj
+        box_loss = (1 - giou(pred_box, target[..., 0:4])) * target[..., 5:6] * obj
+        return (box_loss.sum() + obj_loss.sum() + cls_loss.sum()) / n
+
+
+class YoloWithLoss(nn.Cell):
+    """Network + per-scale losses: (images, target per scale..., gts) -> scalar loss."""
+
+    def __init__(self, network: nn.Cell, anchors: Sequence[Sequence[float]], anchor_mask: Sequence[Sequence[int]],
+                 num_classes: int, ignore_threshold: float):
+        super().__init__()
+        self.network = network
+        self.losses = nn.CellList([YoloLoss([anchors[i] for i in m], num_classes, ignore_threshold)
+                                   for m in anchor_mask])
+
+    def construct(self, images, *targets):
+        outs = self.network(images)
+        gts = targets[-1]
+        in_h, in_w = images.shape[2], images.shape[3]
+        loss = 0.0
+        for i in range(len(self.losses)):
+            loss = loss + self.losses[i](outs[i], targets[i], gts, in_h, in_w)
+        return loss

@@ -1,0 +1,199 @@
+"""Train or fine-tune YOLOv3 on a COCO-format data set (DATA_DIR/annotations/instances_train2017.json,
+DATA_DIR/train2017/).
+
+Checkpoints go to CKPT_PATH/ckpt_RANK/ and carry `epoch` and `global_step`;
+`--resume True` continues the newest one, optimiser state included. Ctrl-C
+saves a resumable checkpoint before stopping.
+"""
+import os
+import re
+import time
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor, nn
+
+from model_utils.config import load_config
+from model_utils.device_adapter import init_distributed, setup_device
+from src.checkpoint import load_checkpoint_into, network_parameters, read_checkpoint, save_checkpoint
+from src.darknet_weights import load_darknet_weights
+from src.dataset import BatchSource, CocoTrainSet, create_train_dataset
+from src.errors import UserError, run_cli
+from src.logger import get_logger
+from src.loss import YoloWithLoss
+from src.lr_scheduler import get_lr
+from src.sampler import DistributedSampler
+from src.train_step import TrainStep
+from src.yolo import build_network
+
+CKPT_NAME = re.compile(r"^(\d+)-(\d+)_(\d+)\.ckpt$")
+
+
+def list_checkpoints(folder: str) -> List[Tuple[int, str]]:
+    """(global_step, path) of this run's checkpoints, oldest first."""
+    if not os.path.isdir(folder):
+        return []
+    found = [(int(m.group(3)), os.path.join(folder, f)) for f in os.listdir(folder) if (m := CKPT_NAME.match(f))]
+    return sorted(found)
+
+
+def param_groups(network: nn.Cell, weight_decay: float) -> List[Dict]:
+    """Weight decay on conv weights only, not on BN parameters and biases."""
+    decay, no_decay = [], []
+    for p in network.trainable_params():
+        (decay if p.name.endswith(".weight") else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0},
+            {"order_params": network.trainable_params()}]
+
+
+def load_initial_weights(network: nn.Cell, config, logger) -> None:
+    if config.resume_yolo:
+        load_checkpoint_into(network, config.resume_yolo, config.model_name)
+        logger.info("fine-tuning from %s", config.resume_yolo)
+    elif config.pretrained_backbone:
+        path = config.pretrained_backbone
+        if path.endswith(".weights"):
+            count = load_darknet_weights(network, path, config.model_name)
+            logger.info("loaded %d darknet conv layers from %s", count, path)
+        else:
+            count = load_checkpoint_into(network, path, config.model_name, strict=False)
+            logger.info("loaded %d parameters from %s", count, path)
+
+
+class Trainer:
+    """The training loop: data, step, logging, checkpoints, resume."""
+
+    def __init__(self, config):
+        self.cfg = config
+        self.main_rank = config.rank == 0 or not config.is_save_on_master
+        self.logger = get_logger(log_dir=os.path.join(config.ckpt_path, "log"), rank=config.rank)
+        if not config.data_dir or not os.path.isdir(config.data_dir):
+            raise UserError(f"data_dir not found: {config.data_dir or '(not given)'}")
+        ann = os.path.join(config.data_dir, "annotations", "instances_train2017.json")
+        self.data = CocoTrainSet(ann, os.path.join(config.data_dir, "train2017"))
+        self._set_classes()
+        self.network = build_network(config)
+        load_initial_weights(self.network, config, self.logger)
+        self.sampler = DistributedSampler(len(self.data), config.group_size, config.rank, True, config.seed)
+        self.steps_per_epoch = len(self.sampler) // config.per_batch_size
+        if self.steps_per_epoch == 0:
+            raise UserError(f"{len(self.sampler)} training images per rank is less than per_batch_size "
+                            f"{config.per_batch_size}")
+        lr = get_lr(config.lr_scheduler, config.lr, self.steps_per_epoch, config.max_epoch, config.warmup_epochs,
+                    config.lr_epochs, config.lr_gamma, config.t_max, config.eta_min)
+        self.lr = lr
+        self.optimizer = nn.Momentum(param_groups(self.network, config.weight_decay), Tensor(lr),
+                                     config.momentum)
+        net_loss = YoloWithLoss(self.network, config.anchor_scales, config.anchor_mask, config.num_classes,
+                                config.ignore_threshold)
+        if config.amp_level != "O0":
+            if config.device_target == "CPU":
+                raise UserError(f"amp_level {config.amp_level} needs GPU or Ascend; use O0 on CPU")
+            net_loss = ms.amp.auto_mixed_precision(net_loss, config.amp_level)
+        self.train_cell = TrainStep(net_loss, self.optimizer, config.loss_scale)
+        self.train_cell.set_train(True)
+        self.ckpt_dir = os.path.join(config.ckpt_path, f"ckpt_{config.rank}")
+        self.global_step = self._resume_or_check()
+
+    def _set_classes(self) -> None:
+        cfg, n = self.cfg, len(self.data.cat_ids)
+        if not cfg.is_set("num_classes"):
+            cfg.num_classes = n
+        elif cfg.num_classes < n:
+            raise UserError(f"the annotations have {n} categories but num_classes is {cfg.num_classes}")
+        if not cfg.is_set("labels"):
+            cfg.labels = self.data.names + [f"class_{i}" for i in range(n, cfg.num_classes)]
+
+    def state(self) -> Dict[str, ms.Parameter]:
+        params = network_parameters(self.network)
+        params.update({f"optimizer.{n}": p for n, p in self.optimizer.parameters_and_names()
+                       if n.startswith("moments.") or n == "global_step"})
+        return params
+
+    def _resume_or_check(self) -> int:
+        found = list_checkpoints(self.ckpt_dir)
+        if not self.cfg.resume:
+            if found:
+                raise UserError(f"{self.ckpt_dir} already holds checkpoints of another run; pass --resume True to "
+                                f"continue it or choose another --ckpt_path")
+            return 0
+        if not found:
+            raise UserError(f"--resume True but {self.ckpt_dir} holds no checkpoint")
+        path = found[-1][1]
+        ckpt = read_checkpoint(path)
+        load_checkpoint_into(self.network, path, self.cfg.model_name)
+        for name, p in self.state().items():
+            if name.startswith("optimizer."):
+                if name not in ckpt:
+                    raise UserError(f"{path} has no optimiser state ({name}); it cannot be resumed")
+                p.set_data(Tensor(ckpt[name].asnumpy(), p.dtype))
+        step = int(ckpt["global_step"].asnumpy())
+        self.logger.info("resuming from %s at global_step %d", path, step)
+        return step
+
+    def save(self, epoch: int) -> None:
+        if not self.main_rank:
+            return
+        step = int(self.optimizer.global_step.asnumpy().reshape(-1)[0])
+        path = os.path.join(self.ckpt_dir, f"{self.cfg.rank}-{epoch + 1}_{step}.ckpt")
+        save_checkpoint(self.state(), path, {"epoch": epoch, "global_step": step})
+        for _, old in list_checkpoints(self.ckpt_dir)[:-self.cfg.keep_checkpoint_max]:
+            os.remove(old)
+        self.logger.info("saved %s", path)
+
+    def train(self) -> None:
+        cfg = self.cfg
+        total = cfg.max_epoch * self.steps_per_epoch
+        profiler = self._start_profiler()
+        start_epoch, start_batch = divmod(self.global_step, self.steps_per_epoch)
+        epoch = start_epoch
+        loss_sum, count, t0 = 0.0, 0, time.time()
+        try:
+            for epoch in range(start_epoch, cfg.max_epoch):
+                source = BatchSource(self.data, self.sampler.indices(epoch), cfg, epoch,
+                                     start_batch if epoch == start_epoch else 0)
+                dataset = create_train_dataset(source, cfg.num_parallel_workers)
+                for batch in dataset.create_tuple_iterator(num_epochs=1):
+                    loss, overflow, _ = self.train_cell(*batch)
+                    self.global_step += 1
+                    if bool(overflow.asnumpy()):
+                        self.logger.warning("iter[%d]: gradient overflow, step skipped", self.global_step)
+                    loss_sum += float(loss.asnumpy())
+                    count += 1
+                    if profiler is not None and self.global_step - start_epoch * self.steps_per_epoch >= 5:
+                        profiler.analyse()
+                        profiler = None
+                    if self.global_step % cfg.log_interval == 0 and self.main_rank:
+                        fps = count * cfg.per_batch_size * cfg.group_size / (time.time() - t0)
+                        self.logger.info("epoch[%d], iter[%d], loss:%f, fps:%.2f imgs/sec, lr:%f", epoch,
+                                         self.global_step, loss_sum / count, fps,
+                                         self.lr[min(self.global_step, total) - 1])
+                        loss_sum, count, t0 = 0.0, 0, time.time()
+                    if cfg.ckpt_interval > 0 and self.global_step % cfg.ckpt_interval == 0:
+                        self.save(epoch)
+                if cfg.ckpt_interval <= 0 or self.global_step % cfg.ckpt_interval:
+                    self.save(epoch)
+        except KeyboardInterrupt:
+            self.save(epoch)
+            raise
+        self.logger.info("training done: %d iterations", self.global_step)
+
+    def _start_profiler(self):
+        if not self.cfg.need_profiler:
+            return None
+        return ms.Profiler(output_path=os.path.join(self.cfg.ckpt_path, "profiler"))
+
+
+def main() -> None:
+    config = load_config(description=__doc__)
+    setup_device(config)
+    if config.is_distributed:
+        init_distributed(config)
+    ms.set_seed(config.seed)
+    np.random.seed(config.seed)
+    Trainer(config).train()
+
+
+if __name__ == "__main__":
+    run_cli(main)
