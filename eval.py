@@ -44,11 +44,11 @@ def run_eval(config) -> dict:
     ann_file, image_dir = resolve_paths(config)
     coco = load_coco(ann_file)
     cat_ids = category_ids(coco)
-    if len(cat_ids) > config.num_classes:
-        raise UserError(f"{ann_file} has {len(cat_ids)} categories but the model has num_classes={config.num_classes}")
     if not config.pretrained:
         raise UserError("no weights given: --pretrained CKPT (.ckpt or darknet .weights)")
     detector = Detector(config, config.pretrained, config.per_batch_size)
+    if len(cat_ids) > config.num_classes:
+        raise UserError(f"{ann_file} has {len(cat_ids)} categories but the model has num_classes={config.num_classes}")
     image_ids = sorted(coco.getImgIds())
     paths = [os.path.join(image_dir, coco.imgs[i]["file_name"]) for i in image_ids]
 

@@ -7,6 +7,7 @@ saves a resumable checkpoint before stopping.
 """
 import os
 import re
+import signal
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -95,6 +96,17 @@ class Trainer:
         self.train_cell.set_train(True)
         self.ckpt_dir = os.path.join(config.ckpt_path, f"ckpt_{config.rank}")
         self.global_step = self._resume_or_check()
+        self.interrupted = False
+
+    def _on_sigint(self, *_):
+        """Ctrl-C: finish the current step, then save and stop (see train())."""
+        self.interrupted = True
+
+    def _arm_interrupt(self) -> None:
+        """MindSpore's runtime installs its own SIGINT handler while graphs run (it ends the process
+        with SIGTERM); re-arm ours after each step, for both signals, so Ctrl-C saves first."""
+        signal.signal(signal.SIGINT, self._on_sigint)
+        signal.signal(signal.SIGTERM, self._on_sigint)
 
     def _set_classes(self) -> None:
         cfg, n = self.cfg, len(self.data.cat_ids)
@@ -137,7 +149,8 @@ class Trainer:
             return
         step = int(self.optimizer.global_step.asnumpy().reshape(-1)[0])
         path = os.path.join(self.ckpt_dir, f"{self.cfg.rank}-{epoch + 1}_{step}.ckpt")
-        save_checkpoint(self.state(), path, {"epoch": epoch, "global_step": step})
+        save_checkpoint(self.state(), path, {"epoch": epoch, "global_step": step, "num_classes": self.cfg.num_classes,
+                                             "labels": "\n".join(self.cfg.labels)})
         for _, old in list_checkpoints(self.ckpt_dir)[:-self.cfg.keep_checkpoint_max]:
             os.remove(old)
         self.logger.info("saved %s", path)
@@ -156,6 +169,7 @@ class Trainer:
                 dataset = create_train_dataset(source, cfg.num_parallel_workers)
                 for batch in dataset.create_tuple_iterator(num_epochs=1):
                     loss, overflow, _ = self.train_cell(*batch)
+                    self._arm_interrupt()
                     self.global_step += 1
                     if bool(overflow.asnumpy()):
                         self.logger.warning("iter[%d]: gradient overflow, step skipped", self.global_step)
@@ -172,6 +186,8 @@ class Trainer:
                         loss_sum, count, t0 = 0.0, 0, time.time()
                     if cfg.ckpt_interval > 0 and self.global_step % cfg.ckpt_interval == 0:
                         self.save(epoch)
+                    if self.interrupted:
+                        raise KeyboardInterrupt
                 if cfg.ckpt_interval <= 0 or self.global_step % cfg.ckpt_interval:
                     self.save(epoch)
         except KeyboardInterrupt:

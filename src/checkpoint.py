@@ -37,13 +37,14 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
         raise UserError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
 
 
-def load_checkpoint_into(network: nn.Cell, path: str, model_name: str, strict: bool = True) -> int:
-    """Load a .ckpt into `network`; returns how many parameters were set.
+def load_checkpoint_into(network: nn.Cell, path: str, model_name: str, strict: bool = True,
+                         ckpt: Optional[Dict[str, Any]] = None) -> int:
+    """Load a .ckpt (or its already read contents `ckpt`) into `network`; returns how many parameters were set.
 
     With `strict`, every network parameter must be present; names or shapes of
     another model are an error naming the first mismatch.
     """
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path) if ckpt is None else ckpt
     params = network_parameters(network)
     mismatched = [(n, tuple(ckpt[n].shape), tuple(p.shape)) for n, p in params.items()
                   if n in ckpt and tuple(ckpt[n].shape) != tuple(p.shape)]
@@ -61,11 +62,27 @@ def load_checkpoint_into(network: nn.Cell, path: str, model_name: str, strict: b
     return len(params) - len(missing)
 
 
-def load_weights(network: nn.Cell, path: str, model_name: str) -> None:
-    """Load a whole model from a MindSpore .ckpt or a darknet .weights file."""
+def apply_class_info(config, ckpt: Dict[str, Any]) -> None:
+    """Take num_classes and labels saved by train.py, unless the user set them."""
+    if "num_classes" in ckpt and not config.is_set("num_classes"):
+        config.num_classes = int(ckpt["num_classes"].asnumpy())
+    if "labels" in ckpt and not config.is_set("labels"):
+        config.labels = str(ckpt["labels"]).split("\n")
+
+
+def build_with_weights(config, path: str, build) -> nn.Cell:
+    """`build(config)` a network and load a whole model into it from a .ckpt or darknet .weights file.
+
+    A checkpoint written by train.py also sets num_classes and labels (unless given).
+    """
     if not path:
         raise UserError("no weights given (--pretrained / --ckpt_file)")
     if path.endswith(".weights"):
-        load_darknet_weights(network, path, model_name, allow_prefix=False)
-    else:
-        load_checkpoint_into(network, path, model_name)
+        network = build(config)
+        load_darknet_weights(network, path, config.model_name, allow_prefix=False)
+        return network
+    ckpt = read_checkpoint(path)
+    apply_class_info(config, ckpt)
+    network = build(config)
+    load_checkpoint_into(network, path, config.model_name, ckpt=ckpt)
+    return network

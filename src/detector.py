@@ -6,7 +6,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn
 
-from src.checkpoint import load_weights
+from src.checkpoint import build_with_weights
 from src.errors import UserError
 from src.nms import select_detections
 from src.transforms import Mapping, boxes_to_image, preprocess
@@ -30,9 +30,7 @@ def check_input_size(size: int) -> int:
 
 def build_detection_model(config, weights: Optional[str]) -> nn.Cell:
     """Network + decode in inference mode; weights from a .ckpt or darknet .weights if given."""
-    network = build_network(config)
-    if weights is not None:
-        load_weights(network, weights, config.model_name)
+    network = build_network(config) if weights is None else build_with_weights(config, weights, build_network)
     model = DetectionModel(network, YoloDecode(config.anchor_scales, config.anchor_mask, config.num_classes))
     model.set_train(False)
     return model

@@ -1,0 +1,97 @@
+"""train.py end to end on a small synthetic set: checkpoints, resume, Ctrl-C, errors, then eval."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import mindspore as ms
+import pytest
+
+from conftest import REPO, TINY_CFG, run_script
+from test_cli_errors import assert_clean_error
+
+LOG_LINE = re.compile(r"epoch\[\d+\], iter\[\d+\], loss:\d+\.\d{6}, fps:\d+\.\d{2} imgs/sec, lr:\d\.\d{6}")
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    from src.synthetic import make_dataset
+    root = tmp_path_factory.mktemp("shapes")
+    make_dataset(str(root), 16, 6, size=128, min_size=24, max_size=50)
+    return str(root)
+
+
+def train_args(data, out, *extra):
+    return ["--config_path", TINY_CFG, "--data_dir", data, "--training_shape", "128", "--per_batch_size", "4",
+            "--ckpt_path", out, "--log_interval", "2", "--num_parallel_workers", "2", *extra]
+
+
+def ckpts(out):
+    folder = os.path.join(out, "ckpt_0")
+    return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
+
+def test_train_resume_and_eval(shapes, tmp_path):
+    out = str(tmp_path / "run")
+    proc = run_script("train.py", *train_args(shapes, out, "--max_epoch", "2"))
+    assert LOG_LINE.search(proc.stdout), proc.stdout[-2000:]
+    assert ckpts(out) == ["0-1_4.ckpt", "0-2_8.ckpt"]
+    ckpt = ms.load_checkpoint(os.path.join(out, "ckpt_0", "0-2_8.ckpt"))
+    assert int(ckpt["global_step"].asnumpy()) == 8 and int(ckpt["epoch"].asnumpy()) == 1
+    assert int(ckpt["num_classes"].asnumpy()) == 3 and ckpt["labels"].split("\n") == ["circle", "square", "triangle"]
+    assert any(k.startswith("optimizer.moments.") for k in ckpt)
+
+    again = run_script("train.py", *train_args(shapes, out, "--max_epoch", "2"), check=False)
+    assert_clean_error(again, "already holds checkpoints of another run")
+
+    run_script("train.py", *train_args(shapes, out, "--max_epoch", "3", "--resume", "True"))
+    assert "0-3_12.ckpt" in ckpts(out)
+    resumed = ms.load_checkpoint(os.path.join(out, "ckpt_0", "0-3_12.ckpt"))
+    assert int(resumed["optimizer.global_step"].asnumpy().reshape(-1)[0]) == 12
+
+    run_script("eval.py", "--config_path", TINY_CFG, "--data_dir", shapes, "--pretrained",
+               os.path.join(out, "ckpt_0", "0-3_12.ckpt"), "--testing_shape", "128", "--eval_dir",
+               str(tmp_path / "eval"))
+    stats = json.loads((tmp_path / "eval" / "stats.json").read_text())
+    assert stats["images"] == 6
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint(shapes, tmp_path):
+    out = str(tmp_path / "run")
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"),
+                             *train_args(shapes, out, "--max_epoch", "50", "--log_interval", "1")],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if "iter[5]" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130
+    assert "error: interrupted" in err
+    newest = max(ckpts(out), key=lambda f: int(f.split("_")[-1][:-5]))
+    step = int(ms.load_checkpoint(os.path.join(out, "ckpt_0", newest))["global_step"].asnumpy())
+    assert step >= 5
+    resumed = run_script("train.py", *train_args(shapes, out, "--max_epoch", "4", "--resume", "True"))
+    assert f"at global_step {step}" in resumed.stdout and "0-4_16.ckpt" in ckpts(out)
+
+
+def test_bad_training_data(shapes, tmp_path):
+    missing = tmp_path / "no_images"
+    (missing / "annotations").mkdir(parents=True)
+    (missing / "annotations" / "instances_train2017.json").write_text(
+        open(os.path.join(shapes, "annotations", "instances_train2017.json")).read())
+    proc = run_script("train.py", *train_args(str(missing), str(tmp_path / "o1"), "--max_epoch", "1"), check=False)
+    assert_clean_error(proc, "training image directory not found")
+    bad = tmp_path / "bad_ann"
+    (bad / "annotations").mkdir(parents=True)
+    (bad / "train2017").mkdir()
+    (bad / "annotations" / "instances_train2017.json").write_text('{"images": [1, 2')
+    proc = run_script("train.py", *train_args(str(bad), str(tmp_path / "o2"), "--max_epoch", "1"), check=False)
+    assert_clean_error(proc, "is not valid JSON")
+    (bad / "annotations" / "instances_train2017.json").write_text('{"images": [{"id": 1}], "categories": []}')
+    proc = run_script("train.py", *train_args(str(bad), str(tmp_path / "o3"), "--max_epoch", "1"), check=False)
+    assert_clean_error(proc, "no images with boxes")
+    proc = run_script("train.py", *train_args(str(tmp_path / "nowhere"), str(tmp_path / "o4")), check=False)
+    assert_clean_error(proc, "data_dir not found")
