@@ -116,6 +116,9 @@ class Trainer:
             raise UserError(f"the annotations have {n} categories but num_classes is {cfg.num_classes}")
         if not cfg.is_set("labels"):
             cfg.labels = self.data.names + [f"class_{i}" for i in range(n, cfg.num_classes)]
+        if not cfg.is_set("coco_ids"):
+            cfg.coco_ids = self.data.cat_ids + list(range(max(self.data.cat_ids) + 1,
+                                                          max(self.data.cat_ids) + 1 + cfg.num_classes - n))
 
     def state(self) -> Dict[str, ms.Parameter]:
         params = network_parameters(self.network)
@@ -150,7 +153,8 @@ class Trainer:
         step = int(self.optimizer.global_step.asnumpy().reshape(-1)[0])
         path = os.path.join(self.ckpt_dir, f"{self.cfg.rank}-{epoch + 1}_{step}.ckpt")
         save_checkpoint(self.state(), path, {"epoch": epoch, "global_step": step, "num_classes": self.cfg.num_classes,
-                                             "labels": "\n".join(self.cfg.labels)})
+                                             "labels": "\n".join(self.cfg.labels),
+                                             "coco_ids": ",".join(str(i) for i in self.cfg.coco_ids)})
         for _, old in list_checkpoints(self.ckpt_dir)[:-self.cfg.keep_checkpoint_max]:
             os.remove(old)
         self.logger.info("saved %s", path)

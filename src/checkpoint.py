@@ -63,17 +63,19 @@ def load_checkpoint_into(network: nn.Cell, path: str, model_name: str, strict: b
 
 
 def apply_class_info(config, ckpt: Dict[str, Any]) -> None:
-    """Take num_classes and labels saved by train.py, unless the user set them."""
+    """Take num_classes, labels and category ids saved by train.py, unless the user set them."""
     if "num_classes" in ckpt and not config.is_set("num_classes"):
         config.num_classes = int(ckpt["num_classes"].asnumpy())
     if "labels" in ckpt and not config.is_set("labels"):
         config.labels = str(ckpt["labels"]).split("\n")
+    if "coco_ids" in ckpt and not config.is_set("coco_ids"):
+        config.coco_ids = [int(i) for i in str(ckpt["coco_ids"]).split(",")]
 
 
 def build_with_weights(config, path: str, build) -> nn.Cell:
     """`build(config)` a network and load a whole model into it from a .ckpt or darknet .weights file.
 
-    A checkpoint written by train.py also sets num_classes and labels (unless given).
+    A checkpoint written by train.py also sets num_classes, labels and coco_ids (unless given).
     """
     if not path:
         raise UserError("no weights given (--pretrained / --ckpt_file)")

@@ -1,7 +1,8 @@
 """Building blocks shared by the backbones and heads, with darknet's semantics."""
-from typing import Optional
+import math
 
-from mindspore import nn, ops
+import numpy as np
+from mindspore import Tensor, nn, ops
 
 # darknet normalises with eps 1e-6 (OpenCV's importer too); converted weights expect it.
 BN_EPS = 1e-6
@@ -23,12 +24,27 @@ class ConvBNLeaky(nn.Cell):
 
 
 class HeadConv(nn.Cell):
-    """darknet's last [convolutional] before [yolo]: 1x1, bias, linear."""
+    """darknet's last [convolutional] before [yolo]: 1x1, bias, linear.
 
-    def __init__(self, in_channels: int, out_channels: int):
+    Biases start at priors (as in the focal-loss paper and ultralytics) so that
+    training from scratch does not spend its first steps pulling every
+    objectness down from 0.5: objectness ~ 8 objects per 640x640 image at this
+    stride, class probability ~ 0.6 / num_classes.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, num_anchors: int = 0, stride: int = 32):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, 1, has_bias=True, weight_init="HeUniform")
-        self.bn: Optional[nn.Cell] = None
+        self.bias_prior(num_anchors, stride)
+
+    def bias_prior(self, num_anchors: int, stride: int) -> None:
+        if not num_anchors:
+            return
+        per_anchor = self.conv.out_channels // num_anchors
+        bias = np.zeros((num_anchors, per_anchor), np.float32)
+        bias[:, 4] = math.log(8 / (640 / stride) ** 2)
+        bias[:, 5:] = math.log(0.6 / max(per_anchor - 5 - 0.99, 0.01))
+        self.conv.bias.set_data(Tensor(bias.reshape(-1)))
 
     def construct(self, x):
         return self.conv(x)

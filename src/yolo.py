@@ -35,7 +35,8 @@ class YoloBlock(nn.Cell):
     Returns the route feature (input of the next lateral conv) and the raw head map.
     """
 
-    def __init__(self, in_channels: int, mid: int, out_channels: int, spp: bool = False):
+    def __init__(self, in_channels: int, mid: int, out_channels: int, num_anchors: int, stride: int,
+                 spp: bool = False):
         super().__init__()
         self.pre = nn.SequentialCell([ConvBNLeaky(in_channels, mid, 1), ConvBNLeaky(mid, mid * 2, 3),
                                       ConvBNLeaky(mid * 2, mid, 1)])
@@ -45,7 +46,7 @@ class YoloBlock(nn.Cell):
             self.spp_conv = ConvBNLeaky(mid * 4, mid, 1)
         self.post = nn.SequentialCell([ConvBNLeaky(mid, mid * 2, 3), ConvBNLeaky(mid * 2, mid, 1)])
         self.conv_out = ConvBNLeaky(mid, mid * 2, 3)
-        self.head = HeadConv(mid * 2, out_channels)
+        self.head = HeadConv(mid * 2, out_channels, num_anchors, stride)
 
     def construct(self, x):
         x = self.pre(x)
@@ -66,11 +67,11 @@ class YOLOv3(nn.Cell):
         super().__init__()
         outs = [a * (5 + num_classes) for a in anchors_per_scale]
         self.backbone = DarkNet53(backbone_layers)
-        self.block1 = YoloBlock(1024, 512, outs[0], spp)
+        self.block1 = YoloBlock(1024, 512, outs[0], anchors_per_scale[0], 32, spp)
         self.lateral1 = ConvBNLeaky(512, 256, 1)
-        self.block2 = YoloBlock(512 + 256, 256, outs[1])
+        self.block2 = YoloBlock(512 + 256, 256, outs[1], anchors_per_scale[1], 16)
         self.lateral2 = ConvBNLeaky(256, 128, 1)
-        self.block3 = YoloBlock(256 + 128, 128, outs[2])
+        self.block3 = YoloBlock(256 + 128, 128, outs[2], anchors_per_scale[2], 8)
         self.upsample = Upsample2x()
 
     def construct(self, x):
@@ -94,11 +95,11 @@ class YOLOv3Tiny(nn.Cell):
         self.backbone = TinyDarkNet()
         self.conv7 = ConvBNLeaky(1024, 256, 1)
         self.conv8 = ConvBNLeaky(256, 512, 3)
-        self.head1 = HeadConv(512, outs[0])
+        self.head1 = HeadConv(512, outs[0], anchors_per_scale[0], 32)
         self.lateral = ConvBNLeaky(256, 128, 1)
         self.upsample = Upsample2x()
         self.conv9 = ConvBNLeaky(128 + 256, 256, 3)
-        self.head2 = HeadConv(256, outs[1])
+        self.head2 = HeadConv(256, outs[1], anchors_per_scale[1], 16)
 
     def construct(self, x):
         c4, c5 = self.backbone(x)

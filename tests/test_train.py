@@ -41,7 +41,7 @@ def test_train_resume_and_eval(shapes, tmp_path):
     ckpt = ms.load_checkpoint(os.path.join(out, "ckpt_0", "0-2_8.ckpt"))
     assert int(ckpt["global_step"].asnumpy()) == 8 and int(ckpt["epoch"].asnumpy()) == 1
     assert int(ckpt["num_classes"].asnumpy()) == 3 and ckpt["labels"].split("\n") == ["circle", "square", "triangle"]
-    assert any(k.startswith("optimizer.moments.") for k in ckpt)
+    assert ckpt["coco_ids"] == "1,2,3" and any(k.startswith("optimizer.moments.") for k in ckpt)
 
     again = run_script("train.py", *train_args(shapes, out, "--max_epoch", "2"), check=False)
     assert_clean_error(again, "already holds checkpoints of another run")
