@@ -5,8 +5,6 @@ The graph takes a float32 RGB NCHW batch in [0, 1] and returns one tensor
 (y, x, anchor), columns cx, cy, w, h in input pixels, objectness, class
 probabilities.
 """
-import os
-
 import numpy as np
 import mindspore as ms
 
@@ -14,10 +12,8 @@ from model_utils.config import load_config
 from model_utils.device_adapter import setup_device
 from src.detector import build_detection_model, check_input_size
 from src.errors import UserError, run_cli
-from src.fileio import temp_path_beside
+from src.export import export_graph
 from src.logger import get_logger
-
-EXTENSIONS = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
 
 
 def export_model(config) -> str:
@@ -33,19 +29,7 @@ def export_model(config) -> str:
     size = check_input_size(config.testing_shape)
     model = build_detection_model(config, config.ckpt_file)
     sample = ms.Tensor(np.zeros((config.batch_size, 3, size, size), np.float32))
-    target = config.file_name + EXTENSIONS[fmt]
-    tmp = temp_path_beside(target)
-    try:
-        if fmt == "ONNX":
-            ms.onnx.export(model, sample, file_name=tmp + ".onnx", input_names=["images"],
-                           output_names=["detections"])
-        else:
-            ms.export(model, sample, file_name=tmp, file_format=fmt)
-        os.replace(tmp + EXTENSIONS[fmt], target)
-    finally:
-        if os.path.exists(tmp + EXTENSIONS[fmt]):
-            os.remove(tmp + EXTENSIONS[fmt])
-    return target
+    return export_graph(model, sample, config.file_name, fmt)
 
 
 def main() -> None:

@@ -1,0 +1,188 @@
+"""Speed of a YOLOv3 model on this machine, all measured in one run (medians after warm-up).
+
+  MindSpore GRAPH_MODE forward, batch 1 (ms) and batch 8 (images/s)
+  the same model exported to ONNX, in ONNX Runtime with 2 threads, batch 1 and 8
+  a training step (images/s; batch 8, the real loss, optimiser and loss scale, synthetic tensors)
+  the training data pipeline alone, with training augmentation (images/s)
+  eval.py end to end (images/s over its whole wall time, start-up and compile included)
+
+    python benchmark.py --config_path configs/yolov3_tiny.yaml --shape 416 --json outputs/bench_tiny.json
+
+Options other than the ones below are config keys (e.g. --pretrained for eval.py's weights,
+--data_dir for its data; by default ../shared/data/coco_tiny if present, else a synthetic set).
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor, nn
+
+from model_utils.config import ROOT, load_config
+from model_utils.device_adapter import setup_device
+from src.checkpoint import network_parameters, save_checkpoint
+from src.dataset import BatchSource, CocoTrainSet, create_train_dataset
+from src.detector import build_detection_model, check_input_size
+from src.errors import UserError, run_cli
+from src.export import export_graph
+from src.fileio import write_json
+from src.loss import YoloWithLoss
+from src.synthetic import make_dataset
+from src.targets import build_targets
+from src.train_step import TrainStep
+from src.yolo import build_network
+
+SHARED_COCO = os.path.join(os.path.dirname(ROOT), "shared", "data", "coco_tiny")
+
+
+def median_seconds(fn: Callable[[], None], repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench_mindspore(model: nn.Cell, size: int, batch: int, repeats: int) -> float:
+    x = Tensor(np.random.default_rng(0).uniform(0, 1, (batch, 3, size, size)).astype(np.float32))
+    return median_seconds(lambda: model(x).asnumpy(), repeats)
+
+
+def bench_ort(model: nn.Cell, size: int, batch: int, repeats: int, folder: str) -> float:
+    import onnxruntime as ort
+    x = np.random.default_rng(0).uniform(0, 1, (batch, 3, size, size)).astype(np.float32)
+    path = export_graph(model, Tensor(x), os.path.join(folder, f"model_b{batch}"), "ONNX")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    return median_seconds(lambda: sess.run(None, {"images": x}), repeats)
+
+
+def synthetic_batch(config, size: int, batch: int) -> List[Tensor]:
+    rng = np.random.default_rng(0)
+    targets = []
+    for _ in range(batch):
+        xy = rng.uniform(0, size * 0.7, (4, 2))
+        wh = rng.uniform(size * 0.05, size * 0.3, (4, 2))
+        boxes = np.concatenate([xy, np.minimum(xy + wh, size)], 1).astype(np.float32)
+        targets.append(build_targets(boxes, rng.integers(0, config.num_classes, 4), size, config.anchor_scales,
+                                     config.anchor_mask, config.num_classes, config.max_box))
+    images = rng.uniform(0, 1, (batch, 3, size, size)).astype(np.float32)
+    return [Tensor(images)] + [Tensor(np.stack([t[i] for t in targets])) for i in range(len(targets[0]))]
+
+
+def bench_train(config, size: int, batch: int, repeats: int) -> float:
+    network = build_network(config)
+    opt = nn.Momentum(network.trainable_params(), 1e-4, config.momentum, weight_decay=config.weight_decay)
+    step = TrainStep(YoloWithLoss(network, config.anchor_scales, config.anchor_mask, config.num_classes,
+                                  config.ignore_threshold), opt, config.loss_scale)
+    step.set_train(True)
+    inputs = synthetic_batch(config, size, batch)
+    return median_seconds(lambda: step(*inputs)[0].asnumpy(), repeats, warmup=2)
+
+
+def bench_data(config, data_dir: str, size: int, batch: int, batches: int) -> float:
+    data = CocoTrainSet(os.path.join(data_dir, "annotations", "instances_train2017.json"),
+                        os.path.join(data_dir, "train2017"))
+    config.per_batch_size = batch
+    config.training_shape = size
+    indices = [i % len(data) for i in range(batch * (batches + 1))]
+    dataset = create_train_dataset(BatchSource(data, indices, config, epoch=0), config.num_parallel_workers)
+    it = dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)
+    next(it)  # workers started
+    t = time.perf_counter()
+    n = sum(1 for _ in it)
+    return n * batch / (time.perf_counter() - t)
+
+
+def bench_eval(config, data_dir: str, weights: str, size: int) -> Dict[str, float]:
+    ann = os.path.join(data_dir, "annotations", "instances_val2017.json")
+    images = len(json.load(open(ann))["images"])
+    with tempfile.TemporaryDirectory() as out:
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "eval.py"), "--config_path", config.config_path,
+                               "--data_dir", data_dir, "--pretrained", weights, "--testing_shape", str(size),
+                               "--eval_dir", out, "--device_target", config.device_target,
+                               "--num_classes", str(config.num_classes)], capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        if proc.returncode:
+            raise UserError(f"eval.py failed: {proc.stderr.strip().splitlines()[-1]}")
+        stats = json.load(open(os.path.join(out, "stats.json")))
+    return {"eval_ips": images / wall, "eval_wall_s": wall, "eval_AP": stats["AP"]}
+
+
+def run(config, size: int, repeats: int, json_path: Optional[str]) -> Dict[str, float]:
+    check_input_size(size)
+    results: Dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = config.pretrained
+        if not weights:
+            weights = os.path.join(tmp, "random.ckpt")
+            save_checkpoint(network_parameters(build_network(config)), weights)
+        model = build_detection_model(config, weights)
+        for batch in (1, 8):
+            ms_s = bench_mindspore(model, size, batch, repeats)
+            ort_s = bench_ort(model, size, batch, repeats, tmp)
+            if batch == 1:
+                results.update(ms_infer_b1_ms=ms_s * 1e3, ort_infer_b1_ms=ort_s * 1e3)
+            else:
+                results.update(ms_infer_b8_ips=8 / ms_s, ort_infer_b8_ips=8 / ort_s)
+        results["train_ips"] = 8 / bench_train(config, size, 8, max(3, repeats // 2))
+        data_dir = config.data_dir
+        if not data_dir:
+            data_dir = SHARED_COCO if os.path.isdir(SHARED_COCO) else os.path.join(tmp, "shapes")
+            if data_dir != SHARED_COCO:
+                make_dataset(data_dir, 64, 32, size=size)
+        results["data_ips"] = bench_data(config, data_dir, size, 8, 8)
+        results.update(bench_eval(config, data_dir, weights, size))
+    usage = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    results["peak_rss_mb"] = usage / 1024
+    results = {k: round(v, 3) for k, v in results.items()}
+    results.update(model=config.model_name, shape=size, machine=f"{platform.processor() or platform.machine()}, "
+                   f"{os.cpu_count()} cores", mindspore=ms.__version__)
+    if json_path:
+        write_json(json_path, results)
+    return results
+
+
+def print_table(r: Dict) -> None:
+    rows = [("forward batch 1 (ms)", r["ms_infer_b1_ms"], r["ort_infer_b1_ms"]),
+            ("forward batch 8 (images/s)", r["ms_infer_b8_ips"], r["ort_infer_b8_ips"])]
+    print(f"\n{r['model']} at {r['shape']}, {r['machine']}, MindSpore {r['mindspore']}")
+    print(f"{'':32}{'MindSpore':>12}{'ONNX Runtime':>14}{'ratio':>8}")
+    for name, a, b in rows:
+        ratio = a / b if "ms)" in name else b / a
+        print(f"{name:32}{a:12.2f}{b:14.2f}{ratio:8.2f}")
+    print(f"{'train step, batch 8 (images/s)':32}{r['train_ips']:12.2f}")
+    print(f"{'data pipeline (images/s)':32}{r['data_ips']:12.2f}")
+    print(f"{'eval.py end to end (images/s)':32}{r['eval_ips']:12.2f}   ({r['eval_wall_s']:.1f} s wall)")
+    print(f"{'peak RSS (MB)':32}{r['peak_rss_mb']:12.0f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument("--shape", type=int, default=416, help="input size")
+    parser.add_argument("--json", default="", help="write the results here")
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs per measurement")
+    args, rest = parser.parse_known_args()
+    config = load_config(rest, description=__doc__)
+    setup_device(config)
+    print_table(run(config, args.shape, args.repeats, args.json))
+
+
+if __name__ == "__main__":
+    run_cli(main)
