@@ -1,4 +1,5 @@
 """YOLOv3 evaluation on a COCO-format data set: predictions.json and stats.json in eval_dir."""
+import json
 import os
 import sys
 import time
@@ -11,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from model_utils.config import load_config
-from model_utils.device_adapter import setup_device
+from model_utils.device_adapter import all_reduce_sum, init_distributed, setup_device
 from src.coco import category_ids, evaluate, load_coco
 from src.detector import Detector
 from src.errors import UserError, run_cli
@@ -39,7 +40,63 @@ def resolve_paths(config) -> Tuple[str, str]:
     return ann_file, image_dir
 
 
-def run_eval(config) -> dict:
+def detect_images(detector: Detector, paths: List[str], image_ids: List[int], cat_ids: List[int],
+                  indices: List[int]) -> Tuple[List[dict], int]:
+    """COCO results for the images at `indices`, read two ahead in threads; and how many were skipped."""
+    def load(k: int):
+        img = read_image(paths[k])
+        return None if img is None else detector.prepare(img)
+
+    results: List[dict] = []
+    skipped = 0
+    bs = detector.batch_size
+    with ThreadPoolExecutor(max_workers=2) as pool, \
+            tqdm(total=len(indices), desc="eval", disable=not sys.stderr.isatty()) as bar:
+        batch: List[Tuple[int, tuple]] = []
+        for n, (k, item) in enumerate(zip(indices, pool.map(load, indices))):
+            if item is None:
+                skipped += 1
+                bar.update(1)
+            else:
+                batch.append((k, item))
+            if batch and (len(batch) == bs or n == len(indices) - 1):
+                rows = detector.forward(np.stack([p[0] for _, p in batch]))
+                for (k_img, (_, mapping)), r in zip(batch, rows):
+                    det = detector.postprocess(r, mapping)
+                    results += [{"image_id": int(image_ids[k_img]), "category_id": int(cat_ids[label]),
+                                 "bbox": [round(float(v), 3) for v in box], "score": round(float(score), 5)}
+                                for box, score, label in zip(det.boxes, det.scores, det.labels)
+                                if label < len(cat_ids)]
+                bar.update(len(batch))
+                batch = []
+    return results, skipped
+
+
+def gather_parts(config, results: List[dict], skipped: int) -> Optional[Tuple[List[dict], int]]:
+    """Distributed eval: every rank writes its part into eval_dir (a folder all ranks share), rank 0
+    merges them after an all-reduce has shown every part written (None on other ranks)."""
+    part = os.path.join(config.eval_dir, f".part_rank{config.rank}.json")
+    write_json(part, {"results": results, "skipped": skipped})
+    written = float(all_reduce_sum(np.ones(1))[0])
+    if written != config.group_size:
+        raise UserError(f"distributed eval: {written:.0f} of {config.group_size} ranks reported their part")
+    if config.rank != 0:
+        return None
+    merged: List[dict] = []
+    skipped = 0
+    for r in range(config.group_size):
+        path = os.path.join(config.eval_dir, f".part_rank{r}.json")
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        merged += data["results"]
+        skipped += data["skipped"]
+        os.remove(path)
+    merged.sort(key=lambda d: (d["image_id"], -d["score"]))
+    return merged, skipped
+
+
+def run_eval(config) -> Optional[dict]:
+    """Evaluate; returns the stats (None on ranks other than 0 in distributed eval)."""
     logger = get_logger()
     ann_file, image_dir = resolve_paths(config)
     coco = load_coco(ann_file)
@@ -51,39 +108,17 @@ def run_eval(config) -> dict:
         raise UserError(f"{ann_file} has {len(cat_ids)} categories but the model has num_classes={config.num_classes}")
     image_ids = sorted(coco.getImgIds())
     paths = [os.path.join(image_dir, coco.imgs[i]["file_name"]) for i in image_ids]
-
-    def load(k: int):
-        img = read_image(paths[k])
-        return None if img is None else (img.shape, detector.prepare(img))
-
-    results: List[dict] = []
-    skipped = 0
-    start = time.time()
-    bs = detector.batch_size
-    with ThreadPoolExecutor(max_workers=2) as pool, \
-            tqdm(total=len(paths), desc="eval", disable=not sys.stderr.isatty()) as bar:
-        loaded = pool.map(load, range(len(paths)))
-        batch: List[Tuple[int, tuple]] = []
-        for k, item in enumerate(loaded):
-            if item is None:
-                skipped += 1
-            else:
-                batch.append((k, item[1]))
-            if batch and (len(batch) == bs or k == len(paths) - 1):
-                rows = detector.forward(np.stack([p[0] for _, p in batch]))
-                for (idx, (_, mapping)), r in zip(batch, rows):
-                    det = detector.postprocess(r, mapping)
-                    for box, score, label in zip(det.boxes, det.scores, det.labels):
-                        results.append({"image_id": int(image_ids[idx]), "category_id": int(cat_ids[label])
-                                        if label < len(cat_ids) else -1,
-                                        "bbox": [round(float(v), 3) for v in box], "score": round(float(score), 5)})
-                bar.update(len(batch))
-                batch = []
-            elif item is None:
-                bar.update(1)
-    seconds = time.time() - start
-    results = [r for r in results if r["category_id"] >= 0]
     os.makedirs(config.eval_dir, exist_ok=True)
+    start = time.time()
+    indices = list(range(config.rank, len(paths), config.group_size)) if config.is_distributed \
+        else list(range(len(paths)))
+    results, skipped = detect_images(detector, paths, image_ids, cat_ids, indices)
+    if config.is_distributed:
+        gathered = gather_parts(config, results, skipped)
+        if gathered is None:
+            return None
+        results, skipped = gathered
+    seconds = time.time() - start
     write_json(os.path.join(config.eval_dir, "predictions.json"), results)
     stats, summary = evaluate(coco, results)
     stats.update(images=len(paths) - skipped, skipped_images=skipped, seconds=round(seconds, 3))
@@ -97,6 +132,8 @@ def run_eval(config) -> dict:
 def main() -> None:
     config = load_config(description=__doc__)
     setup_device(config)
+    if config.is_distributed:
+        init_distributed(config)
     run_eval(config)
 
 

@@ -16,7 +16,7 @@ import mindspore as ms
 from mindspore import Tensor, nn
 
 from model_utils.config import load_config
-from model_utils.device_adapter import init_distributed, setup_device
+from model_utils.device_adapter import all_reduce_sum, init_distributed, setup_device
 from src.checkpoint import load_checkpoint_into, network_parameters, read_checkpoint, save_checkpoint
 from src.darknet_weights import load_darknet_weights
 from src.dataset import BatchSource, CocoTrainSet, create_train_dataset
@@ -147,7 +147,23 @@ class Trainer:
         self.logger.info("resuming from %s at global_step %d", path, step)
         return step
 
-    def save(self, epoch: int) -> None:
+    def sync_bn_statistics(self) -> None:
+        """Average BN running statistics over the ranks (data parallel keeps one set per rank), so that
+        every rank's checkpoint holds the same model. Every rank must call it."""
+        stats = [p for n, p in network_parameters(self.network).items()
+                 if n.endswith(".moving_mean") or n.endswith(".moving_variance")]
+        flat = np.concatenate([p.asnumpy().reshape(-1) for p in stats])
+        mean = all_reduce_sum(flat) / self.cfg.group_size
+        offset = 0
+        for p in stats:
+            p.set_data(Tensor(mean[offset:offset + p.size].reshape(p.shape), p.dtype))
+            offset += p.size
+
+    def save(self, epoch: int, sync: bool = True) -> None:
+        """Checkpoint (on the saving ranks); `sync` False skips the collective BN averaging, for
+        Ctrl-C, which need not reach every rank at the same step."""
+        if self.cfg.is_distributed and sync:
+            self.sync_bn_statistics()
         if not self.main_rank:
             return
         step = int(self.optimizer.global_step.asnumpy().reshape(-1)[0])
@@ -195,7 +211,7 @@ class Trainer:
                 if cfg.ckpt_interval <= 0 or self.global_step % cfg.ckpt_interval:
                     self.save(epoch)
         except KeyboardInterrupt:
-            self.save(epoch)
+            self.save(epoch, sync=False)
             raise
         self.logger.info("training done: %d iterations", self.global_step)
 

@@ -1,4 +1,5 @@
 """Device and graph-mode setup, selected by config.device_target."""
+import numpy as np
 import mindspore as ms
 
 from src.errors import UserError
@@ -29,3 +30,17 @@ def init_distributed(config) -> None:
     config.group_size = get_group_size()
     ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
                                  device_num=config.group_size)
+
+
+class _AllReduceSum(ms.nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.reduce = ms.ops.AllReduce()
+
+    def construct(self, x):
+        return self.reduce(x)
+
+
+def all_reduce_sum(values: np.ndarray) -> np.ndarray:
+    """Element-wise sum over all ranks; also a barrier (CPU has no Barrier kernel, AllReduce it has)."""
+    return _AllReduceSum()(ms.Tensor(np.asarray(values, np.float32))).asnumpy()

@@ -90,25 +90,28 @@ class BatchSource:
     def __len__(self) -> int:
         return self.steps_per_epoch - self.start_batch
 
-    def _load_any(self, position: int, rng: np.random.Generator):
-        """The sample at `position`, or (a damaged image) another random one."""
+    def _load_any(self, index: int, rng: np.random.Generator):
+        """The sample at data set `index`, or (a damaged image) another random one."""
         for attempt in range(10):
-            index = self.indices[position] if attempt == 0 else int(rng.integers(len(self.data)))
+            index = index if attempt == 0 else int(rng.integers(len(self.data)))
             sample = self.data.load(index)
             if sample is not None:
                 return sample
         raise UserError("ten unreadable training images in a row: check the image directory")
 
-    def sample(self, position: int, size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One augmented (image BGR uint8 size x size, boxes, labels), reproducible from the seed."""
+    def sample(self, index: int, size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Data set image `index` augmented: (image BGR uint8 size x size, boxes, labels).
+
+        Seeded by (seed, epoch, index), so an image gets the same augmentation
+        whichever rank or batch position it lands in."""
         c = self.cfg
-        rng = np.random.default_rng((c.seed, self.epoch, position))
+        rng = np.random.default_rng((c.seed, self.epoch, index))
         if c.mosaic:
-            parts = [self._load_any(position, rng)] + [self._load_any(int(rng.integers(len(self.indices))), rng)
-                                                       for _ in range(3)]
+            parts = [self._load_any(index, rng)] + [self._load_any(int(rng.integers(len(self.data))), rng)
+                                                    for _ in range(3)]
             img, boxes, labels = mosaic(parts, size, rng)
         else:
-            img, boxes, labels = self._load_any(position, rng)
+            img, boxes, labels = self._load_any(index, rng)
             if c.jitter > 0:
                 img, boxes = jitter(img, boxes, size, rng, c.jitter, c.jitter_scale)
             else:
@@ -125,7 +128,7 @@ class BatchSource:
         size = train_shape(self.cfg.training_shape, self.cfg.seed, iteration, self.cfg.resize_rate)
         images, targets = [], []
         for position in range(b * self.batch_size, (b + 1) * self.batch_size):
-            img, boxes, labels = self.sample(position, size)
+            img, boxes, labels = self.sample(self.indices[position], size)
             images.append(img[:, :, ::-1].transpose(2, 0, 1))
             targets.append(build_targets(boxes, labels, size, self.cfg.anchor_scales, self.cfg.anchor_mask,
                                          self.cfg.num_classes, self.cfg.max_box,

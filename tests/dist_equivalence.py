@@ -1,0 +1,52 @@
+"""Helper for test_distributed.py: a few training steps, data-parallel (under msrun) or in one process.
+
+usage: dist_equivalence.py DATA_DIR BATCH OUT.npz [--distributed]
+BN layers use their running statistics, so that the only difference between
+2 ranks of batch B and 1 process of batch 2B is how the gradients are summed.
+"""
+import os
+import sys
+
+import numpy as np
+import mindspore as ms
+from mindspore import nn
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from model_utils.config import load_config  # noqa: E402
+from model_utils.device_adapter import init_distributed, setup_device  # noqa: E402
+from src.dataset import BatchSource, CocoTrainSet  # noqa: E402
+from src.loss import YoloWithLoss  # noqa: E402
+from src.sampler import DistributedSampler  # noqa: E402
+from src.train_step import TrainStep  # noqa: E402
+from src.yolo import build_network  # noqa: E402
+
+
+def main() -> None:
+    data_dir, batch, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    tiny = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "yolov3_tiny.yaml")
+    cfg = load_config(["--config_path", tiny, "--num_classes", "3", "--per_batch_size", str(batch),
+                       "--training_shape", "96"])
+    setup_device(cfg)
+    if "--distributed" in sys.argv:
+        cfg.is_distributed = 1
+        init_distributed(cfg)
+    ms.set_seed(cfg.seed)
+    data = CocoTrainSet(os.path.join(data_dir, "annotations", "instances_train2017.json"),
+                        os.path.join(data_dir, "train2017"))
+    sampler = DistributedSampler(len(data), cfg.group_size, cfg.rank, True, cfg.seed)
+    source = BatchSource(data, sampler.indices(0), cfg, epoch=0)
+    network = build_network(cfg)
+    for _, cell in network.cells_and_names():
+        if isinstance(cell, nn.BatchNorm2d):
+            cell.use_batch_statistics = False
+    step = TrainStep(YoloWithLoss(network, cfg.anchor_scales, cfg.anchor_mask, 3, cfg.ignore_threshold),
+                     nn.Momentum(network.trainable_params(), 0.01, 0.9), 1024.0)
+    step.set_train(True)
+    for b in range(2):
+        step(*[ms.Tensor(a) for a in source[b]])
+    np.savez(out.replace(".npz", f"_rank{cfg.rank}.npz"),
+             **{n: p.asnumpy() for n, p in network.parameters_and_names()})
+
+
+if __name__ == "__main__":
+    main()
