@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from model_utils.config import load_config
 from model_utils.device_adapter import all_reduce_sum, init_distributed, setup_device
+from model_utils.moxing_adapter import run_with_modelarts
 from src.coco import category_ids, evaluate, load_coco
 from src.detector import Detector
 from src.errors import UserError, run_cli
@@ -134,7 +135,7 @@ def main() -> None:
     setup_device(config)
     if config.is_distributed:
         init_distributed(config)
-    run_eval(config)
+    run_with_modelarts(config, lambda: run_eval(config))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import mindspore as ms
 
 from model_utils.config import load_config
 from model_utils.device_adapter import setup_device
+from model_utils.moxing_adapter import run_with_modelarts
 from src.detector import build_detection_model, check_input_size
 from src.errors import UserError, run_cli
 from src.export import export_graph
@@ -35,7 +36,10 @@ def export_model(config) -> str:
 def main() -> None:
     config = load_config(description=__doc__)
     setup_device(config)
-    path = export_model(config)
+    run_with_modelarts(config, lambda: log_export(config, export_model(config)))
+
+
+def log_export(config, path: str) -> None:
     get_logger().info("exported %s (%s, batch %d, %dx%d) to %s", config.model_name, config.file_format,
                       config.batch_size, config.testing_shape, config.testing_shape, path)
 

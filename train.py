@@ -17,6 +17,7 @@ from mindspore import Tensor, nn
 
 from model_utils.config import load_config
 from model_utils.device_adapter import all_reduce_sum, init_distributed, setup_device
+from model_utils.moxing_adapter import run_with_modelarts
 from src.checkpoint import load_checkpoint_into, network_parameters, read_checkpoint, save_checkpoint
 from src.darknet_weights import load_darknet_weights
 from src.dataset import BatchSource, CocoTrainSet, create_train_dataset
@@ -228,7 +229,7 @@ def main() -> None:
         init_distributed(config)
     ms.set_seed(config.seed)
     np.random.seed(config.seed)
-    Trainer(config).train()
+    run_with_modelarts(config, lambda: Trainer(config).train())
 
 
 if __name__ == "__main__":

@@ -26,11 +26,10 @@ class YoloDecode(nn.Cell):
         p = p.reshape(n, num_anchors, 5 + self.num_classes, h, w).transpose(0, 3, 4, 1, 2)
         gx = ops.arange(0, w, dtype=ms.float32).reshape(1, 1, w, 1, 1)
         gy = ops.arange(0, h, dtype=ms.float32).reshape(1, h, 1, 1, 1)
-        sig = ops.sigmoid(p)
-        cx = (sig[..., 0:1] + gx) * (in_w / w)
-        cy = (sig[..., 1:2] + gy) * (in_h / h)
-        wh = ops.exp(p[..., 2:4]) * anchors
-        out = ops.concat((cx, cy, wh, sig[..., 4:]), -1)
+        tx, ty, twh, rest = ops.split(p, (1, 1, 2, 1 + self.num_classes), axis=-1)
+        cx = (ops.sigmoid(tx) + gx) * (in_w / w)
+        cy = (ops.sigmoid(ty) + gy) * (in_h / h)
+        out = ops.concat((cx, cy, ops.exp(twh) * anchors, ops.sigmoid(rest)), -1)
         return out.reshape(n, h * w * num_anchors, 5 + self.num_classes)
 
     def construct(self, outputs, in_h: int, in_w: int):

@@ -1,0 +1,72 @@
+"""ModelArts: copy data and checkpoints in from OBS before a run and results out after it (moxing).
+
+With enable_modelarts, data_url is copied to data_path and becomes data_dir,
+checkpoint_url is copied to load_path (relative weight paths are then taken
+from there), output folders are put under output_path, and output_path is
+copied to train_url at the end. On each node only one process copies; the
+others wait for it.
+"""
+import os
+import time
+from typing import Callable
+
+from src.errors import UserError
+
+WEIGHT_KEYS = ("pretrained", "pretrained_backbone", "resume_yolo", "ckpt_file")
+OUTPUT_KEYS = ("ckpt_path", "eval_dir", "output_dir", "file_name")
+
+
+def _moxing():
+    try:
+        import moxing
+    except ImportError:
+        raise UserError("enable_modelarts=True needs the moxing package, which ModelArts provides; "
+                        "it is not installed here") from None
+    return moxing
+
+
+def _copier(config) -> bool:
+    """The one process per node that copies (local rank 0)."""
+    return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK_ID", config.rank))) % 8 == 0
+
+
+def sync(mox, src: str, dst: str, copier: bool, timeout_s: float = 3600) -> None:
+    """Copy src to dst on the copier; the other processes wait for its marker file."""
+    marker = os.path.join(dst, ".modelarts_sync_done")
+    if copier:
+        os.makedirs(dst, exist_ok=True)
+        mox.file.copy_parallel(src, dst)
+        with open(marker, "w", encoding="utf-8") as f:
+            f.write(src)
+        return
+    start = time.time()
+    while not os.path.exists(marker):
+        if time.time() - start > timeout_s:
+            raise UserError(f"timed out waiting for {src} to be copied to {dst}")
+        time.sleep(1)
+
+
+def run_with_modelarts(config, main: Callable[[], None]) -> None:
+    """Run `main` (which reads `config`), wrapped in the ModelArts copies when enable_modelarts."""
+    if not config.enable_modelarts:
+        main()
+        return
+    mox = _moxing()
+    copier = _copier(config)
+    if config.data_url:
+        sync(mox, config.data_url, config.data_path, copier)
+        config.data_dir = config.data_path
+    if config.checkpoint_url:
+        sync(mox, config.checkpoint_url, config.load_path, copier)
+        for key in WEIGHT_KEYS:
+            value = getattr(config, key)
+            if value and not os.path.isabs(value):
+                setattr(config, key, os.path.join(config.load_path, value))
+    for key in OUTPUT_KEYS:
+        value = getattr(config, key)
+        if not os.path.isabs(value):
+            setattr(config, key, os.path.join(config.output_path, value))
+    os.makedirs(config.output_path, exist_ok=True)
+    main()
+    if config.train_url and (config.rank == 0 or not config.is_save_on_master):
+        mox.file.copy_parallel(config.output_path, config.train_url)
