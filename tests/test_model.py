@@ -63,3 +63,14 @@ def test_bad_anchor_mask_is_an_error():
         build_network(load_config(["--anchor_mask", "[[0,1,2],[3,4,5]]"]))
     with pytest.raises(UserError, match="outside anchor_scales"):
         build_network(load_config(["--config_path", TINY_CFG, "--anchor_mask", "[[3,4,9],[0,1,2]]"]))
+
+
+def test_hub_entry_point():
+    from mindspore_hub_conf import create_network
+    net = create_network("yolov3_tiny", num_classes=3)
+    assert len(net.darknet_layers()) == 13 and net.head1.conv.out_channels == 24
+    model = create_network("yolov3_tiny", with_decode=True)
+    model.set_train(False)
+    assert model(ms.Tensor(np.zeros((1, 3, 64, 64), np.float32))).shape == (1, 2 * 2 * 3 + 4 * 4 * 3, 85)
+    with pytest.raises(NotImplementedError):
+        create_network("yolov5")

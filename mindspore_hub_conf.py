@@ -1,0 +1,30 @@
+"""MindSpore Hub entry point, as in the model zoo: create_network(name, **kwargs)."""
+import os
+
+from mindspore import nn
+
+from model_utils.config import ROOT, load_config
+from src.yolo import build_network
+from src.yolo_head import DetectionModel, YoloDecode
+
+CONFIGS = {
+    "yolov3_darknet53": os.path.join(ROOT, "default_config.yaml"),
+    "yolov3_darknet53_spp": os.path.join(ROOT, "configs", "yolov3_spp.yaml"),
+    "yolov3_tiny": os.path.join(ROOT, "configs", "yolov3_tiny.yaml"),
+}
+
+
+def create_network(name: str, *args, **kwargs) -> nn.Cell:
+    """The named YOLOv3 network. kwargs: any config key (e.g. num_classes=3); with
+    `with_decode=True` the network comes with the box decode, as export.py exports it."""
+    if name not in CONFIGS:
+        raise NotImplementedError(f"{name} is not implemented in the repo; choose one of {', '.join(CONFIGS)}")
+    with_decode = kwargs.pop("with_decode", False)
+    argv = ["--config_path", CONFIGS[name]]
+    for key, value in kwargs.items():
+        argv += [f"--{key}", ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)]
+    config = load_config(argv)
+    network = build_network(config)
+    if with_decode:
+        return DetectionModel(network, YoloDecode(config.anchor_scales, config.anchor_mask, config.num_classes))
+    return network
