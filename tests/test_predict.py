@@ -61,3 +61,25 @@ def test_video_every_frame(tiny_ckpt, shared, tmp_path):
     # frames 0 and 4 show the same image (through a lossy codec): same top class
     top = [max(per_frame[i], key=lambda r: r["score"])["category_name"] for i in (0, 4)]
     assert top[0] == top[1]
+
+
+def test_no_argument_demo_uses_cached_weights(shared, tmp_path):
+    """`python predict.py` alone: yolov3-tiny (from the cache here; fetched on a fresh machine) on samples/."""
+    import shutil
+    import subprocess
+    import sys
+    from conftest import REPO
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copy(os.path.join(DARKNET, "yolov3-tiny.weights"), cache)
+    env = dict(os.environ, YOLO_CACHE_DIR=str(cache))
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "predict.py")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "outputs" / "predict"
+    samples = sorted(f for f in os.listdir(os.path.join(REPO, "samples")) if f.endswith(".jpg"))
+    assert sorted(f for f in os.listdir(out) if f.endswith(".jpg")) == samples
+    found = {(r["file"], r["category_name"]) for r in json.loads((out / "detections.json").read_text())
+             if r["score"] > 0.5}
+    assert {("000000119828.jpg", "laptop"), ("000000261888.jpg", "person")} <= found
+    assert (cache / "yolov3_tiny.ckpt").exists()
