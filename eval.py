@@ -19,6 +19,7 @@ from src.detector import Detector
 from src.errors import UserError, run_cli
 from src.fileio import write_json
 from src.logger import get_logger
+from src.plots import pr_curves
 
 
 def read_image(path: str) -> Optional[np.ndarray]:
@@ -121,9 +122,14 @@ def run_eval(config) -> Optional[dict]:
         results, skipped = gathered
     seconds = time.time() - start
     write_json(os.path.join(config.eval_dir, "predictions.json"), results)
-    stats, summary = evaluate(coco, results)
+    stats, summary, evaluator = evaluate(coco, results)
     stats.update(images=len(paths) - skipped, skipped_images=skipped, seconds=round(seconds, 3))
     write_json(os.path.join(config.eval_dir, "stats.json"), stats)
+    if evaluator is not None:
+        counts = [len(coco.getAnnIds(catIds=[c], iscrowd=False)) for c in cat_ids]
+        names = [coco.cats[c].get("name", str(c)) for c in cat_ids]
+        pr_curves(evaluator.eval["precision"], evaluator.params.recThrs, names, counts,
+                  os.path.join(config.eval_dir, "pr_curve.png"))
     logger.info("\n=============coco eval result=========\n%s", summary)
     logger.info("images: %d, skipped: %d, %.2f s (%.2f images/s), results in %s", stats["images"], skipped,
                 seconds, stats["images"] / max(seconds, 1e-9), config.eval_dir)

@@ -5,6 +5,7 @@ Checkpoints go to CKPT_PATH/ckpt_RANK/ and carry `epoch` and `global_step`;
 `--resume True` continues the newest one, optimiser state included. Ctrl-C
 saves a resumable checkpoint before stopping.
 """
+import json
 import os
 import re
 import signal
@@ -201,9 +202,11 @@ class Trainer:
                         profiler = None
                     if self.global_step % cfg.log_interval == 0 and self.main_rank:
                         fps = count * cfg.per_batch_size * cfg.group_size / (time.time() - t0)
+                        lr = float(self.lr[min(self.global_step, total) - 1])
                         self.logger.info("epoch[%d], iter[%d], loss:%f, fps:%.2f imgs/sec, lr:%f", epoch,
-                                         self.global_step, loss_sum / count, fps,
-                                         self.lr[min(self.global_step, total) - 1])
+                                         self.global_step, loss_sum / count, fps, lr)
+                        self.log_metrics(step=self.global_step, epoch=epoch, loss=loss_sum / count, lr=lr,
+                                         images_per_sec=fps)
                         loss_sum, count, t0 = 0.0, 0, time.time()
                     if cfg.ckpt_interval > 0 and self.global_step % cfg.ckpt_interval == 0:
                         self.save(epoch)
@@ -215,6 +218,12 @@ class Trainer:
             self.save(epoch, sync=False)
             raise
         self.logger.info("training done: %d iterations", self.global_step)
+
+    def log_metrics(self, **values) -> None:
+        """One JSON line per log interval in CKPT_PATH/metrics_rankN.jsonl (for `python -m src.plots`)."""
+        with open(os.path.join(self.cfg.ckpt_path, f"metrics_rank{self.cfg.rank}.jsonl"), "a",
+                  encoding="utf-8") as f:
+            f.write(json.dumps(values) + "\n")
 
     def _start_profiler(self):
         if not self.cfg.need_profiler:

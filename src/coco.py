@@ -37,11 +37,11 @@ def category_ids(coco) -> List[int]:
     return sorted(coco.getCatIds())
 
 
-def evaluate(coco, results: List[Dict[str, Any]]) -> Tuple[Dict[str, float], str]:
-    """COCO bbox metrics and pycocotools' printed summary."""
+def evaluate(coco, results: List[Dict[str, Any]]) -> Tuple[Dict[str, float], str, Any]:
+    """COCO bbox metrics, pycocotools' printed summary, and the evaluator (None without detections)."""
     from pycocotools.cocoeval import COCOeval
     if not results:
-        return {k: 0.0 for k in STAT_KEYS}, "no detections"
+        return {k: 0.0 for k in STAT_KEYS}, "no detections", None
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         evaluator = COCOeval(coco, coco.loadRes(results), "bbox")
@@ -49,4 +49,4 @@ def evaluate(coco, results: List[Dict[str, Any]]) -> Tuple[Dict[str, float], str
         evaluator.accumulate()
         evaluator.summarize()
     text = "\n".join(line for line in buf.getvalue().splitlines() if line.startswith(" Average"))
-    return {k: float(v) for k, v in zip(STAT_KEYS, evaluator.stats)}, text
+    return {k: float(v) for k, v in zip(STAT_KEYS, evaluator.stats)}, text, evaluator

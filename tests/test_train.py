@@ -56,6 +56,24 @@ def test_train_resume_and_eval(shapes, tmp_path):
                str(tmp_path / "eval"))
     stats = json.loads((tmp_path / "eval" / "stats.json").read_text())
     assert stats["images"] == 6
+    assert_chart(tmp_path / "eval" / "pr_curve.png")
+
+    rows = [json.loads(line) for line in open(os.path.join(out, "metrics_rank0.jsonl"))]
+    assert [r["step"] for r in rows] == [2, 4, 6, 8, 10, 12]
+    assert {"step", "epoch", "loss", "lr", "images_per_sec"} <= set(rows[0])
+    plots = subprocess.run([sys.executable, "-m", "src.plots", os.path.join(out, "metrics_rank0.jsonl"),
+                            "--out_dir", str(tmp_path / "plots")], cwd=REPO, capture_output=True, text=True)
+    assert plots.returncode == 0, plots.stderr
+    assert_chart(tmp_path / "plots" / "loss.png")
+    assert_chart(tmp_path / "plots" / "lr.png")
+
+
+def assert_chart(path):
+    import cv2
+    img = cv2.imread(str(path))
+    assert img is not None and img.shape == (560, 900, 3)
+    coloured = (img.max(2).astype(int) - img.min(2)) > 60
+    assert coloured.sum() > 200, f"{path} has no coloured curve"
 
 
 def test_ctrl_c_saves_a_resumable_checkpoint(shapes, tmp_path):
