@@ -9,12 +9,14 @@ import json
 import os
 import re
 import signal
+import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn
+from tqdm import tqdm
 
 from model_utils.config import load_config
 from model_utils.device_adapter import all_reduce_sum, init_distributed, setup_device
@@ -189,7 +191,10 @@ class Trainer:
                 source = BatchSource(self.data, self.sampler.indices(epoch), cfg, epoch,
                                      start_batch if epoch == start_epoch else 0)
                 dataset = create_train_dataset(source, cfg.num_parallel_workers)
-                for batch in dataset.create_tuple_iterator(num_epochs=1):
+                batches = tqdm(dataset.create_tuple_iterator(num_epochs=1), total=len(source),
+                               desc=f"epoch {epoch}", leave=False,
+                               disable=not (sys.stderr.isatty() and self.main_rank))
+                for batch in batches:
                     loss, overflow, _ = self.train_cell(*batch)
                     self._arm_interrupt()
                     self.global_step += 1

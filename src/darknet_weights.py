@@ -6,10 +6,12 @@ BN beta, gamma, rolling mean, rolling variance (or the conv bias when it has no
 BN), then the weights (out, in, k, k), all float32.
 """
 import os
+import sys
 from typing import List, Tuple
 
 import numpy as np
 from mindspore import Tensor, nn
+from tqdm import tqdm
 
 from src.errors import UserError
 
@@ -58,7 +60,7 @@ def load_darknet_weights(network: nn.Cell, path: str, model_name: str, allow_pre
                         f"{' or a prefix ending at a layer boundary' if allow_prefix else ''}, got {actual} bytes")
     count = int(matches[0])
     offset = 0
-    for conv, bn in layers[:count]:
+    for conv, bn in tqdm(layers[:count], desc="convert", disable=not sys.stderr.isatty()):
         out_ch = conv.weight.shape[0]
         vectors = []
         for _ in range(4 if bn is not None else 1):
