@@ -38,7 +38,7 @@ from src.fileio import write_json
 from src.loss import YoloWithLoss
 from src.synthetic import make_dataset
 from src.targets import build_targets
-from src.train_step import TrainStep
+from src.train_step import make_train_step
 from src.yolo import build_network
 
 SHARED_COCO = os.path.join(os.path.dirname(ROOT), "shared", "data", "coco_tiny")
@@ -86,7 +86,7 @@ def synthetic_batch(config, size: int, batch: int) -> List[Tensor]:
 def bench_train(config, size: int, batch: int, repeats: int) -> float:
     network = build_network(config)
     opt = nn.Momentum(network.trainable_params(), 1e-4, config.momentum, weight_decay=config.weight_decay)
-    step = TrainStep(YoloWithLoss(network, config.anchor_scales, config.anchor_mask, config.num_classes,
+    step = make_train_step(YoloWithLoss(network, config.anchor_scales, config.anchor_mask, config.num_classes,
                                   config.ignore_threshold), opt, config.loss_scale)
     step.set_train(True)
     inputs = synthetic_batch(config, size, batch)

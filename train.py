@@ -29,7 +29,7 @@ from src.logger import get_logger
 from src.loss import YoloWithLoss
 from src.lr_scheduler import get_lr
 from src.sampler import DistributedSampler
-from src.train_step import TrainStep
+from src.train_step import make_train_step
 from src.yolo import build_network
 
 CKPT_NAME = re.compile(r"^(\d+)-(\d+)_(\d+)\.ckpt$")
@@ -96,7 +96,7 @@ class Trainer:
             if config.device_target == "CPU":
                 raise UserError(f"amp_level {config.amp_level} needs GPU or Ascend; use O0 on CPU")
             net_loss = ms.amp.auto_mixed_precision(net_loss, config.amp_level)
-        self.train_cell = TrainStep(net_loss, self.optimizer, config.loss_scale)
+        self.train_cell = make_train_step(net_loss, self.optimizer, config.loss_scale)
         self.train_cell.set_train(True)
         self.ckpt_dir = os.path.join(config.ckpt_path, f"ckpt_{config.rank}")
         self.global_step = self._resume_or_check()

@@ -1,21 +1,34 @@
 """The training step: MindSpore's static loss scaling (scale the loss, unscale the gradients,
 skip the update on overflow)."""
 import mindspore as ms
-from mindspore import nn
+from mindspore import nn, ops
 
 
 class TrainStep(nn.TrainOneStepWithLossScaleCell):
-    """TrainOneStepWithLossScaleCell with a fixed scale; returns (loss, overflow, scale).
-
-    On CPU the base class would check overflow with float-status kernels that
-    CPU lacks; there it takes the base class's own IsFinite ("INFNAN") path.
-    """
+    """TrainOneStepWithLossScaleCell with a fixed scale; returns (loss, overflow, scale)."""
 
     def __init__(self, net_with_loss: nn.Cell, optimizer: nn.Optimizer, loss_scale: float):
         super().__init__(net_with_loss, optimizer, scale_sense=nn.FixedLossScaleUpdateCell(float(loss_scale)))
-        if ms.get_context("device_target") == "CPU":
-            self.gpu_target = False
-            self.ascend_910a_target = False
-            self.ascend_910b_target = True
-            self._ascend_check_overflow_mode = "INFNAN_MODE"
-            self.enable_allfinite = False
+
+
+class CpuTrainStep(TrainStep):
+    """The base class checks overflow with float-status kernels that CPU lacks; here the check is:
+    the sum of every gradient's sum is finite exactly when no gradient holds an inf or nan (barring
+    a float32 overflow of that sum, which would only flag a step as overflowing). One reduction per
+    gradient costs far less than the generic path's IsFinite + ReduceAll per gradient."""
+
+    def start_overflow_check(self, pre_cond, compute_input):
+        return ms.Tensor([0] * 8, ms.int32), compute_input
+
+    def get_overflow_status(self, status, compute_output):
+        total = ops.addn([g.sum() for g in compute_output])
+        flag = ops.cast(ops.logical_not(ops.isfinite(total)), ms.float32).reshape((1,))
+        if self.is_distributed:
+            flag = self.allreduce(flag)
+        return flag.reshape(()) > 0
+
+
+def make_train_step(net_with_loss: nn.Cell, optimizer: nn.Optimizer, loss_scale: float) -> TrainStep:
+    """The loss-scale step for the configured device."""
+    cls = CpuTrainStep if ms.get_context("device_target") == "CPU" else TrainStep
+    return cls(net_with_loss, optimizer, loss_scale)

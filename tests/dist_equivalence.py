@@ -17,7 +17,7 @@ from model_utils.device_adapter import init_distributed, setup_device  # noqa: E
 from src.dataset import BatchSource, CocoTrainSet  # noqa: E402
 from src.loss import YoloWithLoss  # noqa: E402
 from src.sampler import DistributedSampler  # noqa: E402
-from src.train_step import TrainStep  # noqa: E402
+from src.train_step import make_train_step  # noqa: E402
 from src.yolo import build_network  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def main() -> None:
     for _, cell in network.cells_and_names():
         if isinstance(cell, nn.BatchNorm2d):
             cell.use_batch_statistics = False
-    step = TrainStep(YoloWithLoss(network, cfg.anchor_scales, cfg.anchor_mask, 3, cfg.ignore_threshold),
+    step = make_train_step(YoloWithLoss(network, cfg.anchor_scales, cfg.anchor_mask, 3, cfg.ignore_threshold),
                      nn.Momentum(network.trainable_params(), 0.01, 0.9), 1024.0)
     step.set_train(True)
     for b in range(2):

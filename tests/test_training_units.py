@@ -15,7 +15,7 @@ from src.loss import YoloLoss, YoloWithLoss, giou
 from src.lr_scheduler import get_lr
 from src.sampler import DistributedSampler
 from src.targets import build_targets, shape_iou
-from src.train_step import TrainStep
+from src.train_step import make_train_step
 from src.transforms import boxes_to_image, letterbox
 from src.yolo import build_network
 
@@ -71,7 +71,7 @@ def _one_step(loss_scale: float, batch):
     cfg = load_config(["--config_path", TINY_CFG, "--num_classes", "2"])
     net = build_network(cfg)
     opt = nn.Momentum(net.trainable_params(), 0.01, 0.9)
-    step = TrainStep(YoloWithLoss(net, cfg.anchor_scales, cfg.anchor_mask, 2, 0.7), opt, loss_scale)
+    step = make_train_step(YoloWithLoss(net, cfg.anchor_scales, cfg.anchor_mask, 2, 0.7), opt, loss_scale)
     step.set_train(True)
     loss, overflow, _ = step(*batch)
     return _weights(net), float(loss.asnumpy()), bool(overflow.asnumpy())
