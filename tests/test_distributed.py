@@ -73,4 +73,4 @@ def test_distributed_eval_equals_single_process(tiny_ckpt, tmp_path):
     single.pop("seconds")
     dist.pop("seconds")
     assert dist == single
-    assert sorted(os.listdir(tmp_path / "dist")) == ["predictions.json", "stats.json"]
+    assert sorted(os.listdir(tmp_path / "dist")) == ["pr_curve.png", "predictions.json", "stats.json"]
