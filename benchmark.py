@@ -60,14 +60,31 @@ def bench_mindspore(model: nn.Cell, size: int, batch: int, repeats: int) -> floa
     return median_seconds(lambda: model(x).asnumpy(), repeats)
 
 
-def bench_ort(model: nn.Cell, size: int, batch: int, repeats: int, folder: str) -> float:
+def export_onnx(model: nn.Cell, size: int, batch: int, folder: str) -> str:
+    x = np.zeros((batch, 3, size, size), np.float32)
+    return export_graph(model, Tensor(x), os.path.join(folder, f"model_b{batch}"), "ONNX")
+
+
+def bench_ort(path: str, size: int, batch: int, repeats: int) -> float:
     import onnxruntime as ort
     x = np.random.default_rng(0).uniform(0, 1, (batch, 3, size, size)).astype(np.float32)
-    path = export_graph(model, Tensor(x), os.path.join(folder, f"model_b{batch}"), "ONNX")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
     sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     return median_seconds(lambda: sess.run(None, {"images": x}), repeats)
+
+
+def conv_gflops(onnx_path: str) -> float:
+    """Convolution GFLOPs (multiply and add counted apart, as darknet counts) of a batch-1 ONNX graph."""
+    import onnx
+    from onnx import numpy_helper, shape_inference
+    graph = shape_inference.infer_shapes(onnx.load(onnx_path)).graph
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.value_info}
+    shapes.update({v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.output})
+    weights = {w.name: numpy_helper.to_array(w).shape for w in graph.initializer}
+    flops = sum(2 * np.prod(shapes[node.output[0]]) * np.prod(weights[node.input[1]][1:])
+                for node in graph.node if node.op_type == "Conv")
+    return float(flops) / 1e9
 
 
 def synthetic_batch(config, size: int, batch: int) -> List[Tensor]:
@@ -132,9 +149,13 @@ def run(config, size: int, repeats: int, json_path: Optional[str]) -> Dict[str, 
             weights = os.path.join(tmp, "random.ckpt")
             save_checkpoint(network_parameters(build_network(config)), weights)
         model = build_detection_model(config, weights)
+        results["params_m"] = sum(int(np.prod(p.shape)) for p in build_network(config).trainable_params()) / 1e6
         for batch in (1, 8):
+            onnx_path = export_onnx(model, size, batch, tmp)
+            if batch == 1:
+                results["gflops"] = conv_gflops(onnx_path)
             ms_s = bench_mindspore(model, size, batch, repeats)
-            ort_s = bench_ort(model, size, batch, repeats, tmp)
+            ort_s = bench_ort(onnx_path, size, batch, repeats)
             if batch == 1:
                 results.update(ms_infer_b1_ms=ms_s * 1e3, ort_infer_b1_ms=ort_s * 1e3)
             else:
@@ -161,7 +182,8 @@ def run(config, size: int, repeats: int, json_path: Optional[str]) -> Dict[str, 
 def print_table(r: Dict) -> None:
     rows = [("forward batch 1 (ms)", r["ms_infer_b1_ms"], r["ort_infer_b1_ms"]),
             ("forward batch 8 (images/s)", r["ms_infer_b8_ips"], r["ort_infer_b8_ips"])]
-    print(f"\n{r['model']} at {r['shape']}, {r['machine']}, MindSpore {r['mindspore']}")
+    print(f"\n{r['model']} at {r['shape']}: {r['params_m']:.2f} M parameters, {r['gflops']:.2f} GFLOPs; "
+          f"{r['machine']}, MindSpore {r['mindspore']}")
     print(f"{'':32}{'MindSpore':>12}{'ONNX Runtime':>14}{'ratio':>8}")
     for name, a, b in rows:
         ratio = a / b if "ms)" in name else b / a

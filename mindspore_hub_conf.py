@@ -11,6 +11,7 @@ CONFIGS = {
     "yolov3_darknet53": os.path.join(ROOT, "default_config.yaml"),
     "yolov3_darknet53_spp": os.path.join(ROOT, "configs", "yolov3_spp.yaml"),
     "yolov3_tiny": os.path.join(ROOT, "configs", "yolov3_tiny.yaml"),
+    "yolov3_mobilenetv2": os.path.join(ROOT, "configs", "yolov3_mobilenetv2.yaml"),
 }
 
 

@@ -92,6 +92,7 @@ class Trainer:
                                      config.momentum)
         net_loss = YoloWithLoss(self.network, config.anchor_scales, config.anchor_mask, config.num_classes,
                                 config.ignore_threshold)
+        self.loss_parts = net_loss.parts
         if config.amp_level != "O0":
             if config.device_target == "CPU":
                 raise UserError(f"amp_level {config.amp_level} needs GPU or Ascend; use O0 on CPU")
@@ -185,7 +186,7 @@ class Trainer:
         profiler = self._start_profiler()
         start_epoch, start_batch = divmod(self.global_step, self.steps_per_epoch)
         epoch = start_epoch
-        loss_sum, count, t0 = 0.0, 0, time.time()
+        loss_sum, parts_sum, count, t0 = 0.0, np.zeros(3), 0, time.time()
         try:
             for epoch in range(start_epoch, cfg.max_epoch):
                 source = BatchSource(self.data, self.sampler.indices(epoch), cfg, epoch,
@@ -201,6 +202,7 @@ class Trainer:
                     if bool(overflow.asnumpy()):
                         self.logger.warning("iter[%d]: gradient overflow, step skipped", self.global_step)
                     loss_sum += float(loss.asnumpy())
+                    parts_sum += self.loss_parts.asnumpy()
                     count += 1
                     if profiler is not None and self.global_step - start_epoch * self.steps_per_epoch >= 5:
                         profiler.analyse()
@@ -210,9 +212,10 @@ class Trainer:
                         lr = float(self.lr[min(self.global_step, total) - 1])
                         self.logger.info("epoch[%d], iter[%d], loss:%f, fps:%.2f imgs/sec, lr:%f", epoch,
                                          self.global_step, loss_sum / count, fps, lr)
-                        self.log_metrics(step=self.global_step, epoch=epoch, loss=loss_sum / count, lr=lr,
-                                         images_per_sec=fps)
-                        loss_sum, count, t0 = 0.0, 0, time.time()
+                        box, obj, cls = (parts_sum / count).tolist()
+                        self.log_metrics(step=self.global_step, epoch=epoch, loss=loss_sum / count, box_loss=box,
+                                         obj_loss=obj, cls_loss=cls, lr=lr, images_per_sec=fps)
+                        loss_sum, parts_sum, count, t0 = 0.0, np.zeros(3), 0, time.time()
                     if cfg.ckpt_interval > 0 and self.global_step % cfg.ckpt_interval == 0:
                         self.save(epoch)
                     if self.interrupted:

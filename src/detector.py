@@ -8,6 +8,7 @@ from mindspore import nn
 
 from src.checkpoint import build_with_weights
 from src.errors import UserError
+from src.layers import fold_batchnorm
 from src.nms import select_detections
 from src.transforms import Mapping, boxes_to_image, preprocess
 from src.yolo import build_network
@@ -29,9 +30,12 @@ def check_input_size(size: int) -> int:
 
 
 def build_detection_model(config, weights: Optional[str]) -> nn.Cell:
-    """Network + decode in inference mode; weights from a .ckpt or darknet .weights if given."""
+    """Network + decode in inference mode, BN folded into the convs; weights from a .ckpt or darknet
+    .weights if given."""
     network = build_network(config) if weights is None else build_with_weights(config, weights, build_network)
-    model = DetectionModel(network, YoloDecode(config.anchor_scales, config.anchor_mask, config.num_classes))
+    network.set_train(False)
+    decode = YoloDecode(config.anchor_scales, config.anchor_mask, config.num_classes)
+    model = DetectionModel(fold_batchnorm(network), decode)
     model.set_train(False)
     return model
 

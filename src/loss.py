@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 import mindspore as ms
-from mindspore import Tensor, nn, ops
+from mindspore import Parameter, Tensor, nn, ops
 
 EPS = 1e-9
 
@@ -73,11 +73,15 @@ class YoloLoss(nn.Cell):
         obj_loss = self.bce(t_obj, obj) * (obj + (1 - obj) * ignore)
         cls_loss = self.bce(t_cls, gt_cls) * obj
         box_loss = (1 - giou(pred_box, gt_box)) * weight * obj
-        return (box_loss.sum() + obj_loss.sum() + cls_loss.sum()) / n
+        return ops.stack((box_loss.sum(), obj_loss.sum(), cls_loss.sum())) / n
 
 
 class YoloWithLoss(nn.Cell):
-    """Network + per-scale losses: (images, target per scale..., gts) -> scalar loss."""
+    """Network + per-scale losses: (images, target per scale..., gts) -> scalar loss.
+
+    The last step's box, objectness and class losses (summed over scales) are
+    kept in `parts`, for the training log.
+    """
 
     def __init__(self, network: nn.Cell, anchors: Sequence[Sequence[float]], anchor_mask: Sequence[Sequence[int]],
                  num_classes: int, ignore_threshold: float):
@@ -85,12 +89,14 @@ class YoloWithLoss(nn.Cell):
         self.network = network
         self.losses = nn.CellList([YoloLoss([anchors[i] for i in m], num_classes, ignore_threshold)
                                    for m in anchor_mask])
+        self.parts = Parameter(Tensor(np.zeros(3, np.float32)), name="loss_parts", requires_grad=False)
 
     def construct(self, images, *targets):
         outs = self.network(images)
         gts = targets[-1]
         in_h, in_w = images.shape[2], images.shape[3]
-        loss = 0.0
-        for i in range(len(self.losses)):
-            loss = loss + self.losses[i](outs[i], targets[i], gts, in_h, in_w)
-        return loss
+        parts = self.losses[0](outs[0], targets[0], gts, in_h, in_w)
+        for i in range(1, len(self.losses)):
+            parts = parts + self.losses[i](outs[i], targets[i], gts, in_h, in_w)
+        ops.assign(self.parts, ops.stop_gradient(parts))
+        return parts.sum()

@@ -1,4 +1,4 @@
-"""YOLOv3 networks: DarkNet-53 with three heads, its SPP variant, and YOLOv3-tiny.
+"""YOLOv3 networks: DarkNet-53 with three heads, its SPP variant, YOLOv3-tiny and the MobileNetV2 variant.
 
 Each network returns its raw head maps in darknet cfg order (coarsest scale
 first), each shaped (N, A*(5+C), H, W), and lists its convolutions in cfg order
@@ -11,8 +11,9 @@ from mindspore import nn, ops
 from src.darknet import DarkNet53, TinyDarkNet, conv_cells
 from src.errors import UserError
 from src.layers import ConvBNLeaky, HeadConv, MaxPool, Upsample2x
+from src.mobilenetv2 import MobileNetV2
 
-MODEL_NAMES = ("yolov3_darknet53", "yolov3_darknet53_spp", "yolov3_tiny")
+MODEL_NAMES = ("yolov3_darknet53", "yolov3_darknet53_spp", "yolov3_tiny", "yolov3_mobilenetv2")
 ConvPair = Tuple[nn.Conv2d, Optional[nn.Cell]]
 
 
@@ -36,8 +37,9 @@ class YoloBlock(nn.Cell):
     """
 
     def __init__(self, in_channels: int, mid: int, out_channels: int, num_anchors: int, stride: int,
-                 spp: bool = False):
+                 spp: bool = False, head_channels: int = 0):
         super().__init__()
+        head_channels = head_channels or mid * 2
         self.pre = nn.SequentialCell([ConvBNLeaky(in_channels, mid, 1), ConvBNLeaky(mid, mid * 2, 3),
                                       ConvBNLeaky(mid * 2, mid, 1)])
         self.use_spp = spp
@@ -45,8 +47,8 @@ class YoloBlock(nn.Cell):
             self.spp = SPP()
             self.spp_conv = ConvBNLeaky(mid * 4, mid, 1)
         self.post = nn.SequentialCell([ConvBNLeaky(mid, mid * 2, 3), ConvBNLeaky(mid * 2, mid, 1)])
-        self.conv_out = ConvBNLeaky(mid, mid * 2, 3)
-        self.head = HeadConv(mid * 2, out_channels, num_anchors, stride)
+        self.conv_out = ConvBNLeaky(mid, head_channels, 3)
+        self.head = HeadConv(head_channels, out_channels, num_anchors, stride)
 
     def construct(self, x):
         x = self.pre(x)
@@ -60,18 +62,27 @@ class YoloBlock(nn.Cell):
 
 
 class YOLOv3(nn.Cell):
-    """YOLOv3 on DarkNet-53 (yolov3.cfg), or with the SPP block in the first head (yolov3-spp.cfg)."""
+    """YOLOv3's three-scale neck and heads on a backbone giving stride 8, 16 and 32 maps.
 
-    def __init__(self, num_classes: int, anchors_per_scale: Sequence[int], backbone_layers: Sequence[int],
-                 spp: bool = False):
+    With DarkNet-53 and the default widths this is yolov3.cfg (with `spp`,
+    yolov3-spp.cfg); `widths` are the heads' 1x1 widths, `laterals` the 1x1
+    convs before each upsampling, `head_widths` the 3x3 convs before the outputs.
+    """
+
+    def __init__(self, backbone: nn.Cell, num_classes: int, anchors_per_scale: Sequence[int],
+                 widths: Sequence[int] = (512, 256, 128), laterals: Sequence[int] = (256, 128),
+                 head_widths: Sequence[int] = (1024, 512, 256), spp: bool = False):
         super().__init__()
         outs = [a * (5 + num_classes) for a in anchors_per_scale]
-        self.backbone = DarkNet53(backbone_layers)
-        self.block1 = YoloBlock(1024, 512, outs[0], anchors_per_scale[0], 32, spp)
-        self.lateral1 = ConvBNLeaky(512, 256, 1)
-        self.block2 = YoloBlock(512 + 256, 256, outs[1], anchors_per_scale[1], 16)
-        self.lateral2 = ConvBNLeaky(256, 128, 1)
-        self.block3 = YoloBlock(256 + 128, 128, outs[2], anchors_per_scale[2], 8)
+        self.backbone = backbone
+        c3, c4, c5 = backbone.out_channels
+        self.block1 = YoloBlock(c5, widths[0], outs[0], anchors_per_scale[0], 32, spp, head_widths[0])
+        self.lateral1 = ConvBNLeaky(widths[0], laterals[0], 1)
+        self.block2 = YoloBlock(c4 + laterals[0], widths[1], outs[1], anchors_per_scale[1], 16,
+                                head_channels=head_widths[1])
+        self.lateral2 = ConvBNLeaky(widths[1], laterals[1], 1)
+        self.block3 = YoloBlock(c3 + laterals[1], widths[2], outs[2], anchors_per_scale[2], 8,
+                                head_channels=head_widths[2])
         self.upsample = Upsample2x()
 
     def construct(self, x):
@@ -115,6 +126,16 @@ class YOLOv3Tiny(nn.Cell):
                 + [(self.head2.conv, None)])
 
 
+class YOLOv3MobileNetV2(YOLOv3):
+    """mmdetection's lightweight YOLOv3: MobileNetV2 backbone, neck and heads 96 channels wide, three scales."""
+
+    def __init__(self, num_classes: int, anchors_per_scale: Sequence[int], width: int = 96):
+        super().__init__(MobileNetV2(), num_classes, anchors_per_scale, (width,) * 3, (width,) * 2, (width,) * 3)
+
+    def darknet_layers(self) -> List[ConvPair]:
+        raise UserError("yolov3_mobilenetv2 has no darknet counterpart: darknet .weights files cannot be loaded into it")
+
+
 def num_scales(model_name: str) -> int:
     return 2 if model_name == "yolov3_tiny" else 3
 
@@ -136,4 +157,7 @@ def build_network(config) -> nn.Cell:
     per_scale = [len(m) for m in masks]
     if name == "yolov3_tiny":
         return YOLOv3Tiny(config.num_classes, per_scale)
-    return YOLOv3(config.num_classes, per_scale, config.backbone_layers, spp=name == "yolov3_darknet53_spp")
+    if name == "yolov3_mobilenetv2":
+        return YOLOv3MobileNetV2(config.num_classes, per_scale)
+    return YOLOv3(DarkNet53(config.backbone_layers), config.num_classes, per_scale,
+                  spp=name == "yolov3_darknet53_spp")

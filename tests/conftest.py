@@ -11,6 +11,7 @@ SHARED = os.path.join(os.path.dirname(REPO), "shared")
 DARKNET = os.path.join(SHARED, "darknet")
 COCO_TINY = os.path.join(SHARED, "data", "coco_tiny")
 TINY_CFG = os.path.join(REPO, "configs", "yolov3_tiny.yaml")
+MBV2_CFG = os.path.join(REPO, "configs", "yolov3_mobilenetv2.yaml")
 sys.path.insert(0, REPO)
 
 

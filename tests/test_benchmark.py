@@ -4,7 +4,7 @@ import json
 from conftest import TINY_CFG, run_script
 
 KEYS = {"ms_infer_b1_ms", "ort_infer_b1_ms", "ms_infer_b8_ips", "ort_infer_b8_ips", "train_ips", "data_ips",
-        "eval_ips", "peak_rss_mb"}
+        "eval_ips", "peak_rss_mb", "params_m", "gflops"}
 
 
 def test_benchmark_writes_all_keys(tmp_path):
@@ -16,3 +16,13 @@ def test_benchmark_writes_all_keys(tmp_path):
     result = json.loads(out.read_text())
     assert KEYS <= set(result) and all(result[k] > 0 for k in KEYS)
     assert "ONNX Runtime" in proc.stdout
+
+
+def test_gflops_match_darknet(tmp_path):
+    """The conv FLOP count of the exported graph is darknet's own figure for yolov3-tiny at 416 (5.56 BFLOPs)."""
+    import benchmark
+    from model_utils.config import load_config
+    from src.detector import build_detection_model
+    path = benchmark.export_onnx(build_detection_model(load_config(["--config_path", TINY_CFG]), None), 416, 1,
+                                 str(tmp_path))
+    assert abs(benchmark.conv_gflops(path) - 5.56) < 0.01

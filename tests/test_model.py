@@ -3,7 +3,7 @@ import numpy as np
 import mindspore as ms
 import pytest
 
-from conftest import TINY_CFG
+from conftest import MBV2_CFG, TINY_CFG
 from model_utils.config import load_config
 from src.yolo import build_network
 from src.yolo_head import YoloDecode
@@ -74,3 +74,46 @@ def test_hub_entry_point():
     assert model(ms.Tensor(np.zeros((1, 3, 64, 64), np.float32))).shape == (1, 2 * 2 * 3 + 4 * 4 * 3, 85)
     with pytest.raises(NotImplementedError):
         create_network("yolov5")
+
+
+def test_mobilenetv2_variant_shapes_and_size():
+    """mmdetection's yolov3_mobilenetv2: three scales, 96-channel heads, 3.33 M parameters
+    (mmdetection lists 3.74 M, which includes MobileNetV2's unused 1280-channel last conv: 320*1280 + BN)."""
+    from src.errors import UserError
+    cfg = load_config(["--config_path", MBV2_CFG, "--num_classes", "3"])
+    net = build_network(cfg)
+    net.set_train(False)
+    outs = net(ms.Tensor(np.zeros((1, 3, 320, 320), np.float32)))
+    assert [tuple(o.shape) for o in outs] == [(1, 24, 10, 10), (1, 24, 20, 20), (1, 24, 40, 40)]
+    assert net.block1.head.conv.in_channels == 96 and net.block3.conv_out.conv.in_channels == 96
+    coco = build_network(load_config(["--config_path", MBV2_CFG]))
+    n = sum(int(np.prod(p.shape)) for p in coco.trainable_params())
+    assert abs(n + 320 * 1280 + 2 * 1280 - 3.74e6) < 0.01e6
+    with pytest.raises(UserError, match="no darknet counterpart"):
+        coco.darknet_layers()
+
+
+@pytest.mark.parametrize("config", [TINY_CFG, MBV2_CFG])
+def test_folding_batchnorm_keeps_the_outputs(config):
+    """Inference folds BN into the convs: same raw outputs (to float rounding) as the BN graph."""
+    from src.layers import fold_batchnorm
+    cfg = load_config(["--config_path", config, "--num_classes", "3"])
+    rng = np.random.default_rng(0)
+    net = build_network(cfg)
+    for name, p in net.parameters_and_names():
+        if name.endswith(("moving_mean", "beta")):
+            p.set_data(ms.Tensor(rng.normal(0, 0.2, p.shape).astype(np.float32)))
+        if name.endswith(("moving_variance", "gamma")):
+            p.set_data(ms.Tensor(rng.uniform(0.5, 1.5, p.shape).astype(np.float32)))
+    net.set_train(False)
+    x = ms.Tensor(rng.uniform(0, 1, (1, 3, 128, 128)).astype(np.float32))
+    before = [o.asnumpy() for o in net(x)]
+    folded = build_network(cfg)
+    ms.load_param_into_net(folded, dict(net.parameters_and_names()))
+    folded.set_train(False)
+    folded = fold_batchnorm(folded)
+    after = [o.asnumpy() for o in folded(x)]
+    for a, b in zip(before, after):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * np.abs(a).max())
+    convs = [c for _, c in folded.cells_and_names() if hasattr(c, "folded")]
+    assert convs and all(c.folded and c.conv.has_bias for c in convs)

@@ -60,7 +60,10 @@ def test_train_resume_and_eval(shapes, tmp_path):
 
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics_rank0.jsonl"))]
     assert [r["step"] for r in rows] == [2, 4, 6, 8, 10, 12]
-    assert {"step", "epoch", "loss", "lr", "images_per_sec"} <= set(rows[0])
+    assert {"step", "epoch", "loss", "box_loss", "obj_loss", "cls_loss", "lr", "images_per_sec"} <= set(rows[0])
+    for r in rows:
+        assert r["box_loss"] > 0 and r["obj_loss"] > 0 and r["cls_loss"] > 0
+        assert r["box_loss"] + r["obj_loss"] + r["cls_loss"] == pytest.approx(r["loss"], rel=1e-4)
     plots = subprocess.run([sys.executable, "-m", "src.plots", os.path.join(out, "metrics_rank0.jsonl"),
                             "--out_dir", str(tmp_path / "plots")], cwd=REPO, capture_output=True, text=True)
     assert plots.returncode == 0, plots.stderr

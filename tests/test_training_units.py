@@ -60,8 +60,8 @@ def test_ignore_mask_drops_objectness_loss_of_good_predictions():
     target = Tensor(np.zeros((1, 4, 4, 3, 8), np.float32))
     far = np.array([[[0.9, 0.9, 0.01, 0.01]]], np.float32)
     match = np.array([[[0.5 / 4, 0.5 / 4, 10 / 128, 10 / 128]]], np.float32)
-    base = float(loss(p, target, Tensor(far), 128, 128).asnumpy())
-    ignored = float(loss(p, target, Tensor(match), 128, 128).asnumpy())
+    base = float(loss(p, target, Tensor(far), 128, 128).sum().asnumpy())
+    ignored = float(loss(p, target, Tensor(match), 128, 128).sum().asnumpy())
     assert base == pytest.approx(4 * 4 * 3 * math.log(2), rel=1e-5)
     assert base - ignored == pytest.approx(math.log(2), rel=1e-4)
 

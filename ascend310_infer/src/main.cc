@@ -1,0 +1,121 @@
+// YOLOv3 inference on a folder of images: one result file per image in result_Files/, the mean
+// time per image in time_Result/. The backend (OpenCV DNN on CPU, MindSpore on Ascend 310) only
+// runs the graph; reading, preprocessing, NMS and results are shared (utils.cc).
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <optional>
+#include <sstream>
+
+#include <opencv2/core/utils/logger.hpp>
+#include <opencv2/imgcodecs.hpp>
+
+#include "backend.h"
+#include "flags.h"
+#include "utils.h"
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace yolo {
+namespace {
+
+const char kResultDir[] = "result_Files";
+const char kTimeDir[] = "time_Result";
+
+struct RunStats {
+  int images = 0;
+  int skipped = 0;
+  double infer_ms = 0.0;  // graph execution only
+  double total_ms = 0.0;  // read, preprocess, infer, NMS, write
+};
+
+double Milliseconds(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+// The preprocessed image, or nothing (with a warning) when it cannot be read.
+std::optional<Preprocessed> ReadImage(const std::string& path, const Options& options) {
+  try {
+    const cv::Mat img = cv::imread(path, cv::IMREAD_COLOR);
+    if (!img.empty()) return Preprocess(img, options.image_size, options.letterbox);
+  } catch (const cv::Exception&) {
+    // a decoder or resize failure makes the image unreadable too
+  }
+  std::cerr << "warning: skipping unreadable image " << path << "\n";
+  return std::nullopt;
+}
+
+// One graph run on a grey canvas, so that one-off setup is not timed.
+void WarmUp(Backend& backend, int size) {
+  backend.Infer(backend.MakeInput(cv::Mat(size, size, CV_8UC3, cv::Scalar::all(kPadValue))));
+}
+
+void DetectOne(Backend& backend, const std::string& path, const Options& options, RunStats& stats) {
+  const Clock::time_point start = Clock::now();
+  const std::optional<Preprocessed> image = ReadImage(path, options);
+  if (!image) {
+    ++stats.skipped;
+    return;
+  }
+  const cv::Mat input = backend.MakeInput(image->canvas_bgr);
+  const Clock::time_point infer_start = Clock::now();
+  const Rows rows = backend.Infer(input);
+  stats.infer_ms += Milliseconds(Clock::now() - infer_start);
+  const std::string name = fs::path(path).filename().string();
+  WriteDetections(std::string(kResultDir) + "/" + name + ".txt", Decode(rows, image->mapping, SelectParams{}));
+  stats.total_ms += Milliseconds(Clock::now() - start);
+  ++stats.images;
+}
+
+std::string TimingReport(const RunStats& stats) {
+  char text[512];
+  std::snprintf(text, sizeof(text),
+                "NN inference cost average time: %.3f ms of infer_count %d\n"
+                "end-to-end average time (read, preprocess, infer, NMS, write): %.3f ms per image\n"
+                "images: %d, skipped unreadable: %d\n",
+                stats.infer_ms / stats.images, stats.images, stats.total_ms / stats.images, stats.images,
+                stats.skipped);
+  return text;
+}
+
+int Run(const Options& options) {
+  const std::vector<std::string> paths = ListImages(options.dataset_path);
+  if (paths.empty()) throw UserError("no images (.jpg, .jpeg, .png, .bmp, .tif, .webp) in " + options.dataset_path);
+  std::unique_ptr<Backend> backend =
+      CreateBackend({options.device_type, options.model_path, options.device_id, options.aipp_path});
+  WarmUp(*backend, options.image_size);
+  fs::create_directories(kResultDir);
+  fs::create_directories(kTimeDir);
+  RunStats stats;
+  for (const std::string& path : paths) DetectOne(*backend, path, options, stats);
+  if (stats.images == 0) {
+    throw UserError("none of the " + std::to_string(paths.size()) + " images in " + options.dataset_path +
+                    " could be read");
+  }
+  const std::string report = TimingReport(stats);
+  WriteFileAtomically(std::string(kTimeDir) + "/test_perform_static.txt", report);
+  std::cout << report;
+  return 0;
+}
+
+std::string FirstLine(const std::string& text) { return text.substr(0, text.find('\n')); }
+
+}  // namespace
+}  // namespace yolo
+
+int main(int argc, char** argv) {
+  cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);
+  try {
+    const yolo::Options options = yolo::ParseFlags(argc, argv);
+    if (options.help) {
+      std::cout << yolo::Usage();
+      return 0;
+    }
+    return yolo::Run(options);
+  } catch (const cv::Exception& e) {
+    std::cerr << "error: OpenCV: " << yolo::FirstLine(e.err) << "\n";
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << yolo::FirstLine(e.what()) << "\n";
+  }
+  return 1;
+}

@@ -1,0 +1,119 @@
+"""C++ inference results (ascend310_infer's result_Files/) -> COCO results, stats and acc.log.
+
+Each result file is RESULT_FILES/IMAGE_FILE_NAME.txt with one "label score x y w h" line per
+detection (image pixels). Detections become COCO results exactly as eval.py makes them (category
+ids in label order, bbox rounded to 3 decimals, score to 5), are scored with pycocotools, and
+OUTPUT_DIR receives predictions.json, stats.json (the keys of eval.py's) and acc.log (the
+pycocotools summary). Images of the annotation file without a result file (skipped by the app as
+unreadable, or missing) count as skipped, with no detections, as in eval.py.
+
+    python postprocess.py --result_files ./result_Files --ann_file instances_val2017.json --output_dir .
+"""
+import argparse
+import os
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+from src.coco import category_ids, evaluate, load_coco
+from src.errors import UserError, run_cli
+from src.fileio import temp_path_beside, write_json
+from src.logger import get_logger
+
+RESULT_SUFFIX = ".txt"
+
+
+def write_text(path: str, text: str) -> None:
+    tmp = temp_path_beside(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def read_result_file(path: str) -> List[Tuple[int, np.float32, np.ndarray]]:
+    """(label, score, box x y w h) per line; floats parsed as float32, the app's precision."""
+    detections = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            try:
+                if len(fields) != 6:
+                    raise ValueError
+                label = int(fields[0])
+                values = np.array(fields[1:], np.float32)
+            except ValueError:
+                raise UserError(f"{path}:{number}: expected 'label score x y w h', got {line.strip()!r}") from None
+            detections.append((label, values[0], values[1:]))
+    return detections
+
+
+def list_result_files(result_dir: str) -> Dict[str, str]:
+    """Image file name -> its result file."""
+    if not os.path.isdir(result_dir):
+        raise UserError(f"result folder not found: {result_dir}")
+    names = [n for n in os.listdir(result_dir) if n.endswith(RESULT_SUFFIX) and not n.startswith(".")]
+    if not names:
+        raise UserError(f"no result files (*{RESULT_SUFFIX}) in {result_dir}; run the C++ app first")
+    return {n[:-len(RESULT_SUFFIX)]: os.path.join(result_dir, n) for n in names}
+
+
+def coco_results(coco, files: Dict[str, str]) -> Tuple[List[dict], int]:
+    """COCO results in eval.py's order (image id, then the app's score order); and how many
+    images of the annotation file have no result file."""
+    cat_ids = category_ids(coco)
+    results: List[dict] = []
+    missing = 0
+    for image_id in sorted(coco.getImgIds()):
+        path = files.get(os.path.basename(coco.imgs[image_id]["file_name"]))
+        if path is None:
+            missing += 1
+            continue
+        results += [{"image_id": int(image_id), "category_id": int(cat_ids[label]),
+                     "bbox": [round(float(v), 3) for v in box], "score": round(float(score), 5)}
+                    for label, score, box in read_result_file(path) if 0 <= label < len(cat_ids)]
+    return results, missing
+
+
+def run(result_dir: str, ann_file: str, output_dir: str) -> dict:
+    coco = load_coco(ann_file)
+    files = list_result_files(result_dir)
+    known = {os.path.basename(im["file_name"]) for im in coco.imgs.values()}
+    unmatched = sorted(set(files) - known)
+    results, missing = coco_results(coco, files)
+    os.makedirs(output_dir, exist_ok=True)
+    write_json(os.path.join(output_dir, "predictions.json"), results)  # before pycocotools adds its fields
+    stats, summary, _ = evaluate(coco, results)
+    stats.update(images=len(coco.imgs) - missing, skipped_images=missing)
+    counts = (f"images: {stats['images']}, without a result file (skipped or missing): {missing}, "
+              f"result files not in the annotation file: {len(unmatched)}")
+    write_json(os.path.join(output_dir, "stats.json"), stats)
+    write_text(os.path.join(output_dir, "acc.log"), f"{summary}\n{counts}\n")
+    logger = get_logger()
+    logger.info("\n=============coco eval result=========\n%s", summary)
+    logger.info("%s; results in %s", counts, output_dir)
+    return stats
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """A wrong command line is a UserError: one 'error: ...' line, exit 1."""
+
+    def error(self, message: str):
+        raise UserError(message)
+
+
+def main() -> None:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument("--result_files", default="./result_Files", help="the C++ app's result folder")
+    parser.add_argument("--ann_file", required=True, help="COCO annotation file of the images")
+    parser.add_argument("--output_dir", default=".", help="where predictions.json, stats.json, acc.log go")
+    args = parser.parse_args()
+    run(args.result_files, args.ann_file, args.output_dir)
+
+
+if __name__ == "__main__":
+    run_cli(main)

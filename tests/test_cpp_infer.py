@@ -1,0 +1,324 @@
+"""ascend310_infer (C++ inference): shared code against the Python implementation, COCO AP against
+eval.py through scripts/run_infer_cpp.sh, and bad input."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import COCO_TINY, REPO, TINY_CFG, _need, run_script
+from postprocess import read_result_file
+from src.nms import nms, select_detections
+from src.transforms import boxes_to_image, letterbox, preprocess, stretch
+
+INFER_DIR = os.path.join(REPO, "ascend310_infer")
+RUN_INFER = os.path.join(REPO, "scripts", "run_infer_cpp.sh")
+ANN = os.path.join(COCO_TINY, "annotations", "instances_val2017.json")
+VAL = os.path.join(COCO_TINY, "val2017")
+
+
+def script_env(build_dir: str) -> dict:
+    return dict(os.environ, BUILD_DIR=build_dir, PYTHON=sys.executable)
+
+
+def have_cpp_toolchain() -> bool:
+    if not (shutil.which("pkg-config") and shutil.which("cmake")):
+        return False
+    return subprocess.run(["pkg-config", "--exists", "opencv4"]).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def cpp_build(tmp_path_factory):
+    """ascend310_infer built once by its build.sh; the build folder."""
+    _need("libopencv-dev and cmake (see .ci/run)", have_cpp_toolchain())
+    build_dir = str(tmp_path_factory.mktemp("cpp_build"))
+    proc = subprocess.run(["bash", os.path.join(INFER_DIR, "build.sh")], env=script_env(build_dir),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Ascend backend: " in proc.stdout
+    with open(os.path.join(build_dir, "ascend_backend"), "w") as f:
+        f.write("on" if "Ascend backend: on" in proc.stdout else "off")
+    return build_dir
+
+
+def ascend_backend_built(build_dir: str) -> bool:
+    with open(os.path.join(build_dir, "ascend_backend")) as f:
+        return f.read() == "on"
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny_ckpt, tmp_path_factory):
+    """The converted darknet yolov3-tiny exported to ONNX, batch 1, 416."""
+    name = str(tmp_path_factory.mktemp("onnx") / "yolov3_tiny")
+    run_script("export.py", "--config_path", TINY_CFG, "--ckpt_file", tiny_ckpt, "--file_name", name,
+               "--file_format", "ONNX", "--batch_size", "1", "--testing_shape", "416")
+    return name + ".onnx"
+
+
+@pytest.fixture(scope="module")
+def lowered_onnx(tiny_onnx):
+    out = tiny_onnx.replace(".onnx", "_opencv.onnx")
+    proc = run_script(os.path.join("ascend310_infer", "onnx_for_opencv.py"), "--input", tiny_onnx, "--output", out)
+    assert "max |diff| in ONNX Runtime 0" in proc.stdout
+    return out
+
+
+def check(build_dir: str, *args: str, tmp_path) -> subprocess.CompletedProcess:
+    proc = subprocess.run([os.path.join(build_dir, "yolo_check"), *args], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def app(build_dir: str, *args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([os.path.join(build_dir, "main"), *args], capture_output=True, text=True, timeout=600,
+                          cwd=cwd)
+
+
+def assert_one_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert fragment in lines[0], lines[0]
+
+
+# ---- (a) the shared C++ code against the Python implementation, on random inputs
+
+def random_rows(rng: np.random.Generator, n: int = 600, classes: int = 6, size: int = 416) -> np.ndarray:
+    """Decoded rows in clusters (so that NMS has work), with exact score ties and empty boxes."""
+    centres = rng.uniform(0, size, (12, 2))
+    cxcy = centres[rng.integers(0, 12, n)] + rng.normal(0, 8, (n, 2))
+    wh = rng.uniform(4, 120, (n, 2))
+    obj = rng.uniform(0, 1, (n, 1)) ** 2
+    cls = rng.uniform(0, 1, (n, classes)) ** 3
+    rows = np.concatenate([cxcy, wh, obj, cls], 1).astype(np.float32)
+    rows[rng.integers(0, n, 40), 4:] = rows[0, 4:]
+    rows[:5, 2:4] = 0
+    return rows
+
+
+def test_nms_matches_python(cpp_build, tmp_path):
+    rng = np.random.default_rng(1)
+    for case in range(10):
+        n = int(rng.integers(1, 300))
+        boxes = np.concatenate([rng.uniform(0, 200, (n, 2)), rng.uniform(0, 60, (n, 2))], 1).astype(np.float32)
+        boxes[: n // 10, 2] = 0  # zero-area boxes: IoU 0
+        scores = np.round(rng.uniform(0, 1, n), 2).astype(np.float32)  # many ties
+        iou = [0.45, 0.3, 0.7][case % 3]
+        np.concatenate([boxes, scores[:, None]], 1).astype(np.float32).tofile(tmp_path / "in.f32")
+        check(cpp_build, "nms", "in.f32", str(n), str(iou), "out.txt", tmp_path=tmp_path)
+        kept = [int(v) for v in (tmp_path / "out.txt").read_text().split()]
+        assert kept == nms(boxes, scores, iou).tolist(), case
+
+
+@pytest.mark.parametrize("score_thr, iou_thr, max_boxes", [(0.005, 0.45, 100), (0.3, 0.5, 7), (0.0, 0.6, 5000)])
+def test_decode_matches_python(cpp_build, tmp_path, score_thr, iou_thr, max_boxes):
+    rng = np.random.default_rng(int(score_thr * 1000) + max_boxes)
+    for case in range(6):
+        rows = random_rows(rng)
+        h, w = (int(v) for v in rng.integers(50, 900, 2))
+        image = np.zeros((h, w, 3), np.uint8)
+        mapping = (letterbox if case % 2 == 0 else stretch)(image, 416)[1]
+        rows.tofile(tmp_path / "rows.f32")
+        check(cpp_build, "decode", "rows.f32", str(rows.shape[0]), str(rows.shape[1]),
+              *(repr(float(v)) for v in mapping[:2]), *(str(v) for v in mapping[2:]),
+              str(score_thr), str(iou_thr), str(max_boxes), "out.txt", tmp_path=tmp_path)
+        ours = read_result_file(str(tmp_path / "out.txt"))
+        boxes, scores, labels = select_detections(rows, score_thr, iou_thr, max_boxes)
+        assert len(ours) == len(labels) > 0, case
+        assert [d[0] for d in ours] == labels.tolist()
+        np.testing.assert_array_equal(np.array([d[1] for d in ours]), scores)
+        np.testing.assert_array_equal(np.stack([d[2] for d in ours]), boxes_to_image(boxes, mapping))
+        if max_boxes < 100:
+            assert len(ours) == max_boxes
+
+
+def test_preprocess_matches_python(cpp_build, shared, tmp_path):
+    rng = np.random.default_rng(2)
+    images = []
+    for k, (h, w) in enumerate([(333, 500), (481, 301), (416, 416), (97, 1021)]):
+        path = str(tmp_path / f"synthetic{k}.png")
+        cv2.imwrite(path, rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        images.append(path)
+    images += [os.path.join(VAL, name) for name in sorted(os.listdir(VAL))[:4]]
+    for path in images:
+        for use_letterbox in (True, False):
+            proc = check(cpp_build, "preprocess", path, "416", str(int(use_letterbox)), "blob.f32", tmp_path=tmp_path)
+            theirs, mapping = preprocess(cv2.imread(path, cv2.IMREAD_COLOR), 416, use_letterbox)
+            sx, sy, dx, dy = proc.stdout.split()
+            assert (float(sx), float(sy), int(dx), int(dy)) == mapping
+            ours = np.fromfile(tmp_path / "blob.f32", np.float32).reshape(theirs.shape)
+            # bit-exact here (Debian's OpenCV 4.6 and libjpeg-turbo vs the opencv-python wheel)
+            assert np.array_equal(ours, theirs), (path, use_letterbox, np.abs(ours - theirs).max())
+
+
+# ---- (b) the whole chain against eval.py
+
+@pytest.fixture(scope="module")
+def eval_stats(tiny_ckpt, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    run_script("eval.py", "--config_path", TINY_CFG, "--data_dir", COCO_TINY, "--pretrained", tiny_ckpt,
+               "--testing_shape", "416", "--eval_dir", str(out))
+    return json.loads((out / "stats.json").read_text())
+
+
+def test_run_infer_cpp_matches_eval_ap(cpp_build, tiny_onnx, eval_stats, tmp_path):
+    proc = subprocess.run(["bash", RUN_INFER, tiny_onnx, VAL, ANN, "CPU", "0"], cwd=tmp_path,
+                          env=script_env(cpp_build), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["images"] == 80 and stats["skipped_images"] == 0
+    assert abs(stats["AP"] - eval_stats["AP"]) <= 0.003, (stats["AP"], eval_stats["AP"])
+    assert abs(stats["AP50"] - eval_stats["AP50"]) <= 0.003, (stats["AP50"], eval_stats["AP50"])
+    assert stats["AP"] > 0.1
+    acc = (tmp_path / "acc.log").read_text()
+    assert acc.count("Average Precision") == 6 and f"= {stats['AP']:.3f}" in acc
+    assert len(os.listdir(tmp_path / "result_Files")) == 80
+    timing = (tmp_path / "time_Result" / "test_perform_static.txt").read_text()
+    assert "of infer_count 80" in timing and "skipped unreadable: 0" in timing
+    assert float(timing.split("average time: ")[1].split(" ms")[0]) > 0
+
+
+# ---- (c) bad input: one clear error line, or a counted skip
+
+def test_app_flag_errors(cpp_build, lowered_onnx, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("not an image")
+    model = f"--model_path={lowered_onnx}"
+    cases = [
+        ([f"--model_path={tmp_path}/none.onnx", f"--dataset_path={VAL}"], "model file not found"),
+        ([model, "--dataset_path=" + str(tmp_path / "empty")], "no images"),
+        ([model, "--dataset_path=" + str(tmp_path / "notes")], "no images"),
+        ([model, "--dataset_path=" + str(tmp_path / "gone")], "image directory not found"),
+        ([model, f"--dataset_path={VAL}", "--image_size=400"], "positive multiple of 32"),
+        ([model, f"--dataset_path={VAL}", "--image_size", "big"], "--image_size expects an integer"),
+        ([model, f"--dataset_path={VAL}", "--letterbox=maybe"], "--letterbox expects true or false"),
+        ([model, f"--dataset_path={VAL}", "--device_type=GPU"], "--device_type must be CPU or Ascend"),
+        ([model, f"--dataset_path={VAL}", "--aipp_path=" + os.path.join(INFER_DIR, "aipp.cfg")],
+         "--aipp_path applies to --device_type Ascend only"),
+        ([model, f"--dataset_path={VAL}", "--image_size=320"], "is --image_size the size the model was exported at"),
+        ([model, f"--dataset_path={VAL}", "--bogus=1"], "unknown flag --bogus"),
+        ([model, "--dataset_path"], "--dataset_path needs a value"),
+        ([f"--dataset_path={VAL}"], "missing --model_path"),
+    ]
+    if not ascend_backend_built(cpp_build):  # the CPU wheel of MindSpore has no C++ API
+        cases.append(([model, f"--dataset_path={VAL}", "--device_type=Ascend"], "no Ascend backend"))
+    for args, message in cases:
+        assert_one_error(app(cpp_build, *args, cwd=tmp_path), message)
+    assert not (tmp_path / "result_Files").exists()
+
+
+def test_app_rejects_unlowered_onnx(cpp_build, tiny_onnx, tmp_path):
+    proc = app(cpp_build, f"--model_path={tiny_onnx}", f"--dataset_path={VAL}", cwd=tmp_path)
+    assert_one_error(proc, "OpenCV DNN cannot load")
+    assert "onnx_for_opencv.py" in proc.stderr
+
+
+def test_unreadable_images_are_counted(cpp_build, tiny_onnx, shared, tmp_path):
+    ann = json.loads(open(ANN).read())
+    images = ann["images"][:3]
+    data = tmp_path / "images"
+    data.mkdir()
+    for im in images:
+        shutil.copy(os.path.join(VAL, im["file_name"]), data)
+    (data / "broken.jpg").write_bytes(b"not a jpeg")
+    (data / "empty.png").write_bytes(b"")
+    images += [dict(images[0], id=10**9, file_name="broken.jpg")]
+    ann.update(images=images, annotations=[a for a in ann["annotations"] if a["image_id"] in {i["id"] for i in images}])
+    (tmp_path / "ann.json").write_text(json.dumps(ann))
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.run(["bash", RUN_INFER, tiny_onnx, str(data), str(tmp_path / "ann.json"), "CPU"], cwd=work,
+                          env=script_env(cpp_build), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = (work / "infer.log").read_text()
+    assert "warning: skipping unreadable image" in log and "broken.jpg" in log and "empty.png" in log
+    assert "images: 3, skipped unreadable: 2" in (work / "time_Result" / "test_perform_static.txt").read_text()
+    assert sorted(os.listdir(work / "result_Files")) == sorted(f"{im['file_name']}.txt" for im in images[:3])
+    stats = json.loads((work / "stats.json").read_text())
+    assert stats["images"] == 3 and stats["skipped_images"] == 1
+
+
+def test_app_fails_when_no_image_is_readable(cpp_build, lowered_onnx, tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    proc = app(cpp_build, f"--model_path={lowered_onnx}", f"--dataset_path={tmp_path / 'images'}", cwd=tmp_path)
+    assert_one_error(proc, "none of the 1 images")
+    assert "warning: skipping unreadable image" in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "error: missing MODEL_PATH"),
+    (["/no/model.onnx", "{tmp}", "{tmp}/a.json", "CPU"], "MODEL_PATH not found"),
+    (["{model}", "/no/images", "{tmp}/a.json", "CPU"], "DATA_PATH not found"),
+    (["{model}", "{tmp}", "/no/ann.json", "CPU"], "ANNO_PATH not found"),
+    (["{model}", "{tmp}", "{model}", "TPU"], "DEVICE_TYPE must be CPU or Ascend"),
+    (["{model}", "{tmp}", "{model}", "CPU", "x"], "DEVICE_ID must be a non-negative integer"),
+])
+def test_run_infer_cpp_argument_errors(args, message, tmp_path):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"")
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.run(["bash", RUN_INFER, *[a.format(tmp=tmp_path, model=model) for a in args]], cwd=work,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and proc.stderr.startswith("usage: bash scripts/run_infer_cpp.sh")
+    assert message in proc.stderr.strip().splitlines()[-1]
+    assert not os.listdir(work)
+
+
+def test_build_names_what_is_missing(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    os.symlink(shutil.which("dirname"), bin_dir / "dirname")
+    proc = subprocess.run([shutil.which("bash"), os.path.join(INFER_DIR, "build.sh")], capture_output=True, text=True,
+                          env=dict(os.environ, PATH=str(bin_dir), BUILD_DIR=str(tmp_path / "build")), timeout=60)
+    assert_one_error(proc, "missing cmake g++ pkg-config")
+    assert not (tmp_path / "build").exists()
+
+
+def test_postprocess_errors(shared, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "000000005001.jpg.txt").write_text("0 0.5 1 2 3\n")
+    cases = [(str(tmp_path / "gone"), "result folder not found"), (str(tmp_path / "empty"), "no result files"),
+             (str(tmp_path / "bad"), "000000005001.jpg.txt:1: expected 'label score x y w h'")]
+    for result_dir, message in cases:
+        proc = run_script("postprocess.py", "--result_files", result_dir, "--ann_file", ANN, "--output_dir",
+                          str(tmp_path / "out"), check=False)
+        assert_one_error(proc, message)
+    assert_one_error(run_script("postprocess.py", "--result_files", str(tmp_path / "bad"), check=False),
+                     "--ann_file")
+    assert not (tmp_path / "out").exists()
+
+
+def test_lowering_rejects_non_onnx(tmp_path):
+    bad = tmp_path / "x.onnx"
+    bad.write_bytes(b"\x00garbage")
+    proc = run_script(os.path.join("ascend310_infer", "onnx_for_opencv.py"), "--input", str(bad), "--output",
+                      str(tmp_path / "y.onnx"), check=False)
+    assert_one_error(proc, "is not an ONNX model")
+    assert not (tmp_path / "y.onnx").exists()
+
+
+def test_benchmark_reports_both_timings(cpp_build, tiny_ckpt, shared, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in sorted(os.listdir(VAL))[:3]:
+        shutil.copy(os.path.join(VAL, name), images)
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, os.path.join(INFER_DIR, "benchmark_cpp.py"), "--config_path", TINY_CFG,
+                           "--pretrained", tiny_ckpt, "--image_dir", str(images), "--per_batch_size", "2",
+                           "--json", str(out)], env=script_env(cpp_build), capture_output=True, text=True,
+                          timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    keys = ("cpp_infer_ms", "cpp_end_to_end_ms", "mindspore_forward_b1_ms", "mindspore_forward_b2_ms")
+    assert all(result[k] > 0 for k in keys) and result["cpp_images"] == result["images"] == 3
+    assert result["cpp_end_to_end_ms"] >= result["cpp_infer_ms"]
+    assert "eval.py model forward, batch 1" in proc.stdout
