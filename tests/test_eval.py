@@ -12,10 +12,13 @@ STATS = {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs
          "images", "skipped_images", "seconds"}
 
 
-@pytest.mark.parametrize("letterbox", [False, True])
-def test_ap_matches_darknet_reference(tiny_ckpt, ref_python, tmp_path, letterbox):
+@pytest.mark.parametrize("split, letterbox", [("val2017", False), ("val2017", True), ("train2017", False)])
+def test_ap_matches_darknet_reference(tiny_ckpt, ref_python, tmp_path, split, letterbox):
+    """On both COCO subsets of ../shared (the train2017 one through --ann_file/--image_dir)."""
     out = tmp_path / "eval"
     proc = run_script("eval.py", "--config_path", TINY_CFG, "--data_dir", COCO_TINY, "--pretrained", tiny_ckpt,
+                      "--ann_file", os.path.join(COCO_TINY, "annotations", f"instances_{split}.json"),
+                      "--image_dir", os.path.join(COCO_TINY, split),
                       "--testing_shape", "416", "--eval_dir", str(out), "--letterbox", str(letterbox))
     assert "=============coco eval result=========" in proc.stdout
     stats = json.loads((out / "stats.json").read_text())
@@ -25,7 +28,7 @@ def test_ap_matches_darknet_reference(tiny_ckpt, ref_python, tmp_path, letterbox
     assert min(p["score"] for p in preds) >= 0.005  # scores > 0.005, rounded to 5 places
 
     args = ["coco", "--cfg", os.path.join(DARKNET, "yolov3-tiny.cfg"), "--weights",
-            os.path.join(DARKNET, "yolov3-tiny.weights"), "--data", COCO_TINY, "--size", "416"]
+            os.path.join(DARKNET, "yolov3-tiny.weights"), "--data", COCO_TINY, "--split", split, "--size", "416"]
     ref = reference(ref_python, *(args + (["--letterbox"] if letterbox else []))).stdout
     ref_ap = float(re.search(r"reference AP=([0-9.]+)", ref).group(1))
     assert abs(stats["AP"] - ref_ap) <= 0.005, (stats["AP"], ref_ap)
