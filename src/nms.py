@@ -4,18 +4,19 @@ from typing import Tuple
 import numpy as np
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: int = 0) -> np.ndarray:
     """Greedy NMS on (x, y, w, h) boxes; indices kept, highest score first.
 
     A box is dropped when its IoU with a kept box exceeds `iou_threshold`
-    (areas as w*h, like OpenCV's NMSBoxes).
+    (areas as w*h, like OpenCV's NMSBoxes). With `max_keep` it stops after
+    that many boxes: the rest could never enter a top-`max_keep` selection.
     """
     order = np.argsort(-scores, kind="stable")
     x1, y1 = boxes[:, 0], boxes[:, 1]
     x2, y2 = x1 + boxes[:, 2], y1 + boxes[:, 3]
     areas = boxes[:, 2] * boxes[:, 3]
     keep = []
-    while order.size:
+    while order.size and (not max_keep or len(keep) < max_keep):
         i = order[0]
         keep.append(i)
         rest = order[1:]
@@ -44,7 +45,7 @@ def select_detections(rows: np.ndarray, score_threshold: float, iou_threshold: f
     keep = []
     for c in np.unique(labels):
         members = np.nonzero(labels == c)[0]
-        keep.append(members[nms(xywh[members], scores[members], iou_threshold)])
+        keep.append(members[nms(xywh[members], scores[members], iou_threshold, max_boxes)])
     keep = np.concatenate(keep) if keep else np.zeros(0, np.int64)
     keep = keep[np.argsort(-scores[keep], kind="stable")][:max_boxes]
     return cxcywh[keep], scores[keep], labels[keep]

@@ -117,3 +117,33 @@ def test_folding_batchnorm_keeps_the_outputs(config):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * np.abs(a).max())
     convs = [c for _, c in folded.cells_and_names() if hasattr(c, "folded")]
     assert convs and all(c.folded and c.conv.has_bias for c in convs)
+
+
+def test_mobilenetv2_exports_to_onnx(tmp_path):
+    """export.py's ONNX of the MobileNetV2 variant (BN folded) in ONNX Runtime = the MindSpore graph."""
+    import onnxruntime as ort
+    from conftest import run_script
+    from src.checkpoint import network_parameters, save_checkpoint
+    from src.yolo_head import DetectionModel
+    cfg = load_config(["--config_path", MBV2_CFG, "--num_classes", "3"])
+    rng = np.random.default_rng(5)
+    net = build_network(cfg)
+    for name, p in net.parameters_and_names():
+        if name.endswith(("moving_mean", "beta")):
+            p.set_data(ms.Tensor(rng.normal(0, 0.2, p.shape).astype(np.float32)))
+        if name.endswith(("moving_variance", "gamma")):
+            p.set_data(ms.Tensor(rng.uniform(0.3, 0.6, p.shape).astype(np.float32)))  # keeps activations finite
+    ckpt = str(tmp_path / "mbv2.ckpt")
+    save_checkpoint(network_parameters(net), ckpt)
+    run_script("export.py", "--config_path", MBV2_CFG, "--num_classes", "3", "--ckpt_file", ckpt, "--file_name",
+               str(tmp_path / "mbv2"), "--file_format", "ONNX", "--testing_shape", "224")
+    x = rng.uniform(0, 1, (1, 3, 224, 224)).astype(np.float32)
+    net.set_train(False)
+    ours = DetectionModel(net, YoloDecode(cfg.anchor_scales, cfg.anchor_mask, 3))(ms.Tensor(x)).asnumpy()
+    theirs = ort.InferenceSession(str(tmp_path / "mbv2.onnx"), providers=["CPUExecutionProvider"]).run(None, {
+        "images": x})[0]
+    assert theirs.shape == (1, 3 * (7 * 7 + 14 * 14 + 28 * 28), 8)
+    ours[..., :4] /= 224
+    theirs[..., :4] /= 224
+    assert np.isfinite(ours).all() and ours[..., 4].std() > 1e-3
+    assert np.abs(ours - theirs).max() <= 1e-4

@@ -62,3 +62,21 @@ def test_select_detections_is_per_class_with_top_k():
     np.testing.assert_allclose(boxes[0], [50, 50, 20, 20])
     assert select_detections(rows, 0.005, 0.45, 1)[2].tolist() == [0]
     assert select_detections(rows, 0.95, 0.45, 100)[0].shape == (0, 4)
+
+
+def test_nms_early_stop_gives_the_same_top_k():
+    """Stopping each class's NMS after max_boxes kept changes nothing in the final top max_boxes."""
+    from src import nms as nms_module
+    rng = np.random.default_rng(3)
+    rows = np.concatenate([rng.uniform(0, 300, (3000, 2)), rng.uniform(5, 60, (3000, 2)),
+                           rng.uniform(0, 1, (3000, 4))], 1).astype(np.float32)
+    capped = select_detections(rows, 0.005, 0.45, 20)
+    full_nms = nms_module.nms
+    nms_module.nms = lambda b, s, t, max_keep=0: full_nms(b, s, t)
+    try:
+        uncapped = select_detections(rows, 0.005, 0.45, 20)
+    finally:
+        nms_module.nms = full_nms
+    for a, b in zip(capped, uncapped):
+        np.testing.assert_array_equal(a, b)
+    assert nms(rows[:, :4], rows[:, 4], 0.45, 5).tolist() == nms(rows[:, :4], rows[:, 4], 0.45)[:5].tolist()
