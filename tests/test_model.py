@@ -93,6 +93,15 @@ def test_mobilenetv2_variant_shapes_and_size():
         coco.darknet_layers()
 
 
+def randomize_bn(net, rng: np.random.Generator, low: float, high: float) -> None:
+    """BN statistics and affine parameters away from the identity, so that folding them is tested."""
+    for name, p in net.parameters_and_names():
+        if name.endswith(("moving_mean", "beta")):
+            p.set_data(ms.Tensor(rng.normal(0, 0.2, p.shape).astype(np.float32)))
+        if name.endswith(("moving_variance", "gamma")):
+            p.set_data(ms.Tensor(rng.uniform(low, high, p.shape).astype(np.float32)))
+
+
 @pytest.mark.parametrize("config", [TINY_CFG, MBV2_CFG])
 def test_folding_batchnorm_keeps_the_outputs(config):
     """Inference folds BN into the convs: same raw outputs (to float rounding) as the BN graph."""
@@ -100,11 +109,7 @@ def test_folding_batchnorm_keeps_the_outputs(config):
     cfg = load_config(["--config_path", config, "--num_classes", "3"])
     rng = np.random.default_rng(0)
     net = build_network(cfg)
-    for name, p in net.parameters_and_names():
-        if name.endswith(("moving_mean", "beta")):
-            p.set_data(ms.Tensor(rng.normal(0, 0.2, p.shape).astype(np.float32)))
-        if name.endswith(("moving_variance", "gamma")):
-            p.set_data(ms.Tensor(rng.uniform(0.5, 1.5, p.shape).astype(np.float32)))
+    randomize_bn(net, rng, 0.5, 1.5)
     net.set_train(False)
     x = ms.Tensor(rng.uniform(0, 1, (1, 3, 128, 128)).astype(np.float32))
     before = [o.asnumpy() for o in net(x)]
@@ -128,11 +133,7 @@ def test_mobilenetv2_exports_to_onnx(tmp_path):
     cfg = load_config(["--config_path", MBV2_CFG, "--num_classes", "3"])
     rng = np.random.default_rng(5)
     net = build_network(cfg)
-    for name, p in net.parameters_and_names():
-        if name.endswith(("moving_mean", "beta")):
-            p.set_data(ms.Tensor(rng.normal(0, 0.2, p.shape).astype(np.float32)))
-        if name.endswith(("moving_variance", "gamma")):
-            p.set_data(ms.Tensor(rng.uniform(0.3, 0.6, p.shape).astype(np.float32)))  # keeps activations finite
+    randomize_bn(net, rng, 0.3, 0.6)  # small scales keep the activations finite
     ckpt = str(tmp_path / "mbv2.ckpt")
     save_checkpoint(network_parameters(net), ckpt)
     run_script("export.py", "--config_path", MBV2_CFG, "--num_classes", "3", "--ckpt_file", ckpt, "--file_name",
