@@ -144,12 +144,13 @@ def run(config, size: int, repeats: int, json_path: Optional[str]) -> Dict[str, 
     check_input_size(size)
     results: Dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        network = build_network(config)
+        results["params_m"] = sum(int(np.prod(p.shape)) for p in network.trainable_params()) / 1e6
         weights = config.pretrained
         if not weights:
             weights = os.path.join(tmp, "random.ckpt")
-            save_checkpoint(network_parameters(build_network(config)), weights)
+            save_checkpoint(network_parameters(network), weights)
         model = build_detection_model(config, weights)
-        results["params_m"] = sum(int(np.prod(p.shape)) for p in build_network(config).trainable_params()) / 1e6
         for batch in (1, 8):
             onnx_path = export_onnx(model, size, batch, tmp)
             if batch == 1:
