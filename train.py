@@ -23,7 +23,7 @@ from model_utils.device_adapter import all_reduce_sum, init_distributed, setup_d
 from model_utils.moxing_adapter import run_with_modelarts
 from src.checkpoint import load_checkpoint_into, network_parameters, read_checkpoint, save_checkpoint
 from src.darknet_weights import load_darknet_weights
-from src.dataset import BatchSource, CocoTrainSet, create_train_dataset
+from src.dataset import CocoTrainSet, RunSource, create_train_dataset
 from src.errors import UserError, run_cli
 from src.logger import get_logger
 from src.loss import YoloWithLoss
@@ -184,48 +184,61 @@ class Trainer:
         cfg = self.cfg
         total = cfg.max_epoch * self.steps_per_epoch
         profiler = self._start_profiler()
-        start_epoch, start_batch = divmod(self.global_step, self.steps_per_epoch)
-        epoch = start_epoch
+        first_step = self.global_step
+        source = RunSource(self.data, self.sampler, cfg, first_step, total)
+        epoch = first_step // self.steps_per_epoch
         loss_sum, parts_sum, count, t0 = 0.0, np.zeros(3), 0, time.time()
+        batches = ()
+        if len(source):
+            batches = create_train_dataset(source, cfg.num_parallel_workers).create_tuple_iterator(num_epochs=1)
+        bar = None
         try:
-            for epoch in range(start_epoch, cfg.max_epoch):
-                source = BatchSource(self.data, self.sampler.indices(epoch), cfg, epoch,
-                                     start_batch if epoch == start_epoch else 0)
-                dataset = create_train_dataset(source, cfg.num_parallel_workers)
-                batches = tqdm(dataset.create_tuple_iterator(num_epochs=1), total=len(source),
-                               desc=f"epoch {epoch}", leave=False,
-                               disable=not (sys.stderr.isatty() and self.main_rank))
-                for batch in batches:
-                    loss, overflow, _ = self.train_cell(*batch)
-                    self._arm_interrupt()
-                    self.global_step += 1
-                    if bool(overflow.asnumpy()):
-                        self.logger.warning("iter[%d]: gradient overflow, step skipped", self.global_step)
-                    loss_sum += float(loss.asnumpy())
-                    parts_sum += self.loss_parts.asnumpy()
-                    count += 1
-                    if profiler is not None and self.global_step - start_epoch * self.steps_per_epoch >= 5:
-                        profiler.analyse()
-                        profiler = None
-                    if self.global_step % cfg.log_interval == 0 and self.main_rank:
-                        fps = count * cfg.per_batch_size * cfg.group_size / (time.time() - t0)
-                        lr = float(self.lr[min(self.global_step, total) - 1])
-                        self.logger.info("epoch[%d], iter[%d], loss:%f, fps:%.2f imgs/sec, lr:%f", epoch,
-                                         self.global_step, loss_sum / count, fps, lr)
-                        box, obj, cls = (parts_sum / count).tolist()
-                        self.log_metrics(step=self.global_step, epoch=epoch, loss=loss_sum / count, box_loss=box,
-                                         obj_loss=obj, cls_loss=cls, lr=lr, images_per_sec=fps)
-                        loss_sum, parts_sum, count, t0 = 0.0, np.zeros(3), 0, time.time()
-                    if cfg.ckpt_interval > 0 and self.global_step % cfg.ckpt_interval == 0:
-                        self.save(epoch)
-                    if self.interrupted:
-                        raise KeyboardInterrupt
-                if cfg.ckpt_interval <= 0 or self.global_step % cfg.ckpt_interval:
+            for batch in batches:
+                epoch = self.global_step // self.steps_per_epoch
+                if bar is None:
+                    bar = self._epoch_bar(epoch)
+                loss, overflow, _ = self.train_cell(*batch)
+                self._arm_interrupt()
+                self.global_step += 1
+                bar.update()
+                if bool(overflow.asnumpy()):
+                    self.logger.warning("iter[%d]: gradient overflow, step skipped", self.global_step)
+                loss_sum += float(loss.asnumpy())
+                parts_sum += self.loss_parts.asnumpy()
+                count += 1
+                if profiler is not None and self.global_step - first_step >= 5:
+                    profiler.analyse()
+                    profiler = None
+                if self.global_step % cfg.log_interval == 0 and self.main_rank:
+                    fps = count * cfg.per_batch_size * cfg.group_size / (time.time() - t0)
+                    lr = float(self.lr[min(self.global_step, total) - 1])
+                    self.logger.info("epoch[%d], iter[%d], loss:%f, fps:%.2f imgs/sec, lr:%f", epoch,
+                                     self.global_step, loss_sum / count, fps, lr)
+                    box, obj, cls = (parts_sum / count).tolist()
+                    self.log_metrics(step=self.global_step, epoch=epoch, loss=loss_sum / count, box_loss=box,
+                                     obj_loss=obj, cls_loss=cls, lr=lr, images_per_sec=fps)
+                    loss_sum, parts_sum, count, t0 = 0.0, np.zeros(3), 0, time.time()
+                saved = cfg.ckpt_interval > 0 and self.global_step % cfg.ckpt_interval == 0
+                if saved:
                     self.save(epoch)
+                if self.global_step % self.steps_per_epoch == 0:
+                    bar.close()
+                    bar = None
+                    if not saved:
+                        self.save(epoch)
+                if self.interrupted:
+                    raise KeyboardInterrupt
         except KeyboardInterrupt:
             self.save(epoch, sync=False)
             raise
+        finally:
+            if bar is not None:
+                bar.close()
         self.logger.info("training done: %d iterations", self.global_step)
+
+    def _epoch_bar(self, epoch: int) -> tqdm:
+        return tqdm(total=self.steps_per_epoch, initial=self.global_step - epoch * self.steps_per_epoch,
+                    desc=f"epoch {epoch}", leave=False, disable=not (sys.stderr.isatty() and self.main_rank))
 
     def log_metrics(self, **values) -> None:
         """One JSON line per log interval in CKPT_PATH/metrics_rankN.jsonl (for `python -m src.plots`)."""

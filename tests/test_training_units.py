@@ -179,3 +179,20 @@ def test_damaged_image_is_skipped_with_warning(tmp_path):
     for a, b in zip(batch, again):
         np.testing.assert_array_equal(a, b)  # seeded: the same batch twice
     assert cv2.imread(str(tmp_path / "train2017" / "000000.jpg")) is not None
+
+
+def test_run_source_chains_the_epochs_from_any_step(tmp_path):
+    from src.dataset import BatchSource, CocoTrainSet, RunSource
+    from src.synthetic import make_dataset
+    make_dataset(str(tmp_path), 5, 0, size=64, min_size=16, max_size=30)
+    data = CocoTrainSet(str(tmp_path / "annotations" / "instances_train2017.json"), str(tmp_path / "train2017"))
+    cfg = load_config(["--config_path", TINY_CFG, "--num_classes", "3", "--per_batch_size", "2",
+                       "--training_shape", "64"])
+    sampler = DistributedSampler(len(data), seed=3)
+    run = RunSource(data, sampler, cfg, 3, 7)  # 2 batches an epoch: epoch 1 batch 1 to epoch 3 batch 0
+    assert len(run) == 4 and len(RunSource(data, sampler, cfg, 7, 6)) == 0
+    for k, (epoch, b) in enumerate([(1, 1), (2, 0), (2, 1), (3, 0)]):
+        expected = BatchSource(data, sampler.indices(epoch), cfg, epoch)[b]
+        for got, want in zip(run[k], expected):
+            np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(run[1][0], run[3][0])  # another epoch: another order and augmentation
