@@ -163,7 +163,7 @@ class RunSource:
         return self.epoch_source[b]
 
 
-def create_train_dataset(source, workers: int):
+def create_train_dataset(source: "BatchSource | RunSource", workers: int):
     """A GeneratorDataset over whole batches, built in `workers` processes."""
     import mindspore.dataset as ds
     columns = ["images"] + [f"target{i}" for i in range(len(source.cfg.anchor_mask))] + ["gt_boxes"]
