@@ -35,6 +35,7 @@ from src.detector import build_detection_model, check_input_size
 from src.errors import UserError, run_cli
 from src.export import export_graph
 from src.fileio import write_json
+from src.layers import use_cpu_training_kernels
 from src.loss import YoloWithLoss
 from src.synthetic import make_dataset
 from src.targets import build_targets
@@ -102,6 +103,7 @@ def synthetic_batch(config, size: int, batch: int) -> List[Tensor]:
 
 def bench_train(config, size: int, batch: int, repeats: int) -> float:
     network = build_network(config)
+    use_cpu_training_kernels(network)
     opt = nn.Momentum(network.trainable_params(), 1e-4, config.momentum, weight_decay=config.weight_decay)
     step = make_train_step(YoloWithLoss(network, config.anchor_scales, config.anchor_mask, config.num_classes,
                                   config.ignore_threshold), opt, config.loss_scale)

@@ -25,6 +25,7 @@ from src.checkpoint import load_checkpoint_into, network_parameters, read_checkp
 from src.darknet_weights import load_darknet_weights
 from src.dataset import CocoTrainSet, RunSource, create_train_dataset
 from src.errors import UserError, run_cli
+from src.layers import use_cpu_training_kernels
 from src.logger import get_logger
 from src.loss import YoloWithLoss
 from src.lr_scheduler import get_lr
@@ -79,6 +80,7 @@ class Trainer:
         self.data = CocoTrainSet(ann, os.path.join(config.data_dir, "train2017"))
         self._set_classes()
         self.network = build_network(config)
+        use_cpu_training_kernels(self.network)
         load_initial_weights(self.network, config, self.logger)
         self.sampler = DistributedSampler(len(self.data), config.group_size, config.rank, True, config.seed)
         self.steps_per_epoch = len(self.sampler) // config.per_batch_size

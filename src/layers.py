@@ -72,6 +72,20 @@ class ConvBNLeaky(ConvBN):
         super().__init__(in_channels, out_channels, kernel_size, stride, act=LeakyReLU())
 
 
+def use_cpu_training_kernels(network: nn.Cell) -> int:
+    """Route the training path of the 2x2 stride-2 max-pools through src.cpu_kernels (on CPU, if it builds):
+    MindSpore's MaxPoolGrad is the slowest op of a CPU training step. Only the training scripts call this,
+    so inference and export never build or load the kernels. Returns how many max-pools use them."""
+    pools = [cell for _, cell in network.cells_and_names()
+             if isinstance(cell, MaxPool) and cell.size == 2 and cell.stride == 2]
+    if not pools or not cpu_kernels.enabled():
+        return 0
+    for pool in pools:
+        pool.kernel = cpu_kernels.maxpool2x2()
+        pool.use_kernel = True
+    return len(pools)
+
+
 def fold_batchnorm(network: nn.Cell) -> nn.Cell:
     """Fold every ConvBN's BN into its conv, for inference only (the network can no longer train).
 
@@ -132,9 +146,8 @@ class MaxPool(nn.Cell):
             self.pool = nn.MaxPool2d(size, 1, pad_mode="same")
         else:
             self.pool = nn.MaxPool2d(size, stride, pad_mode="valid")
-        # MindSpore's MaxPoolGrad is the slowest op of a CPU training step; src.cpu_kernels has a fast one.
-        self.use_kernel = size == 2 and stride == 2 and cpu_kernels.enabled()
-        self.kernel = cpu_kernels.maxpool2x2() if self.use_kernel else None
+        self.use_kernel = False
+        self.kernel = None
 
     def construct(self, x):
         if self.training and self.use_kernel:

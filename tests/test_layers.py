@@ -8,7 +8,7 @@ import pytest
 from mindspore import Tensor, nn
 
 from src import cpu_kernels
-from src.layers import LeakyReLU, MaxPool
+from src.layers import LeakyReLU, MaxPool, use_cpu_training_kernels
 
 ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", jit_config={"jit_level": "O0"})
 
@@ -50,6 +50,7 @@ def test_maxpool_kernel_matches_mindspore(shape):
     x = rng.standard_normal(shape).astype(np.float32)
     w = rng.standard_normal((shape[0], shape[1], shape[2] // 2, shape[3] // 2)).astype(np.float32)
     pool = MaxPool(2, 2)
+    assert use_cpu_training_kernels(pool) == 1 and pool.use_kernel
     pool.set_train(True)
     y_kernel, dx_kernel = forward_and_grad(pool, x, w)
     pool.set_train(False)
@@ -65,6 +66,7 @@ def test_maxpool_kernel_gives_a_tied_window_one_gradient():
     x = np.random.default_rng(1).integers(0, 2, (2, 2, 6, 6)).astype(np.float32)
     w = np.ones((2, 2, 3, 3), np.float32)
     pool = MaxPool(2, 2)
+    assert use_cpu_training_kernels(pool) == 1
     pool.set_train(True)
     _, dx = forward_and_grad(pool, x, w)
     _, dx_ref = numpy_pool_and_grad(x, w)
@@ -95,7 +97,8 @@ def test_without_a_compiler_the_stock_ops_are_used(tmp_path, monkeypatch):
         with pytest.warns(UserWarning, match="g\\+\\+ not found"):
             assert cpu_kernels.library() is None
         assert not cpu_kernels.enabled()
-        assert not MaxPool(2, 2).use_kernel
+        pool = MaxPool(2, 2)
+        assert use_cpu_training_kernels(pool) == 0 and not pool.use_kernel
         assert os.listdir(tmp_path) == []
     finally:
         cpu_kernels.library.cache_clear()
@@ -123,5 +126,21 @@ def test_an_unwritable_cache_falls_back_with_a_warning(tmp_path, monkeypatch):
     try:
         with pytest.warns(UserWarning, match="cannot build the CPU kernels"):
             assert cpu_kernels.library() is None
+    finally:
+        cpu_kernels.library.cache_clear()
+
+
+def test_only_training_builds_the_kernels(tmp_path, monkeypatch):
+    from conftest import TINY_CFG
+    from model_utils.config import load_config
+    from src.yolo import build_network
+    monkeypatch.setenv("YOLO_CACHE_DIR", str(tmp_path))
+    cpu_kernels.library.cache_clear()
+    try:
+        network = build_network(load_config(["--config_path", TINY_CFG]))
+        assert not any(isinstance(c, MaxPool) and c.use_kernel for _, c in network.cells_and_names())
+        assert not (tmp_path / "kernels").exists()  # building a network for inference compiles nothing
+        assert use_cpu_training_kernels(network) == 1  # the tiny trunk shares one stride-2 max-pool cell
+        assert len(os.listdir(tmp_path / "kernels")) == 1
     finally:
         cpu_kernels.library.cache_clear()
