@@ -89,58 +89,48 @@ def test_training_leaky_relu_is_the_same_function():
     np.testing.assert_allclose(dx_train, dx_infer, rtol=1e-6, atol=1e-7)
 
 
-def test_without_a_compiler_the_stock_ops_are_used(tmp_path, monkeypatch):
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty kernel cache, and library() forgetting what it built before and after the test."""
     monkeypatch.setenv("YOLO_CACHE_DIR", str(tmp_path))
+    cpu_kernels.library.cache_clear()
+    yield tmp_path
+    cpu_kernels.library.cache_clear()
+
+
+def test_without_a_compiler_the_stock_ops_are_used(cache, monkeypatch):
     monkeypatch.setattr(cpu_kernels.shutil, "which", lambda name: None)
+    with pytest.warns(UserWarning, match="g\\+\\+ not found"):
+        assert cpu_kernels.library() is None
+    assert not cpu_kernels.enabled()
+    pool = MaxPool(2, 2)
+    assert use_cpu_training_kernels(pool) == 0 and not pool.use_kernel
+    assert os.listdir(cache) == []
+
+
+def test_kernel_library_is_built_once_into_the_cache(cache):
+    path = cpu_kernels.library()
+    assert path is not None and path.startswith(str(cache)) and os.path.getsize(path) > 0
+    assert os.listdir(os.path.dirname(path)) == [os.path.basename(path)]
     cpu_kernels.library.cache_clear()
-    try:
-        with pytest.warns(UserWarning, match="g\\+\\+ not found"):
-            assert cpu_kernels.library() is None
-        assert not cpu_kernels.enabled()
-        pool = MaxPool(2, 2)
-        assert use_cpu_training_kernels(pool) == 0 and not pool.use_kernel
-        assert os.listdir(tmp_path) == []
-    finally:
-        cpu_kernels.library.cache_clear()
+    mtime = os.path.getmtime(path)
+    assert cpu_kernels.library() == path and os.path.getmtime(path) == mtime
 
 
-def test_kernel_library_is_built_once_into_the_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("YOLO_CACHE_DIR", str(tmp_path))
-    cpu_kernels.library.cache_clear()
-    try:
-        path = cpu_kernels.library()
-        assert path is not None and path.startswith(str(tmp_path)) and os.path.getsize(path) > 0
-        assert os.listdir(os.path.dirname(path)) == [os.path.basename(path)]
-        cpu_kernels.library.cache_clear()
-        mtime = os.path.getmtime(path)
-        assert cpu_kernels.library() == path and os.path.getmtime(path) == mtime
-    finally:
-        cpu_kernels.library.cache_clear()
-
-
-def test_an_unwritable_cache_falls_back_with_a_warning(tmp_path, monkeypatch):
-    blocker = tmp_path / "not_a_dir"
+def test_an_unwritable_cache_falls_back_with_a_warning(cache, monkeypatch):
+    blocker = cache / "not_a_dir"
     blocker.write_text("")
     monkeypatch.setenv("YOLO_CACHE_DIR", str(blocker))
-    cpu_kernels.library.cache_clear()
-    try:
-        with pytest.warns(UserWarning, match="cannot build the CPU kernels"):
-            assert cpu_kernels.library() is None
-    finally:
-        cpu_kernels.library.cache_clear()
+    with pytest.warns(UserWarning, match="cannot build the CPU kernels"):
+        assert cpu_kernels.library() is None
 
 
-def test_only_training_builds_the_kernels(tmp_path, monkeypatch):
+def test_only_training_builds_the_kernels(cache):
     from conftest import TINY_CFG
     from model_utils.config import load_config
     from src.yolo import build_network
-    monkeypatch.setenv("YOLO_CACHE_DIR", str(tmp_path))
-    cpu_kernels.library.cache_clear()
-    try:
-        network = build_network(load_config(["--config_path", TINY_CFG]))
-        assert not any(isinstance(c, MaxPool) and c.use_kernel for _, c in network.cells_and_names())
-        assert not (tmp_path / "kernels").exists()  # building a network for inference compiles nothing
-        assert use_cpu_training_kernels(network) == 1  # the tiny trunk shares one stride-2 max-pool cell
-        assert len(os.listdir(tmp_path / "kernels")) == 1
-    finally:
-        cpu_kernels.library.cache_clear()
+    network = build_network(load_config(["--config_path", TINY_CFG]))
+    assert not any(isinstance(c, MaxPool) and c.use_kernel for _, c in network.cells_and_names())
+    assert not (cache / "kernels").exists()  # building a network for inference compiles nothing
+    assert use_cpu_training_kernels(network) == 1  # the tiny trunk shares one stride-2 max-pool cell
+    assert len(os.listdir(cache / "kernels")) == 1
