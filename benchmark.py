@@ -2,7 +2,8 @@
 
   MindSpore GRAPH_MODE forward, batch 1 (ms) and batch 8 (images/s)
   the same model exported to ONNX, in ONNX Runtime with 2 threads, batch 1 and 8
-  a training step (images/s; batch 8, the real loss, optimiser and loss scale, synthetic tensors)
+  a training step (images/s; batch 8, the real loss, optimiser and loss scale, synthetic tensors), and its
+    FLOP rate (3 x forward GFLOPs per image) as a fraction of this machine's float32 matmul rate
   the training data pipeline alone, with training augmentation (images/s)
   eval.py end to end (images/s over its whole wall time, start-up and compile included)
 
@@ -23,6 +24,7 @@ import tempfile
 import time
 from typing import Callable, Dict, List, Optional
 
+import model_utils  # noqa: F401  first: sets the OpenMP spin count before cv2 and MindSpore load it
 import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn
@@ -35,7 +37,7 @@ from src.detector import build_detection_model, check_input_size
 from src.errors import UserError, run_cli
 from src.export import export_graph
 from src.fileio import write_json
-from src.layers import use_cpu_training_kernels
+from src.layers import use_cpu_inference_kernels, use_cpu_training_kernels
 from src.loss import YoloWithLoss
 from src.synthetic import make_dataset
 from src.targets import build_targets
@@ -86,6 +88,15 @@ def conv_gflops(onnx_path: str) -> float:
     flops = sum(2 * np.prod(shapes[node.output[0]]) * np.prod(weights[node.input[1]][1:])
                 for node in graph.node if node.op_type == "Conv")
     return float(flops) / 1e9
+
+
+def matmul_gflops(repeats: int, n: int = 2048) -> float:
+    """This machine's float32 matrix-product peak (numpy's BLAS on all cores, the best of `repeats` runs): what
+    the training rate is measured against."""
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    a @ a
+    best = min(median_seconds(lambda: a @ a, 1, warmup=0) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
 
 
 def synthetic_batch(config, size: int, batch: int) -> List[Tensor]:
@@ -144,7 +155,7 @@ def bench_eval(config, data_dir: str, weights: str, size: int) -> Dict[str, floa
 
 def run(config, size: int, repeats: int, json_path: Optional[str]) -> Dict[str, float]:
     check_input_size(size)
-    results: Dict[str, float] = {}
+    results: Dict[str, float] = {"matmul_gflops": matmul_gflops(repeats)}  # first, before MindSpore's threads run
     with tempfile.TemporaryDirectory() as tmp:
         network = build_network(config)
         results["params_m"] = sum(int(np.prod(p.shape)) for p in network.trainable_params()) / 1e6
@@ -153,10 +164,10 @@ def run(config, size: int, repeats: int, json_path: Optional[str]) -> Dict[str, 
             weights = os.path.join(tmp, "random.ckpt")
             save_checkpoint(network_parameters(network), weights)
         model = build_detection_model(config, weights)
-        for batch in (1, 8):
-            onnx_path = export_onnx(model, size, batch, tmp)
-            if batch == 1:
-                results["gflops"] = conv_gflops(onnx_path)
+        onnx_paths = {batch: export_onnx(model, size, batch, tmp) for batch in (1, 8)}
+        results["gflops"] = conv_gflops(onnx_paths[1])
+        use_cpu_inference_kernels(model)  # as eval.py and predict.py run it; after the export (stock ops)
+        for batch, onnx_path in onnx_paths.items():
             ms_s = bench_mindspore(model, size, batch, repeats)
             ort_s = bench_ort(onnx_path, size, batch, repeats)
             if batch == 1:
@@ -164,6 +175,8 @@ def run(config, size: int, repeats: int, json_path: Optional[str]) -> Dict[str, 
             else:
                 results.update(ms_infer_b8_ips=8 / ms_s, ort_infer_b8_ips=8 / ort_s)
         results["train_ips"] = 8 / bench_train(config, size, 8, max(3, repeats // 2))
+        # a training step is about 3 forwards in FLOPs (forward, input and weight gradients)
+        results["train_peak_fraction"] = results["train_ips"] * 3 * results["gflops"] / results["matmul_gflops"]
         data_dir = config.data_dir
         if not data_dir:
             data_dir = SHARED_COCO if os.path.isdir(SHARED_COCO) else os.path.join(tmp, "shapes")
@@ -191,7 +204,8 @@ def print_table(r: Dict) -> None:
     for name, a, b in rows:
         ratio = a / b if "ms)" in name else b / a
         print(f"{name:32}{a:12.2f}{b:14.2f}{ratio:8.2f}")
-    print(f"{'train step, batch 8 (images/s)':32}{r['train_ips']:12.2f}")
+    print(f"{'train step, batch 8 (images/s)':32}{r['train_ips']:12.2f}   ({r['train_peak_fraction']:.0%} of the "
+          f"{r['matmul_gflops']:.0f} GFLOP/s matmul peak)")
     print(f"{'data pipeline (images/s)':32}{r['data_ips']:12.2f}")
     print(f"{'eval.py end to end (images/s)':32}{r['eval_ips']:12.2f}   ({r['eval_wall_s']:.1f} s wall)")
     print(f"{'peak RSS (MB)':32}{r['peak_rss_mb']:12.0f}")

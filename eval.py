@@ -7,6 +7,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Tuple
 
+import model_utils  # noqa: F401  first: sets the OpenMP spin count before cv2 and MindSpore load it
 import cv2
 import numpy as np
 from tqdm import tqdm

@@ -11,6 +11,7 @@ import os
 import sys
 from typing import List
 
+import model_utils  # noqa: F401  first: sets the OpenMP spin count before cv2 and MindSpore load it
 import cv2
 from tqdm import tqdm
 

@@ -8,7 +8,7 @@ from mindspore import nn
 
 from src.checkpoint import build_with_weights
 from src.errors import UserError
-from src.layers import fold_batchnorm
+from src.layers import fold_batchnorm, use_cpu_inference_kernels
 from src.nms import select_detections
 from src.transforms import Mapping, boxes_to_image, preprocess
 from src.yolo import build_network
@@ -51,6 +51,7 @@ class Detector:
         self.nms_threshold = config.nms_thresh
         self.max_boxes = config.max_boxes
         self.model = build_detection_model(config, weights)
+        use_cpu_inference_kernels(self.model)
 
     def prepare(self, img_bgr: np.ndarray):
         return preprocess(img_bgr, self.size, self.letterbox)

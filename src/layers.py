@@ -1,6 +1,6 @@
 """Building blocks shared by the backbones and heads, with darknet's semantics."""
 import math
-from typing import Optional
+from typing import List, Optional
 
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
@@ -34,7 +34,9 @@ class ConvBN(nn.Cell):
     """Conv without bias, BN, then an optional activation; groups=in_channels makes it depthwise.
 
     `fold_bn()` merges the BN statistics into the conv's weight and a bias for
-    inference: one op fewer per layer, the same numbers to rounding.
+    inference: one op fewer per layer, the same numbers to rounding. On the CPU
+    `use_cpu_inference_kernels` may then give it `kernel`: conv, bias and leaky
+    ReLU in one op.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1,
@@ -45,8 +47,11 @@ class ConvBN(nn.Cell):
         self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.act = act
         self.folded = False
+        self.kernel = None
 
     def construct(self, x):
+        if self.kernel is not None:
+            return self.kernel(x, self.conv.weight, self.conv.bias)
         x = self.conv(x)
         if not self.folded:
             x = self.bn(x)
@@ -72,18 +77,47 @@ class ConvBNLeaky(ConvBN):
         super().__init__(in_channels, out_channels, kernel_size, stride, act=LeakyReLU())
 
 
+def pools_2x2(network: nn.Cell) -> List["MaxPool"]:
+    return [cell for _, cell in network.cells_and_names()
+            if isinstance(cell, MaxPool) and cell.size == 2 and cell.stride == 2]
+
+
 def use_cpu_training_kernels(network: nn.Cell) -> int:
-    """Route the training path of the 2x2 stride-2 max-pools through src.cpu_kernels (on CPU, if it builds):
-    MindSpore's MaxPoolGrad is the slowest op of a CPU training step. Only the training scripts call this,
-    so inference and export never build or load the kernels. Returns how many max-pools use them."""
-    pools = [cell for _, cell in network.cells_and_names()
-             if isinstance(cell, MaxPool) and cell.size == 2 and cell.stride == 2]
+    """Route the 2x2 stride-2 max-pools through src.cpu_kernels (on CPU, if it builds): MindSpore's
+    MaxPoolGrad is the slowest op of a CPU training step. Returns how many max-pools use the kernel."""
+    pools = pools_2x2(network)
     if not pools or not cpu_kernels.enabled():
         return 0
     for pool in pools:
         pool.kernel = cpu_kernels.maxpool2x2()
-        pool.use_kernel = True
     return len(pools)
+
+
+def use_cpu_inference_kernels(network: nn.Cell) -> int:
+    """On the CPU (if the kernels build), run a BN-folded network's stride-1 convolutions, each with its bias
+    and leaky ReLU, and its 2x2 max-pools as src.cpu_kernels ops; strided and depthwise convolutions
+    keep MindSpore's ops. Inference only (the conv op has no gradient), and call it after any export from the
+    same network and before its first run. Returns how many cells use a kernel."""
+    if network.training:
+        raise ValueError("use_cpu_inference_kernels needs a network in inference mode (set_train(False))")
+    convs = [cell for _, cell in network.cells_and_names()
+             if isinstance(cell, ConvBN) and cell.folded and cell.conv.stride == (1, 1) and cell.conv.group == 1
+             and (cell.act is None or isinstance(cell.act, LeakyReLU))]
+    heads = [cell for _, cell in network.cells_and_names() if isinstance(cell, HeadConv)]
+    pools = pools_2x2(network)
+    same_pools = [cell for _, cell in network.cells_and_names()
+                  if isinstance(cell, MaxPool) and cell.size == 2 and cell.stride == 1]
+    if not (convs or heads or pools or same_pools) or not cpu_kernels.enabled():
+        return 0
+    for cell in convs:
+        cell.kernel = cpu_kernels.conv_bias(leaky=cell.act is not None)
+    for cell in heads:
+        cell.kernel = cpu_kernels.conv_bias(leaky=False)
+    for pool in pools:
+        pool.kernel = cpu_kernels.maxpool2x2()
+    for pool in same_pools:
+        pool.kernel = cpu_kernels.maxpool2x2_stride1()
+    return len(convs) + len(heads) + len(pools) + len(same_pools)
 
 
 def fold_batchnorm(network: nn.Cell) -> nn.Cell:
@@ -111,6 +145,7 @@ class HeadConv(nn.Cell):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, 1, has_bias=True, weight_init="HeUniform")
         self.bias_prior(num_anchors, stride)
+        self.kernel = None
 
     def bias_prior(self, num_anchors: int, stride: int) -> None:
         if not num_anchors:
@@ -122,6 +157,8 @@ class HeadConv(nn.Cell):
         self.conv.bias.set_data(Tensor(bias.reshape(-1)))
 
     def construct(self, x):
+        if self.kernel is not None:
+            return self.kernel(x, self.conv.weight, self.conv.bias)
         return self.conv(x)
 
 
@@ -146,11 +183,10 @@ class MaxPool(nn.Cell):
             self.pool = nn.MaxPool2d(size, 1, pad_mode="same")
         else:
             self.pool = nn.MaxPool2d(size, stride, pad_mode="valid")
-        self.use_kernel = False
         self.kernel = None
 
     def construct(self, x):
-        if self.training and self.use_kernel:
+        if self.kernel is not None:
             return self.kernel(x)
         if self.size == 2 and self.stride == 1:
             # darknet pads one column/row on the right/bottom; repeating the last one

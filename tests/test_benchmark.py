@@ -4,7 +4,7 @@ import json
 from conftest import TINY_CFG, run_script
 
 KEYS = {"ms_infer_b1_ms", "ort_infer_b1_ms", "ms_infer_b8_ips", "ort_infer_b8_ips", "train_ips", "data_ips",
-        "eval_ips", "peak_rss_mb", "params_m", "gflops"}
+        "eval_ips", "peak_rss_mb", "params_m", "gflops", "matmul_gflops", "train_peak_fraction"}
 
 
 def test_benchmark_writes_all_keys(tmp_path):
@@ -15,6 +15,8 @@ def test_benchmark_writes_all_keys(tmp_path):
                       "--data_dir", str(tmp_path / "data"), "--num_classes", "3", "--json", str(out))
     result = json.loads(out.read_text())
     assert KEYS <= set(result) and all(result[k] > 0 for k in KEYS)
+    fraction = result["train_ips"] * 3 * result["gflops"] / result["matmul_gflops"]
+    assert abs(result["train_peak_fraction"] - fraction) < 0.01 and "matmul peak" in proc.stdout
     assert "ONNX Runtime" in proc.stdout
 
 

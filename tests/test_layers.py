@@ -1,5 +1,5 @@
-"""The training path's faster forms of layers (CPU kernels, rewritten activations): the same numbers as the
-inference ops, forward and backward, and a clean fallback without a compiler."""
+"""The faster forms of layers (CPU kernels, rewritten activations): the same numbers as MindSpore's own ops,
+forward and backward, and a clean fallback without a compiler."""
 import os
 
 import numpy as np
@@ -8,7 +8,7 @@ import pytest
 from mindspore import Tensor, nn
 
 from src import cpu_kernels
-from src.layers import LeakyReLU, MaxPool, use_cpu_training_kernels
+from src.layers import ConvBN, ConvBNLeaky, LeakyReLU, MaxPool, use_cpu_inference_kernels, use_cpu_training_kernels
 
 ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", jit_config={"jit_level": "O0"})
 
@@ -50,7 +50,7 @@ def test_maxpool_kernel_matches_mindspore(shape):
     x = rng.standard_normal(shape).astype(np.float32)
     w = rng.standard_normal((shape[0], shape[1], shape[2] // 2, shape[3] // 2)).astype(np.float32)
     pool = MaxPool(2, 2)
-    assert use_cpu_training_kernels(pool) == 1 and pool.use_kernel
+    assert use_cpu_training_kernels(pool) == 1 and pool.kernel is not None
     pool.set_train(True)
     y_kernel, dx_kernel = forward_and_grad(pool, x, w)
     pool.set_train(False)
@@ -60,6 +60,22 @@ def test_maxpool_kernel_matches_mindspore(shape):
     y_ref, dx_ref = numpy_pool_and_grad(x, w)
     np.testing.assert_array_equal(y_kernel, y_ref)
     np.testing.assert_array_equal(dx_kernel, dx_ref)
+
+
+def test_stride1_maxpool_kernel_matches_mindspore():
+    x = Tensor(np.random.default_rng(6).standard_normal((2, 5, 7, 9)).astype(np.float32))
+    stock, fast = MaxPool(2, 1), MaxPool(2, 1)
+    fast.set_train(True)
+    with pytest.raises(ValueError, match="inference mode"):
+        use_cpu_inference_kernels(fast)
+    stock.set_train(False)
+    fast.set_train(False)
+    assert use_cpu_inference_kernels(fast) == 1 and fast.kernel is not None
+    y = fast(x).asnumpy()
+    np.testing.assert_array_equal(y, stock(x).asnumpy())
+    padded = np.pad(x.asnumpy(), ((0, 0), (0, 0), (0, 1), (0, 1)), constant_values=-np.inf)
+    windows = [padded[:, :, a:a + 7, b:b + 9] for a in (0, 1) for b in (0, 1)]
+    np.testing.assert_array_equal(y, np.max(windows, axis=0))
 
 
 def test_maxpool_kernel_gives_a_tied_window_one_gradient():
@@ -89,6 +105,40 @@ def test_training_leaky_relu_is_the_same_function():
     np.testing.assert_allclose(dx_train, dx_infer, rtol=1e-6, atol=1e-7)
 
 
+def folded_conv(c: int, o: int, k: int, leaky: bool, seed: int) -> ConvBN:
+    """A ConvBN with random weights and BN statistics, BN folded for inference."""
+    rng = np.random.default_rng(seed)
+    cell = ConvBNLeaky(c, o, k) if leaky else ConvBN(c, o, k)
+    cell.conv.weight.set_data(Tensor(rng.standard_normal((o, c, k, k)).astype(np.float32) / np.sqrt(c * k * k)))
+    for name, lo, hi in (("gamma", 0.5, 1.5), ("beta", -0.5, 0.5), ("moving_mean", -0.5, 0.5),
+                         ("moving_variance", 0.5, 2.0)):
+        getattr(cell.bn, name).set_data(Tensor(rng.uniform(lo, hi, o).astype(np.float32)))
+    cell.fold_bn()
+    cell.set_train(False)
+    return cell
+
+
+# (x shape, out channels, kernel): the direct path (3 input channels, a partial 16-column block), the
+# row-block path (small weights; out channels not a multiple of 4 too), the large-weight path for one image
+# (3x3, and a 1x1 that multiplies x itself) and for several images side by side.
+CONV_CASES = [((2, 3, 20, 36), 8, 3), ((1, 3, 16, 16), 6, 3), ((2, 16, 24, 20), 32, 3),
+              ((1, 64, 13, 13), 256, 3), ((1, 256, 7, 9), 512, 1), ((3, 64, 10, 10), 256, 3)]
+
+
+@pytest.mark.parametrize("shape,out,k", CONV_CASES)
+@pytest.mark.parametrize("leaky", [True, False])
+def test_inference_conv_kernel_matches_mindspore(shape, out, k, leaky):
+    assert cpu_kernels.enabled(), "g++ is needed for this test (the fallback has its own test)"
+    x = Tensor(np.random.default_rng(3).standard_normal(shape).astype(np.float32))
+    stock, fast = folded_conv(shape[1], out, k, leaky, 4), folded_conv(shape[1], out, k, leaky, 4)
+    assert use_cpu_inference_kernels(fast) == 1 and fast.kernel is not None
+    y_stock, y_fast = stock(x).asnumpy(), fast(x).asnumpy()
+    assert y_fast.shape == (shape[0], out) + shape[2:]
+    np.testing.assert_allclose(y_fast, y_stock, rtol=1e-5, atol=1e-5)
+    if leaky:
+        assert (y_stock < 0).any()
+
+
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     """An empty kernel cache, and library() forgetting what it built before and after the test."""
@@ -104,7 +154,9 @@ def test_without_a_compiler_the_stock_ops_are_used(cache, monkeypatch):
         assert cpu_kernels.library() is None
     assert not cpu_kernels.enabled()
     pool = MaxPool(2, 2)
-    assert use_cpu_training_kernels(pool) == 0 and not pool.use_kernel
+    assert use_cpu_training_kernels(pool) == 0 and pool.kernel is None
+    conv = folded_conv(8, 8, 3, True, 0)
+    assert use_cpu_inference_kernels(conv) == 0 and conv.kernel is None
     assert os.listdir(cache) == []
 
 
@@ -125,12 +177,12 @@ def test_an_unwritable_cache_falls_back_with_a_warning(cache, monkeypatch):
         assert cpu_kernels.library() is None
 
 
-def test_only_training_builds_the_kernels(cache):
+def test_building_a_network_builds_no_kernels(cache):
     from conftest import TINY_CFG
     from model_utils.config import load_config
     from src.yolo import build_network
     network = build_network(load_config(["--config_path", TINY_CFG]))
-    assert not any(isinstance(c, MaxPool) and c.use_kernel for _, c in network.cells_and_names())
+    assert not any(isinstance(c, MaxPool) and c.kernel is not None for _, c in network.cells_and_names())
     assert not (cache / "kernels").exists()  # building a network for inference compiles nothing
     assert use_cpu_training_kernels(network) == 1  # the tiny trunk shares one stride-2 max-pool cell
     assert len(os.listdir(cache / "kernels")) == 1

@@ -124,6 +124,31 @@ def test_folding_batchnorm_keeps_the_outputs(config):
     assert convs and all(c.folded and c.conv.has_bias for c in convs)
 
 
+@pytest.mark.parametrize("config", [TINY_CFG, MBV2_CFG, None])
+def test_cpu_inference_kernels_keep_the_outputs(config):
+    """eval and predict on the CPU run the folded stride-1 convs (bias, leaky ReLU) and the 2x2 max-pools as
+    src.cpu_kernels ops: the same raw outputs as MindSpore's ops, to 1e-5 of their range."""
+    from src.layers import ConvBN, HeadConv, fold_batchnorm, use_cpu_inference_kernels
+    cfg = load_config((["--config_path", config] if config else []) + ["--num_classes", "3"])
+    rng = np.random.default_rng(1)
+    stock = build_network(cfg)
+    randomize_bn(stock, rng, 0.5, 1.5)
+    fast = build_network(cfg)
+    ms.load_param_into_net(fast, dict(stock.parameters_and_names()))
+    x = ms.Tensor(rng.uniform(0, 1, (2, 3, 128, 128)).astype(np.float32))
+    for net in (stock, fast):
+        net.set_train(False)
+        fold_batchnorm(net)
+    assert use_cpu_inference_kernels(fast) > 0
+    for _, cell in fast.cells_and_names():
+        if isinstance(cell, HeadConv) or (isinstance(cell, ConvBN) and cell.conv.stride == (1, 1)
+                                          and cell.conv.group == 1):
+            assert cell.kernel is not None
+    for a, b in zip(stock(x), fast(x)):
+        a, b = a.asnumpy(), b.asnumpy()
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * np.abs(a).max())
+
+
 def test_mobilenetv2_exports_to_onnx(tmp_path):
     """export.py's ONNX of the MobileNetV2 variant (BN folded) in ONNX Runtime = the MindSpore graph."""
     import onnxruntime as ort
