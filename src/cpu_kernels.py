@@ -111,7 +111,6 @@ def maxpool2x2() -> ops.Custom:
     return _op("MaxPool2x2", lambda x: (x[0], x[1], x[2] // 2, x[3] // 2), bprop)
 
 
-
 def maxpool2x2_stride1() -> ops.Custom:
     """Inference: darknet's 2x2 stride-1 max-pool of an NCHW float32 tensor (same size out). No gradient."""
     return _op("MaxPool2x2Stride1", lambda x: x)

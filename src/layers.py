@@ -1,4 +1,5 @@
 """Building blocks shared by the backbones and heads, with darknet's semantics."""
+import functools
 import math
 from typing import List, Optional
 
@@ -100,24 +101,20 @@ def use_cpu_inference_kernels(network: nn.Cell) -> int:
     same network and before its first run. Returns how many cells use a kernel."""
     if network.training:
         raise ValueError("use_cpu_inference_kernels needs a network in inference mode (set_train(False))")
-    convs = [cell for _, cell in network.cells_and_names()
-             if isinstance(cell, ConvBN) and cell.folded and cell.conv.stride == (1, 1) and cell.conv.group == 1
-             and (cell.act is None or isinstance(cell.act, LeakyReLU))]
-    heads = [cell for _, cell in network.cells_and_names() if isinstance(cell, HeadConv)]
-    pools = pools_2x2(network)
-    same_pools = [cell for _, cell in network.cells_and_names()
-                  if isinstance(cell, MaxPool) and cell.size == 2 and cell.stride == 1]
-    if not (convs or heads or pools or same_pools) or not cpu_kernels.enabled():
+    chosen = []
+    for _, cell in network.cells_and_names():
+        if isinstance(cell, ConvBN) and cell.folded and cell.conv.stride == (1, 1) and cell.conv.group == 1 \
+                and (cell.act is None or isinstance(cell.act, LeakyReLU)):
+            chosen.append((cell, functools.partial(cpu_kernels.conv_bias, leaky=cell.act is not None)))
+        elif isinstance(cell, HeadConv):
+            chosen.append((cell, functools.partial(cpu_kernels.conv_bias, leaky=False)))
+        elif isinstance(cell, MaxPool) and cell.size == 2 and cell.stride in (1, 2):
+            chosen.append((cell, cpu_kernels.maxpool2x2 if cell.stride == 2 else cpu_kernels.maxpool2x2_stride1))
+    if not chosen or not cpu_kernels.enabled():
         return 0
-    for cell in convs:
-        cell.kernel = cpu_kernels.conv_bias(leaky=cell.act is not None)
-    for cell in heads:
-        cell.kernel = cpu_kernels.conv_bias(leaky=False)
-    for pool in pools:
-        pool.kernel = cpu_kernels.maxpool2x2()
-    for pool in same_pools:
-        pool.kernel = cpu_kernels.maxpool2x2_stride1()
-    return len(convs) + len(heads) + len(pools) + len(same_pools)
+    for cell, make_op in chosen:
+        cell.kernel = make_op()
+    return len(chosen)
 
 
 def fold_batchnorm(network: nn.Cell) -> nn.Cell:
