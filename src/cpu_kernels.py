@@ -5,7 +5,9 @@ On the CPU, MindSpore's MaxPoolGrad took 15% of a yolov3-tiny training step
 same arithmetic in one pass. For inference it also has the stride-1
 convolution with its bias (the folded BN) and leaky ReLU in one op, over the
 oneDNN sgemm that MindSpore ships: MindSpore's Conv2D, BiasAdd and LeakyReLU
-took yolov3-tiny's forward to 2.6x ONNX Runtime's time. The library is built
+took yolov3-tiny's forward to 2.6x ONNX Runtime's time. 3x3 layers with 32
+channels or more run as Winograd F(2x2, 3x3), 2.25x fewer multiplications, in
+inference and, with both gradients, in training. The library is built
 once with g++ into the cache and used only on the CPU; export keeps
 MindSpore's own ops (a custom op does not export), and without a compiler or
 without MindSpore's libdnnl the stock ops are used (with a warning).
@@ -120,3 +122,15 @@ def conv_bias(leaky: bool) -> ops.Custom:
     """Inference: stride-1 convolution with padding k // 2 and one group, plus a bias, then leaky ReLU (slope
     0.1) if asked: (x, weight (o, c, k, k), bias (o,)) -> y. No gradient."""
     return _op("ConvBiasLeaky" if leaky else "ConvBias", lambda x, w, b: (x[0], w[0], x[2], x[3]))
+
+
+def conv_same() -> ops.Custom:
+    """Training: stride-1 convolution with padding k // 2, one group and no bias: (x, weight (o, c, k, k)) -> y,
+    its input and weight gradients kernels too."""
+    grad_input = _op("ConvSameGradInput", lambda dy, w: (dy[0], w[1], dy[2], dy[3]))
+    grad_weight = _op("ConvSameGradWeight", lambda x, dy, w: w)
+
+    def bprop(x, weight, out, dout):
+        return grad_input(dout, weight), grad_weight(x, dout, weight)
+
+    return _op("ConvSame", lambda x, w: (x[0], w[0], x[2], x[3]), bprop)

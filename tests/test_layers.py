@@ -120,9 +120,12 @@ def folded_conv(c: int, o: int, k: int, leaky: bool, seed: int) -> ConvBN:
 
 # (x shape, out channels, kernel): the direct path (3 input channels, a partial 16-column block), the
 # row-block path (small weights; out channels not a multiple of 4 too), the large-weight path for one image
-# (3x3, and a 1x1 that multiplies x itself) and for several images side by side.
+# (3x3, and a 1x1 that multiplies x itself) and for several images side by side; Winograd for one image,
+# for three images of odd height and width (tiles cut at the edges), and for more tiles than one chunk
+# holds (chunks and runs starting inside a tile row).
 CONV_CASES = [((2, 3, 20, 36), 8, 3), ((1, 3, 16, 16), 6, 3), ((2, 16, 24, 20), 32, 3),
-              ((1, 64, 13, 13), 256, 3), ((1, 256, 7, 9), 512, 1), ((3, 64, 10, 10), 256, 3)]
+              ((1, 64, 13, 13), 256, 3), ((1, 256, 7, 9), 512, 1), ((3, 64, 10, 10), 256, 3),
+              ((1, 32, 26, 26), 64, 3), ((3, 64, 13, 11), 72, 3), ((1, 32, 130, 130), 32, 3)]
 
 
 @pytest.mark.parametrize("shape,out,k", CONV_CASES)
@@ -137,6 +140,34 @@ def test_inference_conv_kernel_matches_mindspore(shape, out, k, leaky):
     np.testing.assert_allclose(y_fast, y_stock, rtol=1e-5, atol=1e-5)
     if leaky:
         assert (y_stock < 0).any()
+
+
+# (x shape, out channels): Winograd forward and both gradients (one chunk; odd sizes, tiles cut at the edges;
+# two chunks, the weight gradient summed over them), then few tiles (the im2col paths) on a non-square map.
+TRAIN_CONV_CASES = [((2, 32, 20, 20), 48), ((3, 40, 13, 11), 32), ((1, 32, 130, 130), 32), ((1, 32, 9, 7), 40),
+                    ((2, 48, 6, 16), 64)]
+
+
+@pytest.mark.parametrize("shape,out", TRAIN_CONV_CASES)
+def test_training_conv_kernel_matches_mindspore(shape, out):
+    """Forward, input gradient and weight gradient of a training ConvBNLeaky (BN on batch statistics)."""
+    assert cpu_kernels.enabled(), "g++ is needed for this test (the fallback has its own test)"
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((shape[0], out) + shape[2:]).astype(np.float32)
+    weight = Tensor(rng.standard_normal((out, shape[1], 3, 3)).astype(np.float32) / np.sqrt(shape[1] * 9))
+    results = []
+    for kernels in (False, True):
+        cell = ConvBNLeaky(shape[1], out, 3)
+        cell.conv.weight.set_data(weight)
+        if kernels:
+            assert use_cpu_training_kernels(cell) == 1 and cell.conv_kernel is not None
+        cell.set_train(True)
+        grad_fn = ms.value_and_grad(Weighted(cell), grad_position=0, weights=[cell.conv.weight])
+        _, (dx, (dw,)) = grad_fn(Tensor(x), Tensor(w))
+        results.append((cell(Tensor(x)).asnumpy(), dx.asnumpy(), dw.asnumpy()))
+    for stock, fast in zip(*results):
+        np.testing.assert_allclose(fast, stock, rtol=1e-4, atol=1e-5 * np.abs(stock).max())
 
 
 @pytest.fixture
@@ -184,5 +215,6 @@ def test_building_a_network_builds_no_kernels(cache):
     network = build_network(load_config(["--config_path", TINY_CFG]))
     assert not any(isinstance(c, MaxPool) and c.kernel is not None for _, c in network.cells_and_names())
     assert not (cache / "kernels").exists()  # building a network for inference compiles nothing
-    assert use_cpu_training_kernels(network) == 1  # the tiny trunk shares one stride-2 max-pool cell
+    # the tiny trunk shares one stride-2 max-pool cell; seven 3x3 convs have 32 channels or more in and out
+    assert use_cpu_training_kernels(network) == 8
     assert len(os.listdir(cache / "kernels")) == 1
