@@ -167,7 +167,7 @@ def test_training_conv_kernel_matches_mindspore(shape, out):
         _, (dx, (dw,)) = grad_fn(Tensor(x), Tensor(w))
         results.append((cell(Tensor(x)).asnumpy(), dx.asnumpy(), dw.asnumpy()))
     for stock, fast in zip(*results):
-        np.testing.assert_allclose(fast, stock, rtol=1e-4, atol=1e-5 * np.abs(stock).max())
+        np.testing.assert_allclose(fast, stock, rtol=1e-5, atol=1e-6 * np.abs(stock).max())
 
 
 @pytest.fixture
