@@ -89,8 +89,9 @@ def pools_2x2(network: nn.Cell) -> List["MaxPool"]:
 
 
 def winograd_conv(cell: nn.Cell) -> bool:
-    """A stride-1 3x3 convolution with at least 32 channels in and out: the src.cpu_kernels convolution
-    runs it, forward and input gradient, as Winograd F(2x2, 3x3)."""
+    """A stride-1 3x3 convolution with at least 32 channels in and out (kWinogradChannels in
+    kernels/cpu_kernels.cc): the src.cpu_kernels convolution runs it, forward and both gradients, as
+    Winograd F(2x2, 3x3) (on maps of at least 100 2x2 tiles a call; im2col below that)."""
     if not isinstance(cell, ConvBN):
         return False
     conv = cell.conv
