@@ -1,7 +1,7 @@
 """Building blocks shared by the backbones and heads, with darknet's semantics."""
 import functools
 import math
-from typing import List, Optional
+from typing import Optional
 
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
@@ -83,11 +83,6 @@ class ConvBNLeaky(ConvBN):
         super().__init__(in_channels, out_channels, kernel_size, stride, act=LeakyReLU())
 
 
-def pools_2x2(network: nn.Cell) -> List["MaxPool"]:
-    return [cell for _, cell in network.cells_and_names()
-            if isinstance(cell, MaxPool) and cell.size == 2 and cell.stride == 2]
-
-
 def winograd_conv(cell: nn.Cell) -> bool:
     """A stride-1 3x3 convolution with at least 32 channels in and out (kWinogradChannels in
     kernels/cpu_kernels.cc): the src.cpu_kernels convolution runs it, forward and both gradients, as
@@ -103,8 +98,9 @@ def use_cpu_training_kernels(network: nn.Cell) -> int:
     """Route the 2x2 stride-2 max-pools and the wide 3x3 stride-1 convolutions through src.cpu_kernels (on
     CPU, if it builds): MindSpore's MaxPoolGrad is the slowest op of a CPU training step, and its convolutions
     do 2.25x the multiplications of Winograd's. Returns how many cells use a kernel."""
-    pools = pools_2x2(network)
-    convs = [cell for _, cell in network.cells_and_names() if winograd_conv(cell)]
+    cells = [cell for _, cell in network.cells_and_names()]
+    pools = [cell for cell in cells if isinstance(cell, MaxPool) and cell.size == 2 and cell.stride == 2]
+    convs = [cell for cell in cells if winograd_conv(cell)]
     if not (pools or convs) or not cpu_kernels.enabled():
         return 0
     for pool in pools:
