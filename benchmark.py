@@ -120,8 +120,7 @@ def bench_train(config, size: int, batch: int, repeats: int) -> float:
     network = build_network(config)
     use_cpu_training_kernels(network)
     opt = nn.Momentum(network.trainable_params(), 1e-4, config.momentum, weight_decay=config.weight_decay)
-    step = make_train_step(YoloWithLoss(network, config.anchor_scales, config.anchor_mask, config.num_classes,
-                                  config.ignore_threshold), opt, config.loss_scale)
+    step = make_train_step(YoloWithLoss.from_config(network, config), opt, config.loss_scale)
     step.set_train(True)
     inputs = synthetic_batch(config, size, batch)
     return median_seconds(lambda: step(*inputs)[0].asnumpy(), repeats, warmup=2)

@@ -92,8 +92,7 @@ class Trainer:
         self.lr = lr
         self.optimizer = nn.Momentum(param_groups(self.network, config.weight_decay), Tensor(lr),
                                      config.momentum)
-        net_loss = YoloWithLoss(self.network, config.anchor_scales, config.anchor_mask, config.num_classes,
-                                config.ignore_threshold)
+        net_loss = YoloWithLoss.from_config(self.network, config)
         self.loss_parts = net_loss.parts
         if config.amp_level != "O0":
             if config.device_target == "CPU":

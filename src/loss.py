@@ -1,8 +1,11 @@
 """YOLOv3 loss: GIoU for boxes (weighted 2 - w*h), sigmoid cross-entropy for objectness and classes.
 
 Predictions overlapping any ground truth by more than `ignore_threshold` get
-no objectness loss (darknet's ignore_thresh). The sum over the batch is
-divided by the batch size.
+no objectness loss (darknet's ignore_thresh). The paper trains classes only at
+the assigned anchor; with `class_on_ignored` those overlapping predictions
+also learn the class of the ground truth they overlap most, so that every box
+that can fire on an object names its class. The sum over the batch is divided
+by the batch size.
 """
 from typing import Sequence
 
@@ -48,14 +51,17 @@ def iou_matrix(pred, gts):
 
 
 class YoloLoss(nn.Cell):
-    """Loss of one output scale, from raw maps and that scale's targets."""
+    """Loss of one output scale, from raw maps, that scale's targets and the ground truths
+    (N, M, 4 + C): cx, cy, w, h as fractions of the input, then the class targets."""
 
-    def __init__(self, anchors: Sequence[Sequence[float]], num_classes: int, ignore_threshold: float):
+    def __init__(self, anchors: Sequence[Sequence[float]], num_classes: int, ignore_threshold: float,
+                 class_on_ignored: bool = False):
         super().__init__()
         self.num_anchors = len(anchors)
         self.num_classes = num_classes
         self.anchors = Tensor(np.array(anchors, np.float32).reshape(1, 1, 1, len(anchors), 2))
         self.ignore_threshold = ignore_threshold
+        self.class_on_ignored = class_on_ignored
         self.bce = nn.BCEWithLogitsLoss(reduction="none")
 
     def construct(self, p, target, gts, in_h: int, in_w: int):
@@ -68,10 +74,17 @@ class YoloLoss(nn.Cell):
         size = Tensor([in_w, in_h], ms.float32)
         pred_box = ops.concat(((ops.sigmoid(tx) + gx) / w, (ops.sigmoid(ty) + gy) / h,
                                ops.exp(ops.clip(twh, -10.0, 10.0)) * self.anchors / size), -1)
-        ious = iou_matrix(ops.stop_gradient(pred_box).reshape(n, -1, 4), gts)
-        ignore = ops.cast(ious.max(-1) < self.ignore_threshold, ms.float32).reshape(n, h, w, self.num_anchors, 1)
+        gt_boxes, gt_classes = ops.split(gts, (4, self.num_classes), axis=-1)
+        ious = iou_matrix(ops.stop_gradient(pred_box).reshape(n, -1, 4), gt_boxes)
+        best = ious.max(-1, keepdims=True)
+        ignore = ops.cast(best < self.ignore_threshold, ms.float32).reshape(n, h, w, self.num_anchors, 1)
         obj_loss = self.bce(t_obj, obj) * (obj + (1 - obj) * ignore)
         cls_loss = self.bce(t_cls, gt_cls) * obj
+        if self.class_on_ignored:
+            nearest = ops.cast(ious >= best, ms.float32)
+            nearest = nearest / nearest.sum(-1, keepdims=True)
+            cls_near = ops.bmm(nearest, gt_classes).reshape(n, h, w, self.num_anchors, self.num_classes)
+            cls_loss = cls_loss + self.bce(t_cls, cls_near) * (1 - obj) * (1 - ignore)
         box_loss = (1 - giou(pred_box, gt_box)) * weight * obj
         return ops.stack((box_loss.sum(), obj_loss.sum(), cls_loss.sum())) / n
 
@@ -84,12 +97,17 @@ class YoloWithLoss(nn.Cell):
     """
 
     def __init__(self, network: nn.Cell, anchors: Sequence[Sequence[float]], anchor_mask: Sequence[Sequence[int]],
-                 num_classes: int, ignore_threshold: float):
+                 num_classes: int, ignore_threshold: float, class_on_ignored: bool = False):
         super().__init__()
         self.network = network
-        self.losses = nn.CellList([YoloLoss([anchors[i] for i in m], num_classes, ignore_threshold)
+        self.losses = nn.CellList([YoloLoss([anchors[i] for i in m], num_classes, ignore_threshold, class_on_ignored)
                                    for m in anchor_mask])
         self.parts = Parameter(Tensor(np.zeros(3, np.float32)), name="loss_parts", requires_grad=False)
+
+    @classmethod
+    def from_config(cls, network: nn.Cell, config) -> "YoloWithLoss":
+        return cls(network, config.anchor_scales, config.anchor_mask, config.num_classes, config.ignore_threshold,
+                   config.class_loss_on_ignored)
 
     def construct(self, images, *targets):
         outs = self.network(images)

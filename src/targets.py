@@ -3,7 +3,8 @@
 Each ground truth goes to the one anchor (over all scales) whose shape best
 matches it (IoU of boxes sharing a centre), at the grid cell holding its
 centre. Per scale the target is (H, W, A, 6 + C): cx, cy, w, h (fractions of
-the input), objectness, box-loss weight 2 - w*h, then the class targets.
+the input), objectness, box-loss weight 2 - w*h, then the class targets. The
+list of ground truths (max_boxes, 4 + C) holds cx, cy, w, h and class targets.
 """
 from typing import List, Sequence
 
@@ -19,14 +20,14 @@ def shape_iou(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
 def build_targets(boxes: np.ndarray, labels: np.ndarray, size: int, anchors: Sequence[Sequence[float]],
                   anchor_mask: Sequence[Sequence[int]], num_classes: int, max_boxes: int,
                   label_smooth_factor: float = 0.0) -> List[np.ndarray]:
-    """Per-scale targets (coarsest first) and the (max_boxes, 4) list of ground truths (cx, cy, w, h)
-    for the ignore mask, from (x1, y1, x2, y2) pixel boxes at input size `size`."""
+    """Per-scale targets (coarsest first) and the (max_boxes, 4 + C) list of ground truths (cx, cy, w, h,
+    classes) for the loss's ignore mask, from (x1, y1, x2, y2) pixel boxes at input size `size`."""
     anchors = np.asarray(anchors, np.float32)
     outs = []
     for mask in anchor_mask:
         stride = 32 // (2 ** len(outs))
         outs.append(np.zeros((size // stride, size // stride, len(mask), 6 + num_classes), np.float32))
-    gts = np.zeros((max_boxes, 4), np.float32)
+    gts = np.zeros((max_boxes, 4 + num_classes), np.float32)
     if len(boxes):
         wh = boxes[:, 2:4] - boxes[:, 0:2]
         centre = (boxes[:, 0:2] + boxes[:, 2:4]) / 2
@@ -48,5 +49,6 @@ def build_targets(boxes: np.ndarray, labels: np.ndarray, size: int, anchors: Seq
                 outs[scale][gy, gx, a, 6:] = cls[g]
         n = min(len(boxes), max_boxes)
         gts[:n, :2] = centre[:n] / size
-        gts[:n, 2:] = wh[:n] / size
+        gts[:n, 2:4] = wh[:n] / size
+        gts[:n, 4:] = cls[:n]
     return outs + [gts]

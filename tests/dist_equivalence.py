@@ -39,8 +39,8 @@ def main() -> None:
     for _, cell in network.cells_and_names():
         if isinstance(cell, nn.BatchNorm2d):
             cell.use_batch_statistics = False
-    step = make_train_step(YoloWithLoss(network, cfg.anchor_scales, cfg.anchor_mask, 3, cfg.ignore_threshold),
-                     nn.Momentum(network.trainable_params(), 0.01, 0.9), 1024.0)
+    step = make_train_step(YoloWithLoss.from_config(network, cfg), nn.Momentum(network.trainable_params(), 0.01, 0.9),
+                           1024.0)
     step.set_train(True)
     for b in range(2):
         step(*[ms.Tensor(a) for a in source[b]])

@@ -34,7 +34,10 @@ def test_target_goes_to_best_anchor_at_centre_cell():
     np.testing.assert_allclose(cell[:4], [200 / 416, 150 / 416, 100 / 416, 80 / 416], rtol=1e-6)
     assert cell[4] == 1 and cell[5] == pytest.approx(2 - 100 * 80 / 416 ** 2)
     np.testing.assert_array_equal(cell[6:], [0, 0, 1, 0, 0])
-    np.testing.assert_allclose(gts[0], cell[:4]) and np.testing.assert_array_equal(gts[1:], 0)
+    assert gts.shape == (4, 4 + 5)
+    np.testing.assert_allclose(gts[0, :4], cell[:4])
+    np.testing.assert_array_equal(gts[0, 4:], cell[6:])
+    np.testing.assert_array_equal(gts[1:], 0)
 
 
 def test_label_smoothing_targets():
@@ -58,12 +61,42 @@ def test_ignore_mask_drops_objectness_loss_of_good_predictions():
     loss = YoloLoss(anchors, 2, 0.7)
     p = Tensor(np.zeros((1, 3 * 7, 4, 4), np.float32))
     target = Tensor(np.zeros((1, 4, 4, 3, 8), np.float32))
-    far = np.array([[[0.9, 0.9, 0.01, 0.01]]], np.float32)
-    match = np.array([[[0.5 / 4, 0.5 / 4, 10 / 128, 10 / 128]]], np.float32)
+    far = np.array([[[0.9, 0.9, 0.01, 0.01, 1, 0]]], np.float32)
+    match = np.array([[[0.5 / 4, 0.5 / 4, 10 / 128, 10 / 128, 1, 0]]], np.float32)
     base = float(loss(p, target, Tensor(far), 128, 128).sum().asnumpy())
     ignored = float(loss(p, target, Tensor(match), 128, 128).sum().asnumpy())
     assert base == pytest.approx(4 * 4 * 3 * math.log(2), rel=1e-5)
     assert base - ignored == pytest.approx(math.log(2), rel=1e-4)
+
+
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+@pytest.mark.parametrize("second_gt, assigned", [(False, False), (True, False), (False, True)])
+def test_class_loss_on_ignored_predictions(second_gt, assigned):
+    """Class logits (2, -1) everywhere; a class-1 ground truth matching the prediction at cell (0, 0),
+    anchor 0 exactly (IoU 1 > 0.7). Unassigned, that prediction learns class 1 only with
+    class_on_ignored: BCE(2, 0) + BCE(-1, 1) = softplus(2) + softplus(1). A class-0 ground truth it
+    overlaps less (IoU 100 / 121 = 0.83, also above 0.7) does not change its target. Assigned, it is
+    trained once, by its target, either way."""
+    anchors = [[10, 10], [60, 20], [20, 60]]
+    maps = np.zeros((1, 3, 7, 4, 4), np.float32)
+    maps[:, :, 5], maps[:, :, 6] = 2.0, -1.0
+    p = Tensor(maps.reshape(1, 21, 4, 4))
+    gts = [[0.5 / 4, 0.5 / 4, 10 / 128, 10 / 128, 0, 1]] + ([[0.5 / 4, 0.5 / 4, 11 / 128, 11 / 128, 1, 0]]
+                                                            if second_gt else [])
+    gts = Tensor(np.array([gts], np.float32))
+    target = np.zeros((1, 4, 4, 3, 8), np.float32)
+    if assigned:
+        target[0, 0, 0, 0] = [0.5 / 4, 0.5 / 4, 10 / 128, 10 / 128, 1, 1, 0, 1]
+    target = Tensor(target)
+    off = YoloLoss(anchors, 2, 0.7)(p, target, gts, 128, 128).asnumpy()
+    on = YoloLoss(anchors, 2, 0.7, class_on_ignored=True)(p, target, gts, 128, 128).asnumpy()
+    expected = softplus(2) + softplus(1)
+    assert off[2] == pytest.approx(expected if assigned else 0.0, rel=1e-5)
+    assert on[2] == pytest.approx(expected, rel=1e-5)
+    np.testing.assert_allclose(on[:2], off[:2], rtol=1e-6)
 
 
 def _one_step(loss_scale: float, batch):
