@@ -2,7 +2,7 @@
 
 Predictions overlapping any ground truth by more than `ignore_threshold` get
 no objectness loss (darknet's ignore_thresh). The paper trains classes only at
-the assigned anchor; with `class_on_ignored` those overlapping predictions
+the assigned anchor; with `class_loss_on_ignored` those overlapping predictions
 also learn the class of the ground truth they overlap most, so that every box
 that can fire on an object names its class. The sum over the batch is divided
 by the batch size.
@@ -55,13 +55,13 @@ class YoloLoss(nn.Cell):
     (N, M, 4 + C): cx, cy, w, h as fractions of the input, then the class targets."""
 
     def __init__(self, anchors: Sequence[Sequence[float]], num_classes: int, ignore_threshold: float,
-                 class_on_ignored: bool = False):
+                 class_loss_on_ignored: bool = False):
         super().__init__()
         self.num_anchors = len(anchors)
         self.num_classes = num_classes
         self.anchors = Tensor(np.array(anchors, np.float32).reshape(1, 1, 1, len(anchors), 2))
         self.ignore_threshold = ignore_threshold
-        self.class_on_ignored = class_on_ignored
+        self.class_loss_on_ignored = class_loss_on_ignored
         self.bce = nn.BCEWithLogitsLoss(reduction="none")
 
     def construct(self, p, target, gts, in_h: int, in_w: int):
@@ -80,7 +80,7 @@ class YoloLoss(nn.Cell):
         ignore = ops.cast(best < self.ignore_threshold, ms.float32).reshape(n, h, w, self.num_anchors, 1)
         obj_loss = self.bce(t_obj, obj) * (obj + (1 - obj) * ignore)
         cls_loss = self.bce(t_cls, gt_cls) * obj
-        if self.class_on_ignored:
+        if self.class_loss_on_ignored:
             nearest = ops.cast(ious >= best, ms.float32)
             nearest = nearest / nearest.sum(-1, keepdims=True)
             cls_near = ops.bmm(nearest, gt_classes).reshape(n, h, w, self.num_anchors, self.num_classes)
@@ -97,11 +97,11 @@ class YoloWithLoss(nn.Cell):
     """
 
     def __init__(self, network: nn.Cell, anchors: Sequence[Sequence[float]], anchor_mask: Sequence[Sequence[int]],
-                 num_classes: int, ignore_threshold: float, class_on_ignored: bool = False):
+                 num_classes: int, ignore_threshold: float, class_loss_on_ignored: bool = False):
         super().__init__()
         self.network = network
-        self.losses = nn.CellList([YoloLoss([anchors[i] for i in m], num_classes, ignore_threshold, class_on_ignored)
-                                   for m in anchor_mask])
+        self.losses = nn.CellList([YoloLoss([anchors[i] for i in m], num_classes, ignore_threshold,
+                                            class_loss_on_ignored) for m in anchor_mask])
         self.parts = Parameter(Tensor(np.zeros(3, np.float32)), name="loss_parts", requires_grad=False)
 
     @classmethod

@@ -21,7 +21,8 @@ def build_targets(boxes: np.ndarray, labels: np.ndarray, size: int, anchors: Seq
                   anchor_mask: Sequence[Sequence[int]], num_classes: int, max_boxes: int,
                   label_smooth_factor: float = 0.0) -> List[np.ndarray]:
     """Per-scale targets (coarsest first) and the (max_boxes, 4 + C) list of ground truths (cx, cy, w, h,
-    classes) for the loss's ignore mask, from (x1, y1, x2, y2) pixel boxes at input size `size`."""
+    classes) for the loss's ignore mask and class_loss_on_ignored, from (x1, y1, x2, y2) pixel boxes at
+    input size `size`."""
     anchors = np.asarray(anchors, np.float32)
     outs = []
     for mask in anchor_mask:

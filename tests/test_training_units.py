@@ -77,7 +77,7 @@ def softplus(x: float) -> float:
 def test_class_loss_on_ignored_predictions(second_gt, assigned):
     """Class logits (2, -1) everywhere; a class-1 ground truth matching the prediction at cell (0, 0),
     anchor 0 exactly (IoU 1 > 0.7). Unassigned, that prediction learns class 1 only with
-    class_on_ignored: BCE(2, 0) + BCE(-1, 1) = softplus(2) + softplus(1). A class-0 ground truth it
+    class_loss_on_ignored: BCE(2, 0) + BCE(-1, 1) = softplus(2) + softplus(1). A class-0 ground truth it
     overlaps less (IoU 100 / 121 = 0.83, also above 0.7) does not change its target. Assigned, it is
     trained once, by its target, either way."""
     anchors = [[10, 10], [60, 20], [20, 60]]
@@ -92,7 +92,7 @@ def test_class_loss_on_ignored_predictions(second_gt, assigned):
         target[0, 0, 0, 0] = [0.5 / 4, 0.5 / 4, 10 / 128, 10 / 128, 1, 1, 0, 1]
     target = Tensor(target)
     off = YoloLoss(anchors, 2, 0.7)(p, target, gts, 128, 128).asnumpy()
-    on = YoloLoss(anchors, 2, 0.7, class_on_ignored=True)(p, target, gts, 128, 128).asnumpy()
+    on = YoloLoss(anchors, 2, 0.7, class_loss_on_ignored=True)(p, target, gts, 128, 128).asnumpy()
     expected = softplus(2) + softplus(1)
     assert off[2] == pytest.approx(expected if assigned else 0.0, rel=1e-5)
     assert on[2] == pytest.approx(expected, rel=1e-5)
