@@ -4,6 +4,7 @@ import os
 from mindspore import nn
 
 from model_utils.config import ROOT, load_config
+from src.errors import UserError
 from src.yolo import build_network
 from src.yolo_head import DetectionModel, YoloDecode
 
@@ -19,7 +20,7 @@ def create_network(name: str, *args, **kwargs) -> nn.Cell:
     """The named YOLOv3 network. kwargs: any config key (e.g. num_classes=3); with
     `with_decode=True` the network comes with the box decode, as export.py exports it."""
     if name not in CONFIGS:
-        raise NotImplementedError(f"{name} is not implemented in the repo; choose one of {', '.join(CONFIGS)}")
+        raise UserError(f"unknown network {name!r}; choose one of {', '.join(CONFIGS)}")
     with_decode = kwargs.pop("with_decode", False)
     argv = ["--config_path", CONFIGS[name]]
     for key, value in kwargs.items():

@@ -72,7 +72,8 @@ def test_hub_entry_point():
     model = create_network("yolov3_tiny", with_decode=True)
     model.set_train(False)
     assert model(ms.Tensor(np.zeros((1, 3, 64, 64), np.float32))).shape == (1, 2 * 2 * 3 + 4 * 4 * 3, 85)
-    with pytest.raises(NotImplementedError):
+    from src.errors import UserError
+    with pytest.raises(UserError, match="unknown network 'yolov5'; choose one of yolov3_darknet53, "):
         create_network("yolov5")
 
 
