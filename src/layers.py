@@ -7,6 +7,9 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from src import cpu_kernels
+from src.onednn import limit_mindspore_isa
+
+limit_mindspore_isa()  # before any network runs: see src/onednn.py
 
 # darknet normalises with eps 1e-6 (OpenCV's importer too); converted weights expect it.
 BN_EPS = 1e-6
