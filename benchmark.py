@@ -3,9 +3,13 @@
   MindSpore GRAPH_MODE forward, batch 1 (ms) and batch 8 (images/s)
   the same model exported to ONNX, in ONNX Runtime with 2 threads, batch 1 and 8
   a training step (images/s; batch 8, the real loss, optimiser and loss scale, synthetic tensors), and its
-    FLOP rate (3 x forward GFLOPs per image) as a fraction of this machine's float32 matmul rate
+    FLOP rate (3 x forward GFLOPs per image) as a fraction of this machine's float32 matmul rate (the faster of
+    numpy's BLAS and the CPU kernels' sgemm, on all cores)
   the training data pipeline alone, with training augmentation (images/s)
   eval.py end to end (images/s over its whole wall time, start-up and compile included)
+  the instruction sets of MindSpore's oneDNN and of the kernels' sgemm, and how many convolution primitives
+    MindSpore's oneDNN ran (in one untimed run of each forward and of the training step) and how many of them
+    through a reference implementation
 
     python benchmark.py --config_path configs/yolov3_tiny.yaml --shape 416 --json outputs/bench_tiny.json
 
@@ -13,6 +17,8 @@ Options other than the ones below are config keys (e.g. --pretrained for eval.py
 --data_dir for its data; by default ../shared/data/coco_tiny if present, else a synthetic set).
 """
 import argparse
+import concurrent.futures
+import ctypes
 import json
 import os
 import platform
@@ -31,6 +37,7 @@ from mindspore import Tensor, nn
 
 from model_utils.config import ROOT, load_config
 from model_utils.device_adapter import setup_device
+from src import cpu_kernels, onednn
 from src.checkpoint import network_parameters, save_checkpoint
 from src.dataset import BatchSource, CocoTrainSet, create_train_dataset
 from src.detector import build_detection_model, check_input_size
@@ -58,9 +65,26 @@ def median_seconds(fn: Callable[[], None], repeats: int, warmup: int = 2) -> flo
     return statistics.median(times)
 
 
-def bench_mindspore(model: nn.Cell, size: int, batch: int, repeats: int) -> float:
+def recorded(fn: Callable[[], None], convolutions: List[str]) -> Callable[[], None]:
+    """fn, whose first call also adds the implementations of the convolution primitives MindSpore ran to
+    `convolutions` (oneDNN's verbose output, on for that call only)."""
+    calls = []
+
+    def run() -> None:
+        if calls:
+            fn()
+            return
+        calls.append(1)
+        with onednn.verbose_record() as lines:
+            fn()
+        convolutions.extend(onednn.convolution_implementations("\n".join(lines)))
+
+    return run
+
+
+def bench_mindspore(model: nn.Cell, size: int, batch: int, repeats: int, convolutions: List[str]) -> float:
     x = Tensor(np.random.default_rng(0).uniform(0, 1, (batch, 3, size, size)).astype(np.float32))
-    return median_seconds(lambda: model(x).asnumpy(), repeats)
+    return median_seconds(recorded(lambda: model(x).asnumpy(), convolutions), repeats)
 
 
 def export_onnx(model: nn.Cell, size: int, batch: int, folder: str) -> str:
@@ -90,17 +114,44 @@ def conv_gflops(onnx_path: str) -> float:
     return float(flops) / 1e9
 
 
-def matmul_gflops(repeats: int, n: int = 2048) -> float:
-    """This machine's float32 matrix-product peak (numpy's BLAS on all cores, the best of `repeats` runs): what
-    the training rate is measured against."""
-    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-    a @ a
+def best_gflops(product: Callable[[], None], n: int, repeats: int) -> float:
+    """GFLOP/s of the fastest of `repeats` n x n x n float32 products (after one untimed)."""
+    product()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        a @ a
+        product()
         times.append(time.perf_counter() - t)
     return 2 * n ** 3 / min(times) / 1e9
+
+
+def matmul_gflops(repeats: int, n: int = 2048) -> float:
+    """numpy's BLAS on all cores."""
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    return best_gflops(lambda: a @ a, n, repeats)
+
+
+def sgemm_gflops(repeats: int, n: int = 2048) -> float:
+    """The CPU kernels' sgemm (their copy of oneDNN; single-threaded per call, as they call it) on all cores: the
+    columns split over one thread per core. 0 without the kernels."""
+    if cpu_kernels.library() is None:
+        return 0.0
+    lib = ctypes.CDLL(cpu_kernels.private_dnnl(os.path.dirname(cpu_kernels.library())),
+                      mode=os.RTLD_LOCAL | os.RTLD_DEEPBIND)  # the instance the kernels loaded
+    sgemm = lib.dnnl_sgemm
+    i64, f32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
+    sgemm.argtypes = [ctypes.c_char, ctypes.c_char, i64, i64, i64, f32, ptr, i64, ptr, i64, f32, ptr, i64]
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    c = np.empty_like(a)
+    threads = os.cpu_count() or 1
+    step = -(-n // threads)
+
+    def part(lo: int) -> None:
+        cols = min(step, n - lo)
+        sgemm(b"N", b"N", n, cols, n, 1.0, a.ctypes.data, n, a.ctypes.data + 4 * lo, n, 0.0, c.ctypes.data + 4 * lo, n)
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        return best_gflops(lambda: list(pool.map(part, range(0, n, step))), n, repeats)
 
 
 def synthetic_batch(config, size: int, batch: int) -> List[Tensor]:
@@ -116,14 +167,14 @@ def synthetic_batch(config, size: int, batch: int) -> List[Tensor]:
     return [Tensor(images)] + [Tensor(np.stack([t[i] for t in targets])) for i in range(len(targets[0]))]
 
 
-def bench_train(config, size: int, batch: int, repeats: int) -> float:
+def bench_train(config, size: int, batch: int, repeats: int, convolutions: List[str]) -> float:
     network = build_network(config)
     use_cpu_training_kernels(network)
     opt = nn.Momentum(network.trainable_params(), 1e-4, config.momentum, weight_decay=config.weight_decay)
     step = make_train_step(YoloWithLoss.from_config(network, config), opt, config.loss_scale)
     step.set_train(True)
     inputs = synthetic_batch(config, size, batch)
-    return median_seconds(lambda: step(*inputs)[0].asnumpy(), repeats, warmup=2)
+    return median_seconds(recorded(lambda: step(*inputs)[0].asnumpy(), convolutions), repeats, warmup=2)
 
 
 def bench_data(config, data_dir: str, size: int, batch: int, batches: int) -> float:
@@ -158,7 +209,10 @@ def bench_eval(config, data_dir: str, weights: str, size: int) -> Dict[str, floa
 
 def run(config, size: int, repeats: int, json_path: Optional[str]) -> Dict[str, float]:
     check_input_size(size)
-    results: Dict[str, float] = {"matmul_gflops": matmul_gflops(repeats)}  # first, before MindSpore's threads run
+    # first, before MindSpore's threads run
+    results: Dict[str, float] = {"numpy_matmul_gflops": matmul_gflops(repeats), "sgemm_gflops": sgemm_gflops(repeats)}
+    results["matmul_gflops"] = max(results["numpy_matmul_gflops"], results["sgemm_gflops"])
+    convolutions: List[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         network = build_network(config)
         results["params_m"] = sum(int(np.prod(p.shape)) for p in network.trainable_params()) / 1e6
@@ -171,13 +225,13 @@ def run(config, size: int, repeats: int, json_path: Optional[str]) -> Dict[str, 
         results["gflops"] = conv_gflops(onnx_paths[1])
         use_cpu_inference_kernels(model)  # as eval.py and predict.py run it; after the export (stock ops)
         for batch, onnx_path in onnx_paths.items():
-            ms_s = bench_mindspore(model, size, batch, repeats)
+            ms_s = bench_mindspore(model, size, batch, repeats, convolutions)
             ort_s = bench_ort(onnx_path, size, batch, repeats)
             if batch == 1:
                 results.update(ms_infer_b1_ms=ms_s * 1e3, ort_infer_b1_ms=ort_s * 1e3)
             else:
                 results.update(ms_infer_b8_ips=8 / ms_s, ort_infer_b8_ips=8 / ort_s)
-        results["train_ips"] = 8 / bench_train(config, size, 8, max(3, repeats // 2))
+        results["train_ips"] = 8 / bench_train(config, size, 8, max(3, repeats // 2), convolutions)
         # a training step is about 3 forwards in FLOPs (forward, input and weight gradients)
         results["train_peak_fraction"] = results["train_ips"] * 3 * results["gflops"] / results["matmul_gflops"]
         data_dir = config.data_dir
@@ -187,12 +241,15 @@ def run(config, size: int, repeats: int, json_path: Optional[str]) -> Dict[str, 
                 make_dataset(data_dir, 64, 32, size=size)
         results["data_ips"] = bench_data(config, data_dir, size, 8, 8)
         results.update(bench_eval(config, data_dir, weights, size))
+    results["conv_primitives"] = len(convolutions)
+    results["ref_conv_primitives"] = len(onednn.reference_kernels(convolutions))
     usage = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                 resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     results["peak_rss_mb"] = usage / 1024
     results = {k: round(v, 3) for k, v in results.items()}
     results.update(model=config.model_name, shape=size, machine=f"{platform.processor() or platform.machine()}, "
-                   f"{os.cpu_count()} cores", mindspore=ms.__version__)
+                   f"{os.cpu_count()} cores", mindspore=ms.__version__, onednn_isa=onednn.mindspore_isa(),
+                   sgemm_isa=cpu_kernels.sgemm_isa())
     if json_path:
         write_json(json_path, results)
     return results
@@ -212,6 +269,9 @@ def print_table(r: Dict) -> None:
     print(f"{'data pipeline (images/s)':32}{r['data_ips']:12.2f}")
     print(f"{'eval.py end to end (images/s)':32}{r['eval_ips']:12.2f}   ({r['eval_wall_s']:.1f} s wall)")
     print(f"{'peak RSS (MB)':32}{r['peak_rss_mb']:12.0f}")
+    print(f"MindSpore's oneDNN: {r['onednn_isa']}, {r['conv_primitives']:.0f} convolution primitives run, "
+          f"{r['ref_conv_primitives']:.0f} through a reference implementation; kernels' sgemm: {r['sgemm_isa']} "
+          f"({r['sgemm_gflops']:.0f} GFLOP/s; numpy's BLAS {r['numpy_matmul_gflops']:.0f})")
 
 
 def main() -> None:

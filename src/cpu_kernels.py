@@ -2,22 +2,26 @@
 
 On the CPU, MindSpore's MaxPoolGrad took 15% of a yolov3-tiny training step
 (about 70 ms a call, far above memory speed); kernels/cpu_kernels.cc does the
-same arithmetic in one pass. For inference it also has the stride-1
-convolution with its bias (the folded BN) and leaky ReLU in one op, over the
-oneDNN sgemm that MindSpore ships: MindSpore's Conv2D, BiasAdd and LeakyReLU
-took yolov3-tiny's forward to 2.6x ONNX Runtime's time. 3x3 layers with 32
-channels or more run as Winograd F(2x2, 3x3), 2.25x fewer multiplications, in
-inference and, with both gradients, in training. The library is built
-once with g++ into the cache and used only on the CPU; export keeps
-MindSpore's own ops (a custom op does not export), and without a compiler or
-without MindSpore's libdnnl the stock ops are used (with a warning).
+same arithmetic in one pass. It also runs every convolution of the networks
+(stride 1 and 2; for inference with its bias, the folded BN, and leaky ReLU in
+one op, and MobileNetV2's depthwise ones) over the oneDNN sgemm that MindSpore
+ships: MindSpore's Conv2D, BiasAdd and LeakyReLU took yolov3-tiny's forward to
+2.6x ONNX Runtime's time, and on AVX-512 CPUs its oneDNN picks reference
+convolution kernels (src/onednn.py). 3x3 stride-1 layers with 32 channels or
+more run as Winograd F(2x2, 3x3), 2.25x fewer multiplications, in inference
+and, with both gradients, in training. The sgemm comes from a private copy of
+MindSpore's libdnnl, so that it keeps AVX-512 while MindSpore's own instance is
+capped at AVX2. The library is built once with g++ into the cache and used only
+on the CPU; export keeps MindSpore's own ops (a custom op does not export), and
+without a compiler or without MindSpore's libdnnl the stock ops are used (with
+a warning).
 
 A fused leaky ReLU kernel was tried too and lost to 0.1x + 0.9 relu(x) in stock
 ops: an aot kernel's large outputs cost more inside MindSpore than in a plain
 C++ harness.
 """
+import ctypes
 import functools
-import glob
 import hashlib
 import os
 import platform
@@ -30,9 +34,11 @@ import mindspore as ms
 from mindspore import ops
 
 from src.fileio import cache_dir, temp_path_beside
+from src.onednn import isa_name, mindspore_dnnl_path
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "cpu_kernels.cc")
 FLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
+LIBS = ["-ldl"]
 
 
 def machine_flags() -> List[str]:
@@ -50,48 +56,73 @@ def cpu_model() -> str:
         return platform.processor()
 
 
-def dnnl_flags() -> Optional[List[str]]:
-    """Link flags for the libdnnl inside the mindspore package (its sgemm), None if it has none."""
-    found = sorted(glob.glob(os.path.join(os.path.dirname(ms.__file__), "lib", "libdnnl.so*")))
-    if not found:
+def private_dnnl(folder: str) -> Optional[str]:
+    """Where the kernels' copy of MindSpore's libdnnl goes in `folder`, None if MindSpore ships none. A copy, not a
+    link: the loader would take a link for the library already loaded, and this instance must not share MindSpore's
+    ISA cap."""
+    source = mindspore_dnnl_path()
+    if source is None:
         return None
-    lib_dir = os.path.dirname(found[0])
-    return [f"-L{lib_dir}", f"-l:{os.path.basename(found[0])}", f"-Wl,-rpath,{lib_dir}"]
+    info = os.stat(source)
+    key = hashlib.sha256(f"{os.path.realpath(source)}:{info.st_size}:{info.st_mtime_ns}".encode()).hexdigest()[:16]
+    return os.path.join(folder, f"libdnnl-{key}.so")
+
+
+def copy_once(source: str, path: str) -> None:
+    if os.path.exists(path):
+        return
+    tmp = temp_path_beside(path, ".so")
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 @functools.lru_cache(maxsize=None)
 def library() -> Optional[str]:
     """Path of the built kernel library (built on first use), or None when it cannot be built."""
-    dnnl = dnnl_flags()
+    folder = os.path.join(cache_dir(), "kernels")
+    dnnl = private_dnnl(folder)
     if dnnl is None:
         warnings.warn("no libdnnl in the mindspore package: the CPU uses MindSpore's own (slower) ops")
         return None
-    flags = FLAGS + machine_flags()
+    flags = FLAGS + machine_flags() + [f'-DYOLO_DNNL="{dnnl}"']
     with open(SOURCE, "rb") as f:
-        key = hashlib.sha256(f.read() + " ".join(flags + dnnl).encode() + cpu_model().encode()).hexdigest()[:16]
-    path = os.path.join(cache_dir(), "kernels", f"cpu_kernels-{key}.so")
-    if os.path.exists(path):
-        return path
+        key = hashlib.sha256(f.read() + " ".join(flags).encode() + cpu_model().encode()).hexdigest()[:16]
+    path = os.path.join(folder, f"cpu_kernels-{key}.so")
     compiler = shutil.which("g++")
-    if compiler is None:
+    if not os.path.exists(path) and compiler is None:
         warnings.warn("g++ not found: the CPU uses MindSpore's own (slower) ops")
         return None
     tmp = ""
     try:
-        tmp = temp_path_beside(path, ".so")
-        result = subprocess.run([compiler, *flags, "-o", tmp, SOURCE, *dnnl], capture_output=True, text=True,
-                                check=False)
-        if result.returncode != 0:
-            warnings.warn(f"building {SOURCE} failed, using MindSpore's own ops: {result.stderr.strip()[:300]}")
-            return None
-        os.replace(tmp, path)
+        copy_once(mindspore_dnnl_path(), dnnl)
+        if not os.path.exists(path):
+            tmp = temp_path_beside(path, ".so")
+            result = subprocess.run([compiler, *flags, "-o", tmp, SOURCE, *LIBS], capture_output=True, text=True,
+                                    check=False)
+            if result.returncode != 0:
+                warnings.warn(f"building {SOURCE} failed, using MindSpore's own ops: {result.stderr.strip()[:300]}")
+                return None
+            os.replace(tmp, path)
     except OSError as e:
-        warnings.warn(f"cannot build the CPU kernels into {os.path.dirname(path)} ({e}); using MindSpore's own ops")
+        warnings.warn(f"cannot build the CPU kernels into {folder} ({e}); using MindSpore's own ops")
         return None
     finally:
         if tmp and os.path.exists(tmp):
             os.remove(tmp)
+    if not ctypes.CDLL(path).KernelsReady():
+        warnings.warn(f"the CPU kernels cannot load their sgemm from {dnnl}; using MindSpore's own ops")
+        return None
     return path
+
+
+def sgemm_isa() -> str:
+    """The instruction set of the kernels' sgemm ("none" without the kernels)."""
+    path = library() if ms.get_context("device_target") == "CPU" else None
+    return isa_name(ctypes.CDLL(path).KernelsIsa()) if path else "none"
 
 
 def enabled() -> bool:
@@ -118,19 +149,33 @@ def maxpool2x2_stride1() -> ops.Custom:
     return _op("MaxPool2x2Stride1", lambda x: x)
 
 
-def conv_bias(leaky: bool) -> ops.Custom:
-    """Inference: stride-1 convolution with padding k // 2 and one group, plus a bias, then leaky ReLU (slope
+def conv_bias(leaky: bool, stride: int = 1) -> ops.Custom:
+    """Inference: convolution with padding k // 2, stride 1 or 2 and one group, plus a bias, then leaky ReLU (slope
     0.1) if asked: (x, weight (o, c, k, k), bias (o,)) -> y. No gradient."""
-    return _op("ConvBiasLeaky" if leaky else "ConvBias", lambda x, w, b: (x[0], w[0], x[2], x[3]))
+    name = ("ConvBiasLeaky" if leaky else "ConvBias") + ("Stride2" if stride == 2 else "")
+    return _op(name, lambda x, w, b: (x[0], w[0], out_size(x[2], w[2], stride), out_size(x[3], w[3], stride)))
 
 
-def conv_same() -> ops.Custom:
-    """Training: stride-1 convolution with padding k // 2, one group and no bias: (x, weight (o, c, k, k)) -> y,
-    its input and weight gradients kernels too."""
-    grad_input = _op("ConvSameGradInput", lambda dy, w: (dy[0], w[1], dy[2], dy[3]))
-    grad_weight = _op("ConvSameGradWeight", lambda x, dy, w: w)
+def depthwise_bias(leaky: bool, stride: int = 1) -> ops.Custom:
+    """Inference: depthwise 3x3 convolution with padding 1, stride 1 or 2, plus a bias, then leaky ReLU if asked:
+    (x, weight (c, 1, 3, 3), bias (c,)) -> y. No gradient."""
+    name = ("DepthwiseBiasLeaky" if leaky else "DepthwiseBias") + ("Stride2" if stride == 2 else "")
+    return _op(name, lambda x, w, b: (x[0], x[1], out_size(x[2], 3, stride), out_size(x[3], 3, stride)))
+
+
+def conv(stride: int = 1) -> ops.Custom:
+    """Training: convolution with padding k // 2, stride 1 or 2, one group and no bias: (x, weight (o, c, k, k)) ->
+    y, its input and weight gradients kernels too."""
+    name = "ConvSame" if stride == 1 else "ConvStride2"
+    grad_input = _op(f"{name}GradInput", lambda x, dy, w: x)
+    grad_weight = _op(f"{name}GradWeight", lambda x, dy, w: w)
 
     def bprop(x, weight, out, dout):
-        return grad_input(dout, weight), grad_weight(x, dout, weight)
+        return grad_input(x, dout, weight), grad_weight(x, dout, weight)
 
-    return _op("ConvSame", lambda x, w: (x[0], w[0], x[2], x[3]), bprop)
+    return _op(name, lambda x, w: (x[0], w[0], out_size(x[2], w[2], stride), out_size(x[3], w[3], stride)), bprop)
+
+
+def out_size(size: int, kernel: int, stride: int) -> int:
+    """Output size of a convolution with padding kernel // 2."""
+    return (size + 2 * (kernel // 2) - kernel) // stride + 1

@@ -86,45 +86,49 @@ class ConvBNLeaky(ConvBN):
         super().__init__(in_channels, out_channels, kernel_size, stride, act=LeakyReLU())
 
 
-def winograd_conv(cell: nn.Cell) -> bool:
-    """A stride-1 3x3 convolution with at least 32 channels in and out (kWinogradChannels in
-    kernels/cpu_kernels.cc): the src.cpu_kernels convolution runs it, forward and both gradients, as
-    Winograd F(2x2, 3x3) (on maps of at least 100 2x2 tiles a call; im2col below that)."""
-    if not isinstance(cell, ConvBN):
-        return False
-    conv = cell.conv
-    return conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.group == 1 and conv.in_channels >= 32 \
-        and conv.out_channels >= 32
+def kernel_conv(cell: nn.Cell) -> bool:
+    """A ConvBN whose convolution src.cpu_kernels runs, forward and both gradients: one group, stride 1 or 2."""
+    return isinstance(cell, ConvBN) and cell.conv.group == 1 and cell.conv.stride in ((1, 1), (2, 2))
+
+
+def depthwise_conv(cell: nn.Cell) -> bool:
+    """A ConvBN that is a 3x3 depthwise convolution with stride 1 or 2 (MobileNetV2's)."""
+    conv = cell.conv if isinstance(cell, ConvBN) else None
+    return conv is not None and conv.group == conv.in_channels == conv.out_channels and conv.group > 1 \
+        and conv.kernel_size == (3, 3) and conv.stride in ((1, 1), (2, 2))
 
 
 def use_cpu_training_kernels(network: nn.Cell) -> int:
-    """Route the 2x2 stride-2 max-pools and the wide 3x3 stride-1 convolutions through src.cpu_kernels (on
-    CPU, if it builds): MindSpore's MaxPoolGrad is the slowest op of a CPU training step, and its convolutions
-    do 2.25x the multiplications of Winograd's. Returns how many cells use a kernel."""
+    """Route the 2x2 stride-2 max-pools and the convolutions of one group (stride 1 or 2) through src.cpu_kernels
+    (on CPU, if it builds): MindSpore's MaxPoolGrad is the slowest op of a CPU training step, its convolutions do
+    2.25x the multiplications of Winograd's on the wide 3x3 layers, and its oneDNN runs at AVX2 at most
+    (src/onednn.py). Depthwise convolutions and the heads' 1x1 convolutions keep MindSpore's ops. Returns how
+    many cells use a kernel."""
     cells = [cell for _, cell in network.cells_and_names()]
     pools = [cell for cell in cells if isinstance(cell, MaxPool) and cell.size == 2 and cell.stride == 2]
-    convs = [cell for cell in cells if winograd_conv(cell)]
+    convs = [cell for cell in cells if kernel_conv(cell)]
     if not (pools or convs) or not cpu_kernels.enabled():
         return 0
     for pool in pools:
         pool.kernel = cpu_kernels.maxpool2x2()
     for cell in convs:
-        cell.conv_kernel = cpu_kernels.conv_same()
+        cell.conv_kernel = cpu_kernels.conv(cell.conv.stride[0])
     return len(pools) + len(convs)
 
 
 def use_cpu_inference_kernels(network: nn.Cell) -> int:
-    """On the CPU (if the kernels build), run a BN-folded network's stride-1 convolutions, each with its bias
-    and leaky ReLU, and its 2x2 max-pools as src.cpu_kernels ops; strided and depthwise convolutions
-    keep MindSpore's ops. Inference only (the conv op has no gradient), and call it after any export from the
-    same network and before its first run. Returns how many cells use a kernel."""
+    """On the CPU (if the kernels build), run every convolution of a BN-folded network (stride 1 or 2, depthwise
+    too), each with its bias and leaky ReLU, and its 2x2 max-pools as src.cpu_kernels ops. Inference only (these
+    ops have no gradient), and call it after any export from the same network and before its first run. Returns
+    how many cells use a kernel."""
     if network.training:
         raise ValueError("use_cpu_inference_kernels needs a network in inference mode (set_train(False))")
     chosen = []
     for _, cell in network.cells_and_names():
-        if isinstance(cell, ConvBN) and cell.folded and cell.conv.stride == (1, 1) and cell.conv.group == 1 \
-                and (cell.act is None or isinstance(cell.act, LeakyReLU)):
-            chosen.append((cell, functools.partial(cpu_kernels.conv_bias, leaky=cell.act is not None)))
+        if isinstance(cell, ConvBN) and cell.folded and (cell.act is None or isinstance(cell.act, LeakyReLU)):
+            make = cpu_kernels.depthwise_bias if depthwise_conv(cell) else cpu_kernels.conv_bias
+            if depthwise_conv(cell) or kernel_conv(cell):
+                chosen.append((cell, functools.partial(make, leaky=cell.act is not None, stride=cell.conv.stride[0])))
         elif isinstance(cell, HeadConv):
             chosen.append((cell, functools.partial(cpu_kernels.conv_bias, leaky=False)))
         elif isinstance(cell, MaxPool) and cell.size == 2 and cell.stride in (1, 2):

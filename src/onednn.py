@@ -10,13 +10,16 @@ ONEDNN_MAX_CPU_ISA (or DNNL_MAX_CPU_ISA) is left as it is.
 The project's CPU kernels (src/cpu_kernels.py) load their own copy of the
 library, which this cap does not reach: their sgemm keeps AVX-512.
 """
+import contextlib
 import ctypes
 import functools
 import glob
 import os
 import platform
+import sys
+import tempfile
 import warnings
-from typing import Optional
+from typing import Iterator, List, Optional
 
 import mindspore as ms
 
@@ -59,5 +62,52 @@ def mindspore_isa() -> str:
     lib = _mindspore_dnnl()
     if lib is None:
         return "none"
-    isa = lib.dnnl_get_effective_cpu_isa()
+    return isa_name(lib.dnnl_get_effective_cpu_isa())
+
+
+def isa_name(isa: int) -> str:
     return ISA_NAMES.get(isa, hex(isa))
+
+
+def convolution_implementations(verbose_output: str) -> List[str]:
+    """The implementation name of every convolution primitive executed, from ONEDNN_VERBOSE=1 output."""
+    names = []
+    for line in verbose_output.splitlines():
+        fields = line.strip().split(",")
+        if fields[0] == "onednn_verbose" and "exec" in fields[:4]:
+            kind = fields.index("exec") + 2  # exec, engine, primitive kind, implementation
+            if len(fields) > kind + 1 and fields[kind] == "convolution":
+                names.append(fields[kind + 1])
+    return names
+
+
+def reference_kernels(implementations: List[str]) -> List[str]:
+    """The implementations that are (or fall back to) oneDNN's reference code."""
+    return [name for name in implementations if "ref" in name]
+
+
+@contextlib.contextmanager
+def verbose_record() -> Iterator[List[str]]:
+    """Turn on MindSpore's oneDNN verbose output for the block and collect the lines it prints (its stdout goes to
+    a file meanwhile); the yielded list is filled when the block ends."""
+    lib = _mindspore_dnnl()
+    lines: List[str] = []
+    if lib is None:
+        yield lines
+        return
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile(mode="w+") as out:
+        os.dup2(out.fileno(), 1)
+        lib.dnnl_set_verbose(1)
+        try:
+            yield lines
+        finally:
+            lib.dnnl_set_verbose(0)
+            libc.fflush(None)
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+            out.seek(0)
+            lines.extend(line for line in out.read().splitlines() if line.startswith("onednn_verbose"))

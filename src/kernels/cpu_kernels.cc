@@ -1,8 +1,10 @@
 // CPU kernels for MindSpore aot custom ops (float32, NCHW, contiguous): the 2x2 stride-2 max-pool (forward
 // and backward, for training; the forward also for inference); for inference, darknet's 2x2 stride-1
-// max-pool and the stride-1 'same' convolution with its bias (the folded BN) and optionally darknet's leaky
-// ReLU in one op; for training, that convolution without bias and its two gradients.
+// max-pool, the stride-1 and stride-2 convolutions with padding k / 2 and their bias (the folded BN) and
+// optionally darknet's leaky ReLU in one op, and MobileNetV2's depthwise 3x3 convolutions the same way; for
+// training, those convolutions (not the depthwise ones) without bias and their two gradients.
 // Signature: MindSpore's aot interface; params holds the inputs, then the output.
+#include <dlfcn.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -10,11 +12,21 @@
 #include <cstring>
 #include <vector>
 
-// oneDNN's row-major sgemm, from the libdnnl that MindSpore ships; it runs on the calling thread only.
-extern "C" int dnnl_sgemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
-                          int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
-
 namespace {
+// oneDNN's row-major sgemm (it runs on the calling thread only), from a private copy of the libdnnl that MindSpore
+// ships (YOLO_DNNL, set by src/cpu_kernels.py): src/onednn.py caps MindSpore's own instance at AVX2, and this
+// copy keeps every instruction set the CPU has.
+typedef int (*SgemmFn)(char, char, int64_t, int64_t, int64_t, float, const float *, int64_t, const float *, int64_t,
+                       float, float *, int64_t);
+
+void *const dnnl_lib = dlopen(YOLO_DNNL, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+const SgemmFn sgemm_fn = dnnl_lib ? reinterpret_cast<SgemmFn>(dlsym(dnnl_lib, "dnnl_sgemm")) : nullptr;
+
+inline void dnnl_sgemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                       int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+  sgemm_fn(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
 // An NCHW tensor seen as planes of h x w, pooled to oh x ow.
 struct Geometry {
   int64_t planes, h, w, oh, ow;
@@ -22,6 +34,16 @@ struct Geometry {
       : planes(shape[0] * shape[1]), h(shape[2]), w(shape[3]), oh(shape[2] / 2), ow(shape[3] / 2) {}
 };
 }  // namespace
+
+// 1 when the private libdnnl loaded and has its sgemm (checked by src/cpu_kernels.py before any op is made).
+extern "C" int KernelsReady() { return sgemm_fn != nullptr; }
+
+// The instruction set that the private libdnnl dispatches to (a dnnl_cpu_isa_t), 0 if it did not load.
+extern "C" int KernelsIsa() {
+  typedef int (*IsaFn)();
+  const IsaFn isa = dnnl_lib ? reinterpret_cast<IsaFn>(dlsym(dnnl_lib, "dnnl_get_effective_cpu_isa")) : nullptr;
+  return isa ? isa() : 0;
+}
 
 // y[n, c, i, j] = max of x[n, c, 2i..2i+1, 2j..2j+1]; an odd last row or column is dropped, as in
 // MindSpore's "valid" max-pool.
@@ -125,11 +147,13 @@ constexpr int64_t kOutBlock = 4, kColBlock = 16;
 
 typedef float v8 __attribute__((vector_size(32)));
 
+// A convolution with padding k / 2 and stride st: input n x c x h x w, output n x o x oh x ow.
 struct Conv {
-  int64_t n, c, h, w, o, k, hw, ckk, pad;
-  Conv(const int64_t *x, const int64_t *weight)
+  int64_t n, c, h, w, o, k, hw, ckk, pad, st, oh, ow, ohw;
+  Conv(const int64_t *x, const int64_t *weight, int64_t stride = 1)
       : n(x[0]), c(x[1]), h(x[2]), w(x[3]), o(weight[0]), k(weight[2]), hw(x[2] * x[3]),
-        ckk(weight[1] * weight[2] * weight[3]), pad(weight[2] / 2) {}
+        ckk(weight[1] * weight[2] * weight[3]), pad(weight[2] / 2), st(stride),
+        oh((x[2] + 2 * pad - k) / stride + 1), ow((x[3] + 2 * pad - k) / stride + 1), ohw(oh * ow) {}
 };
 
 // Buffers kept between calls (per thread): allocating megabytes per call costs page faults every time.
@@ -154,20 +178,46 @@ void bias_act(float *c, int64_t ld, int64_t r0, int64_t r1, int64_t c0, int64_t 
   }
 }
 
+// Output columns [j0, j1) of tap column offset dj whose input column j * st + dj lies inside the map.
+struct TapColumns {
+  int64_t j0, j1;
+  TapColumns(const Conv &s, int64_t dj)
+      : j0(std::min(s.ow, std::max<int64_t>(0, (s.st - 1 - dj) / s.st))),
+        j1(std::max(j0, std::min(s.ow, (s.w - dj + s.st - 1) / s.st))) {}
+};
+
 // im2col row `tap` = (channel, di, dj) for output rows [i0, i1) of image n, zero-padded, into dst.
 void im2col_tap(const float *x, const Conv &s, int64_t n, int64_t tap, int64_t i0, int64_t i1, float *dst) {
   const int64_t kk = s.k * s.k, ch = tap / kk, di = (tap % kk) / s.k - s.pad, dj = tap % s.k - s.pad;
-  const int64_t j0 = std::max<int64_t>(0, -dj), j1 = std::min(s.w, s.w - dj);
+  const TapColumns cols(s, dj);
   const float *plane = x + (n * s.c + ch) * s.hw;
-  for (int64_t i = i0; i < i1; ++i, dst += s.w) {
-    const int64_t si = i + di;
+  for (int64_t i = i0; i < i1; ++i, dst += s.ow) {
+    const int64_t si = i * s.st + di;
     if (si < 0 || si >= s.h) {
-      std::memset(dst, 0, s.w * sizeof(float));
+      std::memset(dst, 0, s.ow * sizeof(float));
       continue;
     }
-    std::fill(dst, dst + j0, 0.f);
-    std::memcpy(dst + j0, plane + si * s.w + j0 + dj, (j1 - j0) * sizeof(float));
-    std::fill(dst + j1, dst + s.w, 0.f);
+    std::fill(dst, dst + cols.j0, 0.f);
+    const float *src = plane + si * s.w + dj;
+    if (s.st == 1) {
+      std::memcpy(dst + cols.j0, src + cols.j0, (cols.j1 - cols.j0) * sizeof(float));
+    } else {
+      for (int64_t j = cols.j0; j < cols.j1; ++j) dst[j] = src[j * s.st];
+    }
+    std::fill(dst + cols.j1, dst + s.ow, 0.f);
+  }
+}
+
+// The inverse of im2col_tap for the input gradient: dx (image n, the tap's channel) += the tap's column rows.
+void col2im_tap(const float *col, const Conv &s, int64_t n, int64_t tap, float *dx) {
+  const int64_t kk = s.k * s.k, ch = tap / kk, di = (tap % kk) / s.k - s.pad, dj = tap % s.k - s.pad;
+  const TapColumns cols(s, dj);
+  float *plane = dx + (n * s.c + ch) * s.hw;
+  for (int64_t i = 0; i < s.oh; ++i, col += s.ow) {
+    const int64_t si = i * s.st + di;
+    if (si < 0 || si >= s.h) continue;
+    float *dst = plane + si * s.w + dj;
+    for (int64_t j = cols.j0; j < cols.j1; ++j) dst[j * s.st] += col[j];
   }
 }
 
@@ -227,17 +277,17 @@ void conv_direct(const float *x, const float *weight, const float *bias, bool ac
 }
 
 void conv_tiled(const float *x, const float *weight, const float *bias, bool act, const Conv &s, float *y) {
-  const int64_t rows = std::max<int64_t>(1, std::min(s.h, kTileFloats / (s.ckk * s.w)));
-  const int64_t blocks = (s.h + rows - 1) / rows;
+  const int64_t rows = std::max<int64_t>(1, std::min(s.oh, kTileFloats / (s.ckk * s.ow)));
+  const int64_t blocks = (s.oh + rows - 1) / rows;
 #pragma omp parallel for schedule(dynamic, 1) collapse(2)
   for (int64_t n = 0; n < s.n; ++n) {
     for (int64_t b = 0; b < blocks; ++b) {
-      const int64_t i0 = b * rows, i1 = std::min(s.h, i0 + rows), cols = (i1 - i0) * s.w;
-      float *col = scratch(&col_buffer, s.ckk * rows * s.w);
+      const int64_t i0 = b * rows, i1 = std::min(s.oh, i0 + rows), cols = (i1 - i0) * s.ow;
+      float *col = scratch(&col_buffer, s.ckk * rows * s.ow);
       for (int64_t tap = 0; tap < s.ckk; ++tap) im2col_tap(x, s, n, tap, i0, i1, col + tap * cols);
-      float *out = y + n * s.o * s.hw + i0 * s.w;
-      dnnl_sgemm('N', 'N', s.o, cols, s.ckk, 1.f, weight, s.ckk, col, cols, 0.f, out, s.hw);
-      bias_act(out, s.hw, 0, s.o, 0, cols, bias, act);
+      float *out = y + n * s.o * s.ohw + i0 * s.ow;
+      dnnl_sgemm('N', 'N', s.o, cols, s.ckk, 1.f, weight, s.ckk, col, cols, 0.f, out, s.ohw);
+      bias_act(out, s.ohw, 0, s.o, 0, cols, bias, act);
     }
   }
 }
@@ -268,28 +318,51 @@ void gemm_bias_act(int64_t m, int64_t n, int64_t k, const float *a, const float 
   }
 }
 
+// Images per im2col group on the large-weight paths: about kColumns columns, at most kColFloats of columns.
+int64_t image_group(const Conv &s) {
+  return std::max<int64_t>(1, std::min({s.n, kColumns / s.ohw, kColFloats / (s.ckk * s.ohw)}));
+}
+
+// im2col of images [n0, n0 + g) side by side: col is ckk x (g * ohw).
+void im2col_images(const float *x, const Conv &s, int64_t n0, int64_t g, float *col) {
+  const int64_t cols = g * s.ohw;
+#pragma omp parallel for schedule(static) collapse(2)
+  for (int64_t tap = 0; tap < s.ckk; ++tap)
+    for (int64_t b = 0; b < g; ++b) im2col_tap(x, s, n0 + b, tap, 0, s.oh, col + tap * cols + b * s.ohw);
+}
+
+// g images of rows x plane (NCHW) -> rows x (g * plane), the images side by side; and back.
+void images_to_sides(const float *images, int64_t rows, int64_t g, int64_t plane, float *sides) {
+#pragma omp parallel for schedule(static) collapse(2)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t b = 0; b < g; ++b)
+      std::memcpy(sides + (r * g + b) * plane, images + (b * rows + r) * plane, plane * sizeof(float));
+}
+
+void sides_to_images(const float *sides, int64_t rows, int64_t g, int64_t plane, float *images) {
+#pragma omp parallel for schedule(static) collapse(2)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t b = 0; b < g; ++b)
+      std::memcpy(images + (b * rows + r) * plane, sides + (r * g + b) * plane, plane * sizeof(float));
+}
+
 void conv_whole(const float *x, const float *weight, const float *bias, bool act, const Conv &s, float *y) {
-  const int64_t group = std::max<int64_t>(1, std::min({s.n, kColumns / s.hw, kColFloats / (s.ckk * s.hw)}));
+  const int64_t group = image_group(s);
   for (int64_t n0 = 0; n0 < s.n; n0 += group) {
-    const int64_t g = std::min(group, s.n - n0), cols = g * s.hw;
-    if (s.k == 1 && g == 1) {  // a 1x1 convolution of one image multiplies x itself
-      gemm_bias_act(s.o, cols, s.ckk, weight, x + n0 * s.c * s.hw, bias, act, y + n0 * s.o * s.hw);
+    const int64_t g = std::min(group, s.n - n0), cols = g * s.ohw;
+    if (s.k == 1 && s.st == 1 && g == 1) {  // a 1x1 convolution of one image multiplies x itself
+      gemm_bias_act(s.o, cols, s.ckk, weight, x + n0 * s.c * s.hw, bias, act, y + n0 * s.o * s.ohw);
       continue;
     }
     float *col = scratch(&col_buffer, s.ckk * cols);
-#pragma omp parallel for schedule(static) collapse(2)
-    for (int64_t tap = 0; tap < s.ckk; ++tap)
-      for (int64_t b = 0; b < g; ++b) im2col_tap(x, s, n0 + b, tap, 0, s.h, col + tap * cols + b * s.hw);
+    im2col_images(x, s, n0, g, col);
     if (g == 1) {
-      gemm_bias_act(s.o, cols, s.ckk, weight, col, bias, act, y + n0 * s.o * s.hw);
+      gemm_bias_act(s.o, cols, s.ckk, weight, col, bias, act, y + n0 * s.o * s.ohw);
       continue;
     }
     float *out = scratch(&out_buffer, s.o * cols);
     gemm_bias_act(s.o, cols, s.ckk, weight, col, bias, act, out);
-#pragma omp parallel for schedule(static) collapse(2)
-    for (int64_t r = 0; r < s.o; ++r)
-      for (int64_t b = 0; b < g; ++b)
-        std::memcpy(y + ((n0 + b) * s.o + r) * s.hw, out + r * cols + b * s.hw, s.hw * sizeof(float));
+    sides_to_images(out, s.o, g, s.ohw, y + n0 * s.o * s.ohw);
   }
 }
 
@@ -522,11 +595,11 @@ void grad_weight_winograd(const float *x, const float *dy, const Conv &s, float 
 }
 
 bool use_winograd(const Conv &s) {
-  return s.k == 3 && s.c >= kWinogradChannels && s.n * Tiles(s).per_image >= kWinogradTiles;
+  return s.k == 3 && s.st == 1 && s.c >= kWinogradChannels && s.n * Tiles(s).per_image >= kWinogradTiles;
 }
 
 void conv_any(const float *x, const float *weight, const float *bias, bool act, const Conv &s, float *y) {
-  if (s.ckk <= kDirectTaps && s.o % kOutBlock == 0) {
+  if (s.st == 1 && s.ckk <= kDirectTaps && s.o % kOutBlock == 0) {
     conv_direct(x, weight, bias, act, s, y);
   } else if (use_winograd(s)) {
     conv_winograd(x, weight, bias, act, s, y);
@@ -537,24 +610,116 @@ void conv_any(const float *x, const float *weight, const float *bias, bool act, 
   }
 }
 
-// Inputs x (n, c, h, w), weight (o, c, k, k) with k odd, bias (o); output y (n, o, h, w).
-int conv_bias_act(void **params, int64_t **shapes, bool act) {
+// Depthwise 3x3 convolution (one filter per channel, padding 1, stride 1 or 2) + bias + optional leaky ReLU:
+// MobileNetV2's. Each plane is copied zero-padded, then every output row sums its 9 taps in a loop over the row
+// that the compiler vectorises (stride 2: from the padded rows split into even and odd columns).
+thread_local std::vector<float> dw_rows;
+
+void depthwise(const float *x, const float *weight, const float *bias, bool act, const Conv &s, float *y) {
+  const int64_t pw = s.w + 2, half = (pw + 1) / 2;
+#pragma omp parallel for schedule(static)
+  for (int64_t plane = 0; plane < s.n * s.c; ++plane) {
+    const int64_t ch = plane % s.c;
+    const float *src = x + plane * s.hw, *wt = weight + ch * 9;
+    float *rows = scratch(&dw_rows, 3 * pw);  // three padded input rows (stride 2: evens, then odds)
+    float *out = y + plane * s.ohw;
+    for (int64_t i = 0; i < s.oh; ++i) {
+      for (int64_t r = 0; r < 3; ++r) {
+        float *row = rows + r * pw;
+        const int64_t si = i * s.st + r - 1;
+        if (si < 0 || si >= s.h) {
+          std::fill(row, row + pw, 0.f);
+          continue;
+        }
+        const float *line = src + si * s.w;
+        if (s.st == 1) {
+          row[0] = row[pw - 1] = 0.f;
+          std::memcpy(row + 1, line, s.w * sizeof(float));
+        } else {  // padded column q = j + 1: evens first (q = 0, 2, ...), then odds
+          row[0] = 0.f;
+          for (int64_t j = 1; j < s.w; j += 2) row[(j + 1) / 2] = line[j];
+          for (int64_t j = 0; j < s.w; j += 2) row[half + j / 2] = line[j];
+          if (s.w % 2 == 0) {  // the right padding column q = w + 1
+            row[half + s.w / 2] = 0.f;
+          } else {
+            row[(s.w + 1) / 2] = 0.f;
+          }
+        }
+      }
+      float *dst = out + i * s.ow;
+      const float b = bias[ch];
+      for (int64_t j = 0; j < s.ow; ++j) dst[j] = b;
+      for (int64_t r = 0; r < 3; ++r) {
+        const float *row = rows + r * pw;
+        const float w0 = wt[3 * r], w1 = wt[3 * r + 1], w2 = wt[3 * r + 2];
+        if (s.st == 1) {
+          for (int64_t j = 0; j < s.ow; ++j) dst[j] += w0 * row[j] + w1 * row[j + 1] + w2 * row[j + 2];
+        } else {  // taps at padded columns 2j, 2j + 1, 2j + 2: even j, odd j, even j + 1
+          const float *even = row, *odd = row + half;
+          for (int64_t j = 0; j < s.ow; ++j) dst[j] += w0 * even[j] + w1 * odd[j] + w2 * even[j + 1];
+        }
+      }
+      if (act)
+        for (int64_t j = 0; j < s.ow; ++j) dst[j] = leaky(dst[j]);
+    }
+  }
+}
+
+// Inputs x (n, c, h, w), weight (o, c, k, k) with k odd (depthwise: (c, 1, 3, 3)), bias (o); output y (n, o, oh,
+// ow) for padding k / 2 and the given stride.
+int conv_bias_act(void **params, int64_t **shapes, bool act, int64_t stride, bool depthwise_conv = false) {
   const float *x = static_cast<const float *>(params[0]), *weight = static_cast<const float *>(params[1]);
   const float *bias = static_cast<const float *>(params[2]);
-  conv_any(x, weight, bias, act, Conv(shapes[0], shapes[1]), static_cast<float *>(params[3]));
+  const Conv s(shapes[0], shapes[1], stride);
+  float *y = static_cast<float *>(params[3]);
+  if (depthwise_conv) {
+    depthwise(x, weight, bias, act, s, y);
+  } else {
+    conv_any(x, weight, bias, act, s, y);
+  }
   return 0;
 }
 
-// Training: the convolution without bias, its input gradient (the same convolution of dy, with the weights
-// transposed and turned by 180 degrees) and its weight gradient (Winograd's where the forward is Winograd, else
-// dy times the transposed im2col columns of x).
+// Training: the convolution without bias, its input gradient and its weight gradient. Stride 1: the input
+// gradient is the same convolution of dy with the weights transposed and turned by 180 degrees; stride 2: the
+// columns W^T dy scattered back (col2im). The weight gradient is Winograd's where the forward is Winograd, else dy
+// times the transposed im2col columns of x.
 thread_local std::vector<float> zero_bias, turned_weights, dy_columns;
 
-void conv_no_bias(const float *x, const int64_t *x_shape, const float *weight, const int64_t *w_shape, float *y) {
-  const Conv s(x_shape, w_shape);
+void conv_no_bias(const float *x, const Conv &s, const float *weight, float *y) {
   float *bias = scratch(&zero_bias, s.o);
   std::fill(bias, bias + s.o, 0.f);
   conv_any(x, weight, bias, false, s, y);
+}
+
+void grad_input_turned(const float *dy, const float *weight, const Conv &s, float *dx) {
+  const int64_t kk = s.k * s.k;
+  float *turned = scratch(&turned_weights, s.c * s.o * kk);
+#pragma omp parallel for schedule(static)
+  for (int64_t ci = 0; ci < s.c; ++ci)
+    for (int64_t oc = 0; oc < s.o; ++oc)
+      for (int64_t q = 0; q < kk; ++q) turned[(ci * s.o + oc) * kk + q] = weight[(oc * s.c + ci) * kk + kk - 1 - q];
+  const int64_t dy_shape[4] = {s.n, s.o, s.h, s.w}, turned_shape[4] = {s.c, s.o, s.k, s.k};
+  conv_no_bias(dy, Conv(dy_shape, turned_shape), turned, dx);
+}
+
+void grad_input_col2im(const float *dy, const float *weight, const Conv &s, float *dx) {
+  std::fill(dx, dx + s.n * s.c * s.hw, 0.f);
+  const int64_t group = image_group(s);
+  for (int64_t n0 = 0; n0 < s.n; n0 += group) {
+    const int64_t g = std::min(group, s.n - n0), cols = g * s.ohw;
+    float *grad = scratch(&dy_columns, s.o * cols), *col = scratch(&col_buffer, s.ckk * cols);
+    images_to_sides(dy + n0 * s.o * s.ohw, s.o, g, s.ohw, grad);
+    split_over_threads(cols, [&](int64_t lo, int64_t size) {
+      dnnl_sgemm('T', 'N', s.ckk, size, s.o, 1.f, weight, s.ckk, grad + lo, cols, 0.f, col + lo, cols);
+    });
+    const int64_t kk = s.k * s.k;
+#pragma omp parallel for schedule(static) collapse(2)
+    for (int64_t b = 0; b < g; ++b)
+      for (int64_t ch = 0; ch < s.c; ++ch)
+        for (int64_t tap = ch * kk; tap < (ch + 1) * kk; ++tap)
+          col2im_tap(col + tap * cols + b * s.ohw, s, n0 + b, tap, dx);
+  }
 }
 
 // c (m x n) = a (m x k) b^T (b is n x k) + beta c; the longer side of c split over the threads.
@@ -569,66 +734,67 @@ void gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, const float *b, fl
     });
   }
 }
-}  // namespace
 
-extern "C" int ConvBias(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
-                        void *extra) {
-  return conv_bias_act(params, shapes, false);
-}
-
-extern "C" int ConvBiasLeaky(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                             void *stream, void *extra) {
-  return conv_bias_act(params, shapes, true);
-}
-
-// Inputs x (n, c, h, w), weight (o, c, k, k) with k odd; output y (n, o, h, w).
-extern "C" int ConvSame(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
-                        void *extra) {
-  conv_no_bias(static_cast<const float *>(params[0]), shapes[0], static_cast<const float *>(params[1]), shapes[1],
-               static_cast<float *>(params[2]));
-  return 0;
-}
-
-// Inputs dy (n, o, h, w), weight (o, c, k, k); output dx (n, c, h, w).
-extern "C" int ConvSameGradInput(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                                 void *stream, void *extra) {
-  const float *weight = static_cast<const float *>(params[1]);
-  const int64_t o = shapes[1][0], c = shapes[1][1], k = shapes[1][2], kk = k * k;
-  float *turned = scratch(&turned_weights, c * o * kk);
-#pragma omp parallel for schedule(static)
-  for (int64_t ci = 0; ci < c; ++ci)
-    for (int64_t oc = 0; oc < o; ++oc)
-      for (int64_t q = 0; q < kk; ++q) turned[(ci * o + oc) * kk + q] = weight[(oc * c + ci) * kk + kk - 1 - q];
-  const int64_t turned_shape[4] = {c, o, k, k};
-  const float *dy = static_cast<const float *>(params[0]);
-  conv_no_bias(dy, shapes[0], turned, turned_shape, static_cast<float *>(params[2]));
-  return 0;
-}
-
-// Inputs x (n, c, h, w), dy (n, o, h, w), weight (o, c, k, k) for its shape; output dw (o, c, k, k). Winograd
-// where the forward is; else im2col with several images per sgemm, as on the large-weight forward path.
-extern "C" int ConvSameGradWeight(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                                  void *stream, void *extra) {
-  const float *x = static_cast<const float *>(params[0]), *dy = static_cast<const float *>(params[1]);
-  float *dw = static_cast<float *>(params[3]);
-  const Conv s(shapes[0], shapes[2]);
-  if (use_winograd(s)) {
-    grad_weight_winograd(x, dy, s, dw);
-    return 0;
-  }
-  const int64_t group = std::max<int64_t>(1, std::min({s.n, kColumns / s.hw, kColFloats / (s.ckk * s.hw)}));
+void grad_weight_im2col(const float *x, const float *dy, const Conv &s, float *dw) {
+  const int64_t group = image_group(s);
   for (int64_t n0 = 0; n0 < s.n; n0 += group) {
-    const int64_t g = std::min(group, s.n - n0), cols = g * s.hw;
-    float *col = scratch(&col_buffer, s.ckk * cols);
-    float *grad = scratch(&dy_columns, s.o * cols);
-#pragma omp parallel for schedule(static) collapse(2)
-    for (int64_t tap = 0; tap < s.ckk; ++tap)
-      for (int64_t b = 0; b < g; ++b) im2col_tap(x, s, n0 + b, tap, 0, s.h, col + tap * cols + b * s.hw);
-#pragma omp parallel for schedule(static) collapse(2)
-    for (int64_t r = 0; r < s.o; ++r)
-      for (int64_t b = 0; b < g; ++b)
-        std::memcpy(grad + r * cols + b * s.hw, dy + ((n0 + b) * s.o + r) * s.hw, s.hw * sizeof(float));
+    const int64_t g = std::min(group, s.n - n0), cols = g * s.ohw;
+    float *col = scratch(&col_buffer, s.ckk * cols), *grad = scratch(&dy_columns, s.o * cols);
+    im2col_images(x, s, n0, g, col);
+    images_to_sides(dy + n0 * s.o * s.ohw, s.o, g, s.ohw, grad);
     gemm_nt(s.o, s.ckk, cols, grad, col, n0 == 0 ? 0.f : 1.f, dw);
   }
+}
+
+// Inputs x (n, c, h, w), weight (o, c, k, k) with k odd; output y (n, o, oh, ow).
+int conv_forward(void **params, int64_t **shapes, int64_t stride) {
+  conv_no_bias(static_cast<const float *>(params[0]), Conv(shapes[0], shapes[1], stride),
+               static_cast<const float *>(params[1]), static_cast<float *>(params[2]));
   return 0;
 }
+
+// Inputs x (n, c, h, w) for its shape, dy (n, o, oh, ow), weight (o, c, k, k); output dx (n, c, h, w).
+int conv_grad_input(void **params, int64_t **shapes, int64_t stride) {
+  const Conv s(shapes[0], shapes[2], stride);
+  const float *dy = static_cast<const float *>(params[1]), *weight = static_cast<const float *>(params[2]);
+  float *dx = static_cast<float *>(params[3]);
+  if (stride == 1) {
+    grad_input_turned(dy, weight, s, dx);
+  } else {
+    grad_input_col2im(dy, weight, s, dx);
+  }
+  return 0;
+}
+
+// Inputs x (n, c, h, w), dy (n, o, oh, ow), weight (o, c, k, k) for its shape; output dw (o, c, k, k).
+int conv_grad_weight(void **params, int64_t **shapes, int64_t stride) {
+  const float *x = static_cast<const float *>(params[0]), *dy = static_cast<const float *>(params[1]);
+  float *dw = static_cast<float *>(params[3]);
+  const Conv s(shapes[0], shapes[2], stride);
+  if (use_winograd(s)) {
+    grad_weight_winograd(x, dy, s, dw);
+  } else {
+    grad_weight_im2col(x, dy, s, dw);
+  }
+  return 0;
+}
+}  // namespace
+
+#define YOLO_AOT(name) \
+  extern "C" int name(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream, \
+                      void *extra)
+
+YOLO_AOT(ConvBias) { return conv_bias_act(params, shapes, false, 1); }
+YOLO_AOT(ConvBiasLeaky) { return conv_bias_act(params, shapes, true, 1); }
+YOLO_AOT(ConvBiasStride2) { return conv_bias_act(params, shapes, false, 2); }
+YOLO_AOT(ConvBiasLeakyStride2) { return conv_bias_act(params, shapes, true, 2); }
+YOLO_AOT(DepthwiseBias) { return conv_bias_act(params, shapes, false, 1, true); }
+YOLO_AOT(DepthwiseBiasLeaky) { return conv_bias_act(params, shapes, true, 1, true); }
+YOLO_AOT(DepthwiseBiasStride2) { return conv_bias_act(params, shapes, false, 2, true); }
+YOLO_AOT(DepthwiseBiasLeakyStride2) { return conv_bias_act(params, shapes, true, 2, true); }
+YOLO_AOT(ConvSame) { return conv_forward(params, shapes, 1); }
+YOLO_AOT(ConvSameGradInput) { return conv_grad_input(params, shapes, 1); }
+YOLO_AOT(ConvSameGradWeight) { return conv_grad_weight(params, shapes, 1); }
+YOLO_AOT(ConvStride2) { return conv_forward(params, shapes, 2); }
+YOLO_AOT(ConvStride2GradInput) { return conv_grad_input(params, shapes, 2); }
+YOLO_AOT(ConvStride2GradWeight) { return conv_grad_weight(params, shapes, 2); }

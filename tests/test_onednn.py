@@ -1,0 +1,109 @@
+"""No convolution on oneDNN's reference kernels, whatever the CPU: MindSpore's oneDNN is capped at AVX2 (it runs
+reference convolutions on AVX-512), the CPU kernels' own copy keeps every instruction set the CPU has."""
+import os
+import subprocess
+import sys
+
+import mindspore as ms
+import pytest
+
+from conftest import REPO, TINY_CFG
+from src import onednn
+from src.checkpoint import network_parameters, save_checkpoint
+
+SAMPLE = os.path.join(REPO, "samples", sorted(os.listdir(os.path.join(REPO, "samples")))[0])
+
+
+def clean_env(**extra: str) -> dict:
+    """The environment without any oneDNN setting of the user's, with oneDNN's verbose output on."""
+    env = {k: v for k, v in os.environ.items() if k not in onednn.USER_SETTINGS and k != "ONEDNN_VERBOSE"}
+    return {**env, "ONEDNN_VERBOSE": "1", **extra}
+
+
+def run_verbose(*argv: str) -> str:
+    proc = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=900,
+                          env=clean_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "onednn_verbose" in proc.stdout  # the verbose output was on and read
+    return proc.stdout
+
+
+def random_checkpoint(config_argv, path: str) -> str:
+    from model_utils.config import load_config
+    from src.yolo import build_network
+    save_checkpoint(network_parameters(build_network(load_config(config_argv))), path)
+    return path
+
+
+@pytest.mark.parametrize("config", [TINY_CFG, None], ids=["yolov3_tiny", "yolov3"])
+def test_inference_runs_no_reference_convolution(config, tmp_path):
+    argv = ["--config_path", config] if config else []
+    ckpt = random_checkpoint(argv, str(tmp_path / "random.ckpt"))
+    out = run_verbose("predict.py", *argv, "--pretrained", ckpt, "--input", SAMPLE, "--output_dir",
+                      str(tmp_path / "pred"), "--score_threshold", "0.5")
+    assert onednn.reference_kernels(onednn.convolution_implementations(out)) == []
+    assert os.path.exists(tmp_path / "pred" / "detections.json")
+
+
+def test_training_runs_no_reference_convolution(tmp_path):
+    from src.synthetic import make_dataset
+    make_dataset(str(tmp_path / "data"), 4, 2, size=128, min_size=24, max_size=50)
+    out = run_verbose("train.py", "--config_path", TINY_CFG, "--data_dir", str(tmp_path / "data"),
+                      "--training_shape", "128", "--per_batch_size", "2", "--max_epoch", "1",
+                      "--ckpt_path", str(tmp_path / "run"))
+    convolutions = onednn.convolution_implementations(out)
+    assert convolutions, "the heads' 1x1 convolutions run on MindSpore's oneDNN in training"
+    assert onednn.reference_kernels(convolutions) == []
+
+
+def isa_in_subprocess(**env: str) -> str:
+    code = "import src.layers; from src import onednn; print(onednn.mindspore_isa())"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**clean_env(), "ONEDNN_VERBOSE": "0", **env})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_mindspore_is_capped_at_avx2_unless_the_user_says_otherwise():
+    assert isa_in_subprocess() == "AVX2"
+    assert isa_in_subprocess(ONEDNN_MAX_CPU_ISA="SSE41") == "SSE4.1"
+
+
+def test_the_kernels_sgemm_keeps_the_cpus_instruction_set():
+    from src import cpu_kernels
+    ms.set_context(device_target="CPU")
+    with open("/proc/cpuinfo") as f:
+        avx512 = "avx512f" in f.read().split()
+    isa = cpu_kernels.sgemm_isa()
+    assert isa.startswith(("AVX512", "AVX10")) if avx512 else isa.startswith("AVX2"), isa
+
+
+def test_verbose_lines_are_parsed():
+    text = "\n".join([
+        "onednn_verbose,v1,info,cpu,isa:Intel AVX2",
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,jit_uni_ncsp:conv+ref:any,forward_training,src:f32",
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,x64:gemm:jit,backward_data,src:f32",
+        "onednn_verbose,v1,primitive,exec,cpu,eltwise,ref:any,forward_training,src:f32",
+        "onednn_verbose,primitive,exec,cpu,convolution,brgconv:avx2,forward_inference,src:f32",
+        "some other line,exec,cpu,convolution,ref",
+    ])
+    convs = onednn.convolution_implementations(text)
+    assert convs == ["jit_uni_ncsp:conv+ref:any", "x64:gemm:jit", "brgconv:avx2"]
+    assert onednn.reference_kernels(convs) == ["jit_uni_ncsp:conv+ref:any"]
+
+
+def test_verbose_record_collects_the_convolutions_mindspore_runs():
+    from mindspore import Tensor, nn
+    import numpy as np
+    import src.layers  # noqa: F401  the cap, as every network gets it
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", jit_config={"jit_level": "O0"})
+    conv = nn.Conv2d(4, 8, 3, 2, pad_mode="pad", padding=1)
+    x = Tensor(np.ones((1, 4, 16, 16), np.float32))
+    with onednn.verbose_record() as lines:
+        y = conv(x).asnumpy()
+    assert y.shape == (1, 8, 8, 8)
+    convs = onednn.convolution_implementations("\n".join(lines))
+    assert len(convs) == 1 and onednn.reference_kernels(convs) == []
+    with onednn.verbose_record() as later:
+        pass
+    assert later == []
