@@ -125,6 +125,9 @@ def test_yolo_round_trip(tmp_path):
     coco, got = load_split(out)
     assert [(c["id"], c["name"]) for c in coco["categories"]] == [(1, "dog"), (2, "cat"), (3, "bird")]
     assert_round_trip(got)
+    from src.dataset import CocoTrainSet
+    data = CocoTrainSet(str(out / "annotations" / "instances_train2017.json"), str(out / "train2017"))
+    assert data.names == YOLO_CLASSES and len(data) == 2 and data.load(0) is not None
 
 
 def test_yolo_boxes_clipped_to_the_image(tmp_path):
