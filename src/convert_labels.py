@@ -6,14 +6,16 @@
         --output_dir data/ds --split train [--classes ds/classes.txt]
 
 writes OUTPUT_DIR/annotations/instances_SPLIT2017.json and puts the images in
-OUTPUT_DIR/SPLIT2017/ (hard links where the file system allows, else copies).
+OUTPUT_DIR/SPLIT2017/ (hard links where the file system allows, else copies;
+when --images already is that folder they stay where they are).
 Every label file is checked before anything is written; the first bad one is
 an error naming it.
 
 VOC: one XML per image (its <filename> in --images, else the image named like
-the XML); pixel coordinates are 1-based and inclusive, so COCO x = xmin - 1 and
-w = xmax - xmin + 1; image sizes from <size>, else from the image; `difficult`
-objects become iscrowd boxes (training skips them, COCO eval ignores them).
+the XML; images without an XML are left out); pixel coordinates are 1-based
+and inclusive, so COCO x = xmin - 1 and w = xmax - xmin + 1; image sizes from
+<size>, else from the image; `difficult` objects become iscrowd boxes
+(training skips them, COCO eval ignores them).
 Category ids 1..N follow --classes (one name a line) or else the sorted names
 found: give the same --classes file for every split.
 YOLO: one `class cx cy w h` line per box, normalised to 0..1, in LABELS/STEM.txt

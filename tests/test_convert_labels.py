@@ -213,3 +213,14 @@ def test_existing_output_is_kept(tmp_path):
     proc = convert(*args, check=False)
     assert proc.returncode != 0 and "already exists" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert ann.read_bytes() == before
+
+
+def test_images_already_in_place(tmp_path):
+    root = tmp_path / "coco"
+    write_images(root / "val2017")
+    write_yolo(tmp_path / "labels")
+    convert("--format", "yolo", "--images", str(root / "val2017"), "--labels", str(tmp_path / "labels"),
+            "--output_dir", str(root), "--split", "val")
+    _, got = load_split(root, "val")
+    assert_round_trip(got)
+    assert sorted(os.listdir(root)) == ["annotations", "val2017"]
