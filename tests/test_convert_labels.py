@@ -1,0 +1,226 @@
+"""src.convert_labels: VOC XML and YOLO txt written here come back as the same COCO boxes; bad files are
+one-line errors naming the file, with nothing written."""
+import json
+import os
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import run_script
+
+# (file name, width, height, [(class name, x1, y1, x2, y2) in pixels])
+IMAGES = [
+    ("street.jpg", 120, 90, [("dog", 10.3, 20.7, 60.2, 80.9), ("cat", 70.0, 5.5, 119.6, 44.4)]),
+    ("park.png", 64, 100, [("bird", 0.0, 0.0, 31.7, 12.2), ("dog", 20.4, 50.5, 63.0, 99.5),
+                           ("cat", 5.0, 60.0, 15.0, 70.0)]),
+    ("empty.jpg", 50, 40, []),
+]
+YOLO_CLASSES = ["dog", "cat", "bird"]  # deliberately not sorted: ids must follow this file
+
+
+def convert(*args: str, check: bool = True):
+    return run_script(sys.executable, "-m", "src.convert_labels", *args, check=check)
+
+
+def write_images(folder):
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name, w, h, _ in IMAGES:
+        cv2.imwrite(os.path.join(folder, name), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def write_voc(folder, with_size=True):
+    """VOC convention: 1-based inclusive pixel indices, so a box [x1, x2) has xmin x1 + 1, xmax x2."""
+    os.makedirs(folder, exist_ok=True)
+    for name, w, h, boxes in IMAGES:
+        objs = "".join(
+            f"<object><name>{c}</name><difficult>0</difficult><bndbox><xmin>{round(x1) + 1}</xmin>"
+            f"<ymin>{round(y1) + 1}</ymin><xmax>{round(x2)}</xmax><ymax>{round(y2)}</ymax></bndbox></object>"
+            for c, x1, y1, x2, y2 in boxes)
+        size = f"<size><width>{w}</width><height>{h}</height><depth>3</depth></size>" if with_size else ""
+        with open(os.path.join(folder, os.path.splitext(name)[0] + ".xml"), "w") as f:
+            f.write(f"<annotation><folder>x</folder><filename>{name}</filename>{size}{objs}</annotation>")
+
+
+def write_yolo(folder):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "classes.txt"), "w") as f:
+        f.write("\n".join(YOLO_CLASSES) + "\n")
+    for name, w, h, boxes in IMAGES:
+        if not boxes:
+            continue  # an image without a label file: no boxes
+        with open(os.path.join(folder, os.path.splitext(name)[0] + ".txt"), "w") as f:
+            for c, x1, y1, x2, y2 in boxes:
+                f.write(f"{YOLO_CLASSES.index(c)} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
+                        f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}\n")
+
+
+def load_split(root, split="train"):
+    with open(os.path.join(root, "annotations", f"instances_{split}2017.json")) as f:
+        coco = json.load(f)
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    got = {}
+    for img in coco["images"]:
+        assert os.path.isfile(os.path.join(root, f"{split}2017", img["file_name"]))
+        got[img["file_name"]] = (img["width"], img["height"], [
+            (names[a["category_id"]], a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
+             a["bbox"][1] + a["bbox"][3]) for a in coco["annotations"] if a["image_id"] == img["id"]])
+    return coco, got
+
+
+def assert_round_trip(got):
+    assert sorted(got) == sorted(name for name, *_ in IMAGES)
+    for name, w, h, boxes in IMAGES:
+        gw, gh, gboxes = got[name]
+        assert (gw, gh) == (w, h)
+        assert [b[0] for b in gboxes] == [b[0] for b in boxes]
+        np.testing.assert_allclose(np.array([b[1:] for b in gboxes]).reshape(-1, 4),
+                                   np.array([b[1:] for b in boxes]).reshape(-1, 4), atol=0.5)
+
+
+@pytest.mark.parametrize("with_size", [True, False])
+def test_voc_round_trip(tmp_path, with_size):
+    write_images(tmp_path / "images")
+    write_voc(tmp_path / "xml", with_size)
+    out = tmp_path / "coco"
+    proc = convert("--format", "voc", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "xml"),
+                   "--output_dir", str(out), "--split", "train")
+    assert "3 images (1 without boxes) and 5 boxes" in proc.stdout
+    coco, got = load_split(out)
+    assert [c["name"] for c in coco["categories"]] == ["bird", "cat", "dog"]
+    assert [c["id"] for c in coco["categories"]] == [1, 2, 3]
+    assert_round_trip(got)
+
+
+def test_voc_classes_file_difficult_and_clipping(tmp_path):
+    write_images(tmp_path / "images")
+    os.makedirs(tmp_path / "xml")
+    (tmp_path / "xml" / "street.xml").write_text(
+        "<annotation><filename>street.jpg</filename><size><width>120</width><height>90</height></size>"
+        "<object><name>cat</name><difficult>1</difficult><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>20</xmax>"
+        "<ymax>20</ymax></bndbox></object>"
+        "<object><name>dog</name><bndbox><xmin>100</xmin><ymin>-5</ymin><xmax>150</xmax><ymax>30</ymax>"
+        "</bndbox></object>"
+        "<object><name>dog</name><bndbox><xmin>200</xmin><ymin>5</ymin><xmax>250</xmax><ymax>30</ymax>"
+        "</bndbox></object></annotation>")
+    (tmp_path / "names.txt").write_text("dog\ncat\nbird\n")
+    proc = convert("--format", "voc", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "xml"),
+                   "--output_dir", str(tmp_path / "coco"), "--split", "val", "--classes", str(tmp_path / "names.txt"))
+    assert "clipped 2 boxes to their image (1 left empty, dropped)" in proc.stdout
+    coco, got = load_split(tmp_path / "coco", "val")
+    assert [(c["id"], c["name"]) for c in coco["categories"]] == [(1, "dog"), (2, "cat"), (3, "bird")]
+    assert [a["iscrowd"] for a in coco["annotations"]] == [1, 0]
+    assert got["street.jpg"][2] == [("cat", 0.0, 0.0, 20.0, 20.0), ("dog", 99.0, 0.0, 120.0, 30.0)]
+
+
+def test_yolo_round_trip(tmp_path):
+    write_images(tmp_path / "images")
+    write_yolo(tmp_path / "labels")
+    out = tmp_path / "coco"
+    proc = convert("--format", "yolo", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"),
+                   "--output_dir", str(out), "--split", "train")
+    assert "3 images (1 without boxes) and 5 boxes" in proc.stdout
+    coco, got = load_split(out)
+    assert [(c["id"], c["name"]) for c in coco["categories"]] == [(1, "dog"), (2, "cat"), (3, "bird")]
+    assert_round_trip(got)
+    from src.dataset import CocoTrainSet
+    data = CocoTrainSet(str(out / "annotations" / "instances_train2017.json"), str(out / "train2017"))
+    assert data.names == YOLO_CLASSES and len(data) == 2 and data.load(0) is not None
+
+
+def test_yolo_boxes_clipped_to_the_image(tmp_path):
+    write_images(tmp_path / "images")
+    write_yolo(tmp_path / "labels")
+    (tmp_path / "labels" / "empty.txt").write_text("2 0.9 0.1 0.4 0.4\n")  # 50 x 40: x 35..55, y -4..12
+    convert("--format", "yolo", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"),
+            "--output_dir", str(tmp_path / "coco"), "--split", "train")
+    _, got = load_split(tmp_path / "coco")
+    np.testing.assert_allclose(got["empty.jpg"][2][0][1:], [35.0, 0.0, 50.0, 12.0], atol=0.01)
+    assert got["empty.jpg"][2][0][0] == "bird"
+
+
+def _break_voc_xml(d):
+    (d / "xml" / "park.xml").write_text("<annotation><filename>park.png</filename><object>")
+    return "park.xml"
+
+
+def _break_voc_image(d):
+    os.remove(d / "images" / "street.jpg")
+    return "street.xml"
+
+
+def _break_voc_box(d):
+    (d / "xml" / "park.xml").write_text("<annotation><filename>park.png</filename><object><name>dog</name>"
+                                        "<bndbox><xmin>a</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax>"
+                                        "</bndbox></object></annotation>")
+    return "park.xml"
+
+
+def _break_yolo_columns(d):
+    (d / "labels" / "park.txt").write_text("0 0.5 0.5 0.2 0.2\n1 0.5 0.5 0.2\n")
+    return "park.txt: line 2: expected 5 columns"
+
+
+def _break_yolo_class(d):
+    (d / "labels" / "street.txt").write_text("3 0.5 0.5 0.2 0.2\n")
+    return "street.txt: line 1: class 3 is not an index 0..2"
+
+
+def _break_yolo_image(d):
+    (d / "labels" / "lost.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    return "lost.txt: no image lost.*"
+
+
+def _break_yolo_not_normalised(d):
+    (d / "labels" / "park.txt").write_text("0 32 50 10 10\n")
+    return "park.txt: line 1: cx cy w h must be normalised"
+
+
+def _break_yolo_unreadable_image(d):
+    (d / "images" / "park.png").write_bytes(b"not a png")
+    return "park.png: not a readable image"
+
+
+@pytest.mark.parametrize("fmt,breaker", [
+    ("voc", _break_voc_xml), ("voc", _break_voc_image), ("voc", _break_voc_box),
+    ("yolo", _break_yolo_columns), ("yolo", _break_yolo_class), ("yolo", _break_yolo_image),
+    ("yolo", _break_yolo_not_normalised), ("yolo", _break_yolo_unreadable_image)])
+def test_bad_files_are_one_line_errors(tmp_path, fmt, breaker):
+    write_images(tmp_path / "images")
+    labels = tmp_path / ("xml" if fmt == "voc" else "labels")
+    write_voc(labels) if fmt == "voc" else write_yolo(labels)
+    expected = breaker(tmp_path)
+    out = tmp_path / "coco"
+    proc = convert("--format", fmt, "--images", str(tmp_path / "images"), "--labels", str(labels),
+                   "--output_dir", str(out), "--split", "train", check=False)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert expected in lines[0], lines[0]
+    assert not out.exists()
+
+
+def test_existing_output_is_kept(tmp_path):
+    write_images(tmp_path / "images")
+    write_yolo(tmp_path / "labels")
+    args = ("--format", "yolo", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"),
+            "--output_dir", str(tmp_path / "coco"), "--split", "train")
+    convert(*args)
+    ann = tmp_path / "coco" / "annotations" / "instances_train2017.json"
+    before = ann.read_bytes()
+    proc = convert(*args, check=False)
+    assert proc.returncode != 0 and "already exists" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert ann.read_bytes() == before
+
+
+def test_images_already_in_place(tmp_path):
+    root = tmp_path / "coco"
+    write_images(root / "val2017")
+    write_yolo(tmp_path / "labels")
+    convert("--format", "yolo", "--images", str(root / "val2017"), "--labels", str(tmp_path / "labels"),
+            "--output_dir", str(root), "--split", "val")
+    _, got = load_split(root, "val")
+    assert_round_trip(got)
+    assert sorted(os.listdir(root)) == ["annotations", "val2017"]

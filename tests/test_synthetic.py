@@ -1,0 +1,64 @@
+"""src.synthetic: the default (textured) style is unchanged for a seed; the plain style and the size range."""
+import json
+import sys
+
+import cv2
+import numpy as np
+
+from conftest import run_script
+from src.synthetic import make_dataset, make_image
+
+# make_image(np.random.default_rng(7), 96, 12, 40) four times, produced by src/synthetic.py before the styles
+# were added (commit 1324d30): the objects exactly, and each image's per-channel pixel means (to 0.05, so that
+# OpenCV's resize rounding on another CPU does not matter; any change of the background moves them far more).
+GOLDEN = [
+    ([(0, [3.0, 51.0, 28.0, 28.0])], [146.549, 137.813, 146.651]),
+    ([(2, [43.0, 35.0, 33.0, 33.0]), (1, [3.0, 39.0, 36.0, 36.0])], [157.581, 119.412, 131.913]),
+    ([(0, [60.0, 8.0, 16.0, 16.0])], [159.47, 167.556, 144.008]),
+    ([(2, [1.0, 22.0, 26.0, 26.0]), (2, [64.0, 41.0, 13.0, 13.0]), (0, [39.0, 60.0, 13.0, 13.0]),
+      (1, [22.0, 73.0, 15.0, 15.0])], [157.99, 141.544, 146.116]),
+]
+
+
+def test_default_style_unchanged():
+    rng = np.random.default_rng(7)
+    for objects, means in GOLDEN:
+        img, got = make_image(rng, 96, 12, 40)
+        assert got == objects
+        np.testing.assert_allclose(img.reshape(-1, 3).mean(axis=0), means, atol=0.05)
+
+
+def high_frequency(img: np.ndarray) -> float:
+    return float(np.abs(cv2.Laplacian(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cv2.CV_32F)).mean())
+
+
+def test_plain_style_and_size_range(tmp_path):
+    proc = run_script(sys.executable, "-m", "src.synthetic", "--output_dir", str(tmp_path), "--num_train", "6",
+                      "--num_val", "2", "--image_size", "128", "--style", "plain", "--min_size", "20",
+                      "--max_size", "30", "--seed", "4")
+    assert "wrote 6 train and 2 val plain images" in proc.stdout
+    with open(tmp_path / "annotations" / "instances_train2017.json") as f:
+        coco = json.load(f)
+    assert len(coco["images"]) == 6 and coco["annotations"]
+    sides = [a["bbox"][2] for a in coco["annotations"]]
+    assert min(sides) >= 20 and max(sides) <= 30
+    # the background: plain has far less fine detail than textured; shapes alone keep its Laplacian above 0
+    plain = [make_image(np.random.default_rng(s), 128, 20, 30, "plain")[0] for s in range(4)]
+    textured = [make_image(np.random.default_rng(s), 128, 20, 30, "textured")[0] for s in range(4)]
+    assert max(map(high_frequency, plain)) * 3 < min(map(high_frequency, textured))
+    for img in plain:
+        # near-uniform: the median colour covers most of the image within +-40 per channel
+        assert (np.abs(img.astype(int) - np.median(img.reshape(-1, 3), axis=0)).max(axis=2) <= 40).mean() > 0.6
+
+
+def test_same_seed_same_set_and_bad_sizes(tmp_path):
+    make_dataset(str(tmp_path / "a"), 3, 1, 96, seed=2, min_size=12, max_size=40, style="plain")
+    make_dataset(str(tmp_path / "b"), 3, 1, 96, seed=2, min_size=12, max_size=40, style="plain")
+    for split in ("train2017", "val2017"):
+        a = (tmp_path / "a" / "annotations" / f"instances_{split}.json").read_text()
+        assert a == (tmp_path / "b" / "annotations" / f"instances_{split}.json").read_text()
+    proc = run_script(sys.executable, "-m", "src.synthetic", "--output_dir", str(tmp_path / "c"), "--min_size", "50",
+                      "--max_size", "40", check=False)
+    assert proc.returncode == 1 and proc.stderr.strip() == (
+        "error: object sizes need 2 <= min_size <= max_size < image_size, got 50, 40, 320")
+    assert not (tmp_path / "c").exists()
