@@ -309,6 +309,30 @@ def test_postprocess_errors(shared, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_app_with_diverged_weights(cpp_build, tmp_path):
+    """Boxes that decode to inf in the exported graph: left out and counted, every number written finite."""
+    from test_nonfinite import INF_ROWS_PER_IMAGE, SIZE, write_diverged_checkpoint, write_images
+    ckpt = str(tmp_path / "diverged.ckpt")
+    write_diverged_checkpoint(ckpt)
+    write_images(str(tmp_path / "shapes"))
+    name = str(tmp_path / "diverged")
+    run_script("export.py", "--config_path", TINY_CFG, "--ckpt_file", ckpt, "--file_name", name, "--file_format",
+               "ONNX", "--batch_size", "1", "--testing_shape", str(SIZE))
+    run_script(os.path.join("ascend310_infer", "onnx_for_opencv.py"), "--input", name + ".onnx", "--output",
+               name + "_opencv.onnx")
+    proc = app(cpp_build, f"--model_path={name}_opencv.onnx", f"--dataset_path={tmp_path / 'shapes' / 'val2017'}",
+               f"--image_size={SIZE}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"non-finite rows dropped before NMS: {3 * INF_ROWS_PER_IMAGE}" in proc.stdout
+    files = sorted((tmp_path / "result_Files").iterdir())
+    assert len(files) == 3
+    for path in files:
+        detections = read_result_file(str(path))
+        boxes = np.stack([d[2] for d in detections])
+        assert np.isfinite(boxes).all() and np.isfinite([d[1] for d in detections]).all()
+        assert (boxes >= 0).all() and (boxes[:, :2] + boxes[:, 2:] <= 200 + 1e-3).all()
+
+
 def test_postprocess_leaves_out_nonfinite_lines(shared, tmp_path):
     """Result files the app never writes (an infinity or NaN): left out, counted, strict JSON out."""
     name = json.loads(open(ANN).read())["images"][0]["file_name"]

@@ -50,8 +50,7 @@ def assert_boxes_inside(records, sizes):
         assert x + bw <= w + 1e-2 and y + bh <= h + 1e-2, (r, w, h)
 
 
-@pytest.fixture(scope="module")
-def diverged_ckpt(tmp_path_factory):
+def write_diverged_checkpoint(path: str) -> None:
     """yolov3-tiny, untrained, with head biases that make anchor 0 of the stride-32 head decode to w = h = inf
     (exp overflows float32), anchor 1 to huge but finite boxes, all three confident of class 0."""
     from model_utils.config import load_config
@@ -67,16 +66,26 @@ def diverged_ckpt(tmp_path_factory):
     bias[:, 4] = 10.0
     bias[:, 5] = 10.0
     conv.bias.set_data(ms.Tensor(bias.reshape(-1)))
-    path = str(tmp_path_factory.mktemp("diverged") / "diverged.ckpt")
     save_checkpoint(network_parameters(network), path)
+
+
+def write_images(root: str) -> None:
+    """Three 200 x 200 synthetic images in COCO layout (val2017 and its annotations)."""
+    from src.synthetic import make_dataset
+    make_dataset(root, 0, 3, size=200)
+
+
+@pytest.fixture(scope="module")
+def diverged_ckpt(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("diverged") / "diverged.ckpt")
+    write_diverged_checkpoint(path)
     return path
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    from src.synthetic import make_dataset
     root = str(tmp_path_factory.mktemp("shapes"))
-    make_dataset(root, 0, 3, size=200)
+    write_images(root)
     return root
 
 
