@@ -27,7 +27,7 @@ const char kTimeDir[] = "time_Result";
 struct RunStats {
   int images = 0;
   int skipped = 0;
-  int nonfinite_rows = 0;  // rows with an infinity or NaN, left out before NMS
+  int nonfinite_rows = 0;  // rows left out before NMS as non-finite (Selection)
   double infer_ms = 0.0;  // graph execution only
   double total_ms = 0.0;  // read, preprocess, infer, NMS, write
 };
