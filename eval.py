@@ -64,8 +64,8 @@ def detect_images(detector: Detector, paths: List[str], image_ids: List[int], ca
                 batch.append((k, item))
             if batch and (len(batch) == bs or n == len(indices) - 1):
                 rows = detector.forward(np.stack([p[0] for _, p in batch]))
-                for (k_img, (_, mapping)), r in zip(batch, rows):
-                    det = detector.postprocess(r, mapping)
+                for (k_img, (_, mapping, image_size)), r in zip(batch, rows):
+                    det = detector.postprocess(r, mapping, image_size)
                     results += [{"image_id": int(image_ids[k_img]), "category_id": int(cat_ids[label]),
                                  "bbox": [round(float(v), 3) for v in box], "score": round(float(score), 5)}
                                 for box, score, label in zip(det.boxes, det.scores, det.labels)
@@ -116,6 +116,7 @@ def run_eval(config) -> Optional[dict]:
     indices = list(range(config.rank, len(paths), config.group_size)) if config.is_distributed \
         else list(range(len(paths)))
     results, skipped = detect_images(detector, paths, image_ids, cat_ids, indices)
+    detector.log_nonfinite()
     if config.is_distributed:
         gathered = gather_parts(config, results, skipped)
         if gathered is None:

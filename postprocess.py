@@ -5,7 +5,9 @@ detection (image pixels). Detections become COCO results exactly as eval.py make
 ids in label order, bbox rounded to 3 decimals, score to 5), are scored with pycocotools, and
 OUTPUT_DIR receives predictions.json, stats.json (the keys of eval.py's) and acc.log (the
 pycocotools summary). Images of the annotation file without a result file (skipped by the app as
-unreadable, or missing) count as skipped, with no detections, as in eval.py.
+unreadable, or missing) count as skipped, with no detections, as in eval.py. A line with an
+infinity or NaN (which the app never writes) is left out and counted, so that predictions.json
+stays strict JSON.
 
     python postprocess.py --result_files ./result_Files --ann_file instances_val2017.json --output_dir .
 """
@@ -61,21 +63,25 @@ def list_result_files(result_dir: str) -> Dict[str, str]:
     return {n[:-len(RESULT_SUFFIX)]: os.path.join(result_dir, n) for n in names}
 
 
-def coco_results(coco, files: Dict[str, str]) -> Tuple[List[dict], int]:
-    """COCO results in eval.py's order (image id, then the app's score order); and how many
-    images of the annotation file have no result file."""
+def coco_results(coco, files: Dict[str, str]) -> Tuple[List[dict], int, int]:
+    """COCO results in eval.py's order (image id, then the app's score order); how many images of
+    the annotation file have no result file; how many lines were left out as not finite."""
     cat_ids = category_ids(coco)
     results: List[dict] = []
     missing = 0
+    nonfinite = 0
     for image_id in sorted(coco.getImgIds()):
         path = files.get(os.path.basename(coco.imgs[image_id]["file_name"]))
         if path is None:
             missing += 1
             continue
-        results += [{"image_id": int(image_id), "category_id": int(cat_ids[label]),
-                     "bbox": [round(float(v), 3) for v in box], "score": round(float(score), 5)}
-                    for label, score, box in read_result_file(path) if 0 <= label < len(cat_ids)]
-    return results, missing
+        for label, score, box in read_result_file(path):
+            if not (np.isfinite(score) and np.isfinite(box).all()):
+                nonfinite += 1
+            elif 0 <= label < len(cat_ids):
+                results.append({"image_id": int(image_id), "category_id": int(cat_ids[label]),
+                                "bbox": [round(float(v), 3) for v in box], "score": round(float(score), 5)})
+    return results, missing, nonfinite
 
 
 def run(result_dir: str, ann_file: str, output_dir: str) -> dict:
@@ -83,7 +89,7 @@ def run(result_dir: str, ann_file: str, output_dir: str) -> dict:
     files = list_result_files(result_dir)
     known = {os.path.basename(im["file_name"]) for im in coco.imgs.values()}
     unmatched = sorted(set(files) - known)
-    results, missing = coco_results(coco, files)
+    results, missing, nonfinite = coco_results(coco, files)
     os.makedirs(output_dir, exist_ok=True)
     write_json(os.path.join(output_dir, "predictions.json"), results)  # before pycocotools adds its fields
     stats, summary, _ = evaluate(coco, results)
@@ -93,6 +99,8 @@ def run(result_dir: str, ann_file: str, output_dir: str) -> dict:
     write_json(os.path.join(output_dir, "stats.json"), stats)
     write_text(os.path.join(output_dir, "acc.log"), f"{summary}\n{counts}\n")
     logger = get_logger()
+    if nonfinite:
+        logger.warning("result lines with an infinity or NaN left out: %d", nonfinite)
     logger.info("\n=============coco eval result=========\n%s", summary)
     logger.info("%s; results in %s", counts, output_dir)
     return stats

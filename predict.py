@@ -135,6 +135,7 @@ def main() -> None:
     else:
         raise UserError(f"unsupported input {source}: expected an image ({', '.join(IMAGE_EXTS)}), "
                         f"a video ({', '.join(VIDEO_EXTS)}), a folder or a camera index")
+    detector.log_nonfinite()
     write_json(os.path.join(out_dir, "detections.json"), records)
     get_logger().info("%d detections written to %s", len(records), os.path.join(out_dir, "detections.json"))
 

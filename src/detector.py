@@ -1,6 +1,6 @@
 """Building the inference model from a config and running it on images (eval and predict)."""
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import mindspore as ms
@@ -9,6 +9,7 @@ from mindspore import nn
 from src.checkpoint import build_with_weights
 from src.errors import UserError
 from src.layers import fold_batchnorm, use_cpu_inference_kernels
+from src.logger import get_logger
 from src.nms import select_detections
 from src.transforms import Mapping, boxes_to_image, preprocess
 from src.yolo import build_network
@@ -21,6 +22,17 @@ class Detections:
     boxes: np.ndarray
     scores: np.ndarray
     labels: np.ndarray
+
+
+def clip_to_image(xywh: np.ndarray, image_size: Tuple[int, int]) -> np.ndarray:
+    """(x, y, w, h) boxes cut to the (height, width) image, as darknet's COCO writer (print_cocos) does;
+    a box wholly outside becomes an empty one on the border."""
+    h, w = image_size
+    x1 = np.clip(xywh[:, 0], 0, w)
+    y1 = np.clip(xywh[:, 1], 0, h)
+    x2 = np.clip(xywh[:, 0] + xywh[:, 2], 0, w)
+    y2 = np.clip(xywh[:, 1] + xywh[:, 3], 0, h)
+    return np.stack([x1, y1, x2 - x1, y2 - y1], 1).astype(xywh.dtype, copy=False)
 
 
 def check_input_size(size: int) -> int:
@@ -41,7 +53,11 @@ def build_detection_model(config, weights: Optional[str]) -> nn.Cell:
 
 
 class Detector:
-    """Batched inference at a fixed input size; short batches are padded so the graph compiles once."""
+    """Batched inference at a fixed input size; short batches are padded so the graph compiles once.
+
+    Boxes come out clipped to the image; non-finite rows (select_detections) are left out and counted
+    in `nonfinite_rows` (log_nonfinite reports the count).
+    """
 
     def __init__(self, config, weights: str, batch_size: int):
         self.size = check_input_size(config.testing_shape)
@@ -52,9 +68,11 @@ class Detector:
         self.max_boxes = config.max_boxes
         self.model = build_detection_model(config, weights)
         use_cpu_inference_kernels(self.model)
+        self.nonfinite_rows = 0
 
-    def prepare(self, img_bgr: np.ndarray):
-        return preprocess(img_bgr, self.size, self.letterbox)
+    def prepare(self, img_bgr: np.ndarray) -> Tuple[np.ndarray, Mapping, Tuple[int, int]]:
+        """The network input, its box mapping and the image's (height, width)."""
+        return preprocess(img_bgr, self.size, self.letterbox) + (img_bgr.shape[:2],)
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         n = batch.shape[0]
@@ -63,13 +81,23 @@ class Detector:
             batch = np.concatenate([batch, pad])
         return self.model(ms.Tensor(batch)).asnumpy()[:n]
 
-    def postprocess(self, rows: np.ndarray, mapping: Mapping,
+    def postprocess(self, rows: np.ndarray, mapping: Mapping, image_size: Tuple[int, int],
                     score_threshold: Optional[float] = None) -> Detections:
         thr = self.score_threshold if score_threshold is None else score_threshold
-        boxes, scores, labels = select_detections(rows, thr, self.nms_threshold, self.max_boxes)
-        return Detections(boxes_to_image(boxes, mapping), scores, labels)
+        selected = select_detections(rows, thr, self.nms_threshold, self.max_boxes)
+        self.nonfinite_rows += selected.nonfinite_rows
+        boxes = clip_to_image(boxes_to_image(selected.boxes, mapping), image_size)
+        return Detections(boxes, selected.scores, selected.labels)
 
     def detect(self, images: Sequence[np.ndarray], score_threshold: Optional[float] = None) -> List[Detections]:
         prepared = [self.prepare(img) for img in images]
         rows = self.forward(np.stack([p[0] for p in prepared]))
-        return [self.postprocess(r, p[1], score_threshold) for r, p in zip(rows, prepared)]
+        return [self.postprocess(r, p[1], p[2], score_threshold) for r, p in zip(rows, prepared)]
+
+    def log_nonfinite(self) -> None:
+        """The run's one line on the rows dropped as non-finite (a warning when there were any)."""
+        if self.nonfinite_rows:
+            get_logger().warning("non-finite rows dropped before NMS: %d (a box or score with inf/NaN, or a box "
+                                 "too large to compare: untrained or diverged weights?)", self.nonfinite_rows)
+        else:
+            get_logger().info("non-finite rows dropped before NMS: 0")

@@ -1,7 +1,10 @@
-"""The one NMS: score filter, greedy per-class NMS and top-k over decoded rows."""
-from typing import Tuple
+"""The one NMS: non-finite rows dropped, score filter, greedy per-class NMS and top-k over decoded rows."""
+from typing import NamedTuple
 
 import numpy as np
+
+# The largest box area NMS takes: half the float32 range, so that the IoU's union of two areas is finite.
+MAX_AREA = np.finfo(np.float32).max / 2
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: int = 0) -> np.ndarray:
@@ -29,13 +32,30 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: i
     return np.array(keep, np.int64)
 
 
-def select_detections(rows: np.ndarray, score_threshold: float, iou_threshold: float,
-                      max_boxes: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decoded rows (N, 5+C) of one image -> (boxes cx,cy,w,h, scores, labels) after per-class NMS.
+class Selection(NamedTuple):
+    """One image's detections in network pixels, and how many of its rows were not finite."""
+    boxes: np.ndarray  # (K, 4) cx, cy, w, h
+    scores: np.ndarray
+    labels: np.ndarray
+    nonfinite_rows: int
 
+
+def select_detections(rows: np.ndarray, score_threshold: float, iou_threshold: float,
+                      max_boxes: int) -> Selection:
+    """Decoded rows (N, 5+C) of one image -> its detections after per-class NMS.
+
+    Rows holding an infinity or NaN, or a box whose area exceeds MAX_AREA, are
+    dropped first and counted as non-finite: exp() of a large raw w/h overflows
+    float32 in an untrained or diverged model, and such a box can neither be
+    compared in NMS nor written as JSON.
     score = objectness x class probability; every class above the threshold
     counts (a box may be reported for several classes), as darknet does.
     """
+    with np.errstate(over="ignore", invalid="ignore"):
+        finite = np.isfinite(rows).all(1) & (rows[:, 2] * rows[:, 3] <= MAX_AREA)
+    nonfinite_rows = int(finite.size - np.count_nonzero(finite))
+    if nonfinite_rows:
+        rows = rows[finite]
     scores_all = rows[:, 4:5] * rows[:, 5:]
     idx, labels = np.nonzero(scores_all > score_threshold)
     scores = scores_all[idx, labels]
@@ -48,4 +68,4 @@ def select_detections(rows: np.ndarray, score_threshold: float, iou_threshold: f
         keep.append(members[nms(xywh[members], scores[members], iou_threshold, max_boxes)])
     keep = np.concatenate(keep) if keep else np.zeros(0, np.int64)
     keep = keep[np.argsort(-scores[keep], kind="stable")][:max_boxes]
-    return cxcywh[keep], scores[keep], labels[keep]
+    return Selection(cxcywh[keep], scores[keep], labels[keep], nonfinite_rows)

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import COCO_TINY, REPO, TINY_CFG, _need, run_script
 from postprocess import read_result_file
+from src.detector import clip_to_image
 from src.nms import nms, select_detections
 from src.transforms import boxes_to_image, letterbox, preprocess, stretch
 
@@ -89,7 +90,8 @@ def assert_one_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
 # ---- (a) the shared C++ code against the Python implementation, on random inputs
 
 def random_rows(rng: np.random.Generator, n: int = 600, classes: int = 6, size: int = 416) -> np.ndarray:
-    """Decoded rows in clusters (so that NMS has work), with exact score ties and empty boxes."""
+    """Decoded rows in clusters (so that NMS has work), with exact score ties, empty boxes, boxes
+    reaching out of the image and rows with an infinity or NaN (as from diverged weights)."""
     centres = rng.uniform(0, size, (12, 2))
     cxcy = centres[rng.integers(0, 12, n)] + rng.normal(0, 8, (n, 2))
     wh = rng.uniform(4, 120, (n, 2))
@@ -98,6 +100,12 @@ def random_rows(rng: np.random.Generator, n: int = 600, classes: int = 6, size: 
     rows = np.concatenate([cxcy, wh, obj, cls], 1).astype(np.float32)
     rows[rng.integers(0, n, 40), 4:] = rows[0, 4:]
     rows[:5, 2:4] = 0
+    rows[5:15, 2:4] *= 8
+    rows[15:20, 2] = np.inf
+    rows[20:23, 3] = np.nan
+    rows[23:25, 0] = -np.inf
+    rows[25:27, 5] = np.nan
+    rows[27:29, 2:4] = 1e20  # finite, but the area overflows float32
     return rows
 
 
@@ -124,15 +132,18 @@ def test_decode_matches_python(cpp_build, tmp_path, score_thr, iou_thr, max_boxe
         image = np.zeros((h, w, 3), np.uint8)
         mapping = (letterbox if case % 2 == 0 else stretch)(image, 416)[1]
         rows.tofile(tmp_path / "rows.f32")
-        check(cpp_build, "decode", "rows.f32", str(rows.shape[0]), str(rows.shape[1]),
-              *(repr(float(v)) for v in mapping[:2]), *(str(v) for v in mapping[2:]),
-              str(score_thr), str(iou_thr), str(max_boxes), "out.txt", tmp_path=tmp_path)
+        proc = check(cpp_build, "decode", "rows.f32", str(rows.shape[0]), str(rows.shape[1]),
+                     *(repr(float(v)) for v in mapping[:2]), *(str(v) for v in mapping[2:]), str(w), str(h),
+                     str(score_thr), str(iou_thr), str(max_boxes), "out.txt", tmp_path=tmp_path)
         ours = read_result_file(str(tmp_path / "out.txt"))
-        boxes, scores, labels = select_detections(rows, score_thr, iou_thr, max_boxes)
+        boxes, scores, labels, nonfinite = select_detections(rows, score_thr, iou_thr, max_boxes)
+        assert int(proc.stdout) == nonfinite == 14
         assert len(ours) == len(labels) > 0, case
         assert [d[0] for d in ours] == labels.tolist()
         np.testing.assert_array_equal(np.array([d[1] for d in ours]), scores)
-        np.testing.assert_array_equal(np.stack([d[2] for d in ours]), boxes_to_image(boxes, mapping))
+        ours_boxes = np.stack([d[2] for d in ours])
+        np.testing.assert_array_equal(ours_boxes, clip_to_image(boxes_to_image(boxes, mapping), (h, w)))
+        assert np.isfinite(ours_boxes).all()
         if max_boxes < 100:
             assert len(ours) == max_boxes
 
@@ -238,7 +249,8 @@ def test_unreadable_images_are_counted(cpp_build, tiny_onnx, shared, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = (work / "infer.log").read_text()
     assert "warning: skipping unreadable image" in log and "broken.jpg" in log and "empty.png" in log
-    assert "images: 3, skipped unreadable: 2" in (work / "time_Result" / "test_perform_static.txt").read_text()
+    timing = (work / "time_Result" / "test_perform_static.txt").read_text()
+    assert "images: 3, skipped unreadable: 2" in timing and "non-finite rows dropped before NMS: 0" in timing
     assert sorted(os.listdir(work / "result_Files")) == sorted(f"{im['file_name']}.txt" for im in images[:3])
     stats = json.loads((work / "stats.json").read_text())
     assert stats["images"] == 3 and stats["skipped_images"] == 1
@@ -295,6 +307,46 @@ def test_postprocess_errors(shared, tmp_path):
     assert_one_error(run_script("postprocess.py", "--result_files", str(tmp_path / "bad"), check=False),
                      "--ann_file")
     assert not (tmp_path / "out").exists()
+
+
+def test_app_with_diverged_weights(cpp_build, tmp_path):
+    """Boxes that decode to inf in the exported graph: left out and counted, every number written finite."""
+    from test_nonfinite import INF_ROWS_PER_IMAGE, SIZE, write_diverged_checkpoint, write_images
+    ckpt = str(tmp_path / "diverged.ckpt")
+    write_diverged_checkpoint(ckpt)
+    write_images(str(tmp_path / "shapes"))
+    name = str(tmp_path / "diverged")
+    run_script("export.py", "--config_path", TINY_CFG, "--ckpt_file", ckpt, "--file_name", name, "--file_format",
+               "ONNX", "--batch_size", "1", "--testing_shape", str(SIZE))
+    run_script(os.path.join("ascend310_infer", "onnx_for_opencv.py"), "--input", name + ".onnx", "--output",
+               name + "_opencv.onnx")
+    proc = app(cpp_build, f"--model_path={name}_opencv.onnx", f"--dataset_path={tmp_path / 'shapes' / 'val2017'}",
+               f"--image_size={SIZE}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"non-finite rows dropped before NMS: {3 * INF_ROWS_PER_IMAGE}" in proc.stdout
+    files = sorted((tmp_path / "result_Files").iterdir())
+    assert len(files) == 3
+    for path in files:
+        detections = read_result_file(str(path))
+        boxes = np.stack([d[2] for d in detections])
+        assert np.isfinite(boxes).all() and np.isfinite([d[1] for d in detections]).all()
+        assert (boxes >= 0).all() and (boxes[:, :2] + boxes[:, 2:] <= 200 + 1e-3).all()
+
+
+def test_postprocess_leaves_out_nonfinite_lines(shared, tmp_path):
+    """Result files the app never writes (an infinity or NaN): left out, counted, strict JSON out."""
+    name = json.loads(open(ANN).read())["images"][0]["file_name"]
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / f"{name}.txt").write_text("0 0.9 10 20 30 40\n0 0.8 inf 2 3 4\n1 nan 1 2 3 4\n"
+                                                      "2 0.7 -inf 2 inf 4\n")
+    proc = run_script("postprocess.py", "--result_files", str(tmp_path / "results"), "--ann_file", ANN,
+                      "--output_dir", str(tmp_path / "out"))
+    assert "result lines with an infinity or NaN left out: 3" in proc.stdout
+
+    def reject(constant):
+        raise ValueError(constant)
+    preds = json.loads((tmp_path / "out" / "predictions.json").read_text(), parse_constant=reject)
+    assert [p["bbox"] for p in preds] == [[10, 20, 30, 40]]
 
 
 def test_lowering_rejects_non_onnx(tmp_path):

@@ -56,7 +56,7 @@ def test_select_detections_is_per_class_with_top_k():
     rows[0, 5:] = [0.9, 0.0]
     rows[1, 5:] = [0.9, 0.0]  # same class, overlaps row 0: suppressed
     rows[2, 5:] = [0.0, 0.9]  # other class: kept
-    boxes, scores, labels = select_detections(rows, 0.005, 0.45, 100)
+    boxes, scores, labels, _ = select_detections(rows, 0.005, 0.45, 100)
     assert labels.tolist() == [0, 1]
     np.testing.assert_allclose(scores, [0.81, 0.63], rtol=1e-6)
     np.testing.assert_allclose(boxes[0], [50, 50, 20, 20])

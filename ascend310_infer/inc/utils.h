@@ -1,6 +1,7 @@
 // Code shared by every backend: image listing and reading, the eval.py preprocessing,
-// the score filter, per-class NMS and top-k (src/nms.py), the box mapping back to the
-// image (src/transforms.py) and the result files.
+// the non-finite row filter, score filter, per-class NMS and top-k (src/nms.py), the box
+// mapping back to the image (src/transforms.py), the clipping to it (src/detector.py) and
+// the result files.
 #pragma once
 
 #include <limits>
@@ -26,10 +27,12 @@ struct Mapping {
   int dy;
 };
 
-// A size x size BGR uint8 image as the network sees it, and how it maps to the original.
+// A size x size BGR uint8 image as the network sees it, how it maps to the original, and
+// the original's size.
 struct Preprocessed {
   cv::Mat canvas_bgr;
   Mapping mapping;
+  cv::Size image_size;
 };
 
 struct Box {
@@ -43,6 +46,13 @@ struct Detection {
   Box box;
   float score;
   int label;
+};
+
+// One image's detections, and how many of its rows were left out as non-finite: an infinity or NaN, or
+// a box area over half the float range (one NMS cannot compare).
+struct Selection {
+  std::vector<Detection> detections;
+  int nonfinite_rows = 0;
 };
 
 // The exported graph's output for one image: num_rows x num_cols floats, columns
@@ -82,15 +92,19 @@ cv::Mat ToChwBlob(const cv::Mat& canvas_bgr);
 std::vector<int> Nms(const std::vector<Box>& boxes, const std::vector<float>& scores, float iou_threshold,
                      int max_kept = std::numeric_limits<int>::max());
 
-// Score filter, per-class NMS and top-k on one image's rows; boxes stay cx, cy, w, h in
-// network pixels (src/nms.py select_detections).
-std::vector<Detection> SelectDetections(const Rows& rows, const SelectParams& params);
+// Non-finite rows dropped and counted, then score filter, per-class NMS and top-k on one
+// image's rows; boxes stay cx, cy, w, h in network pixels (src/nms.py select_detections).
+Selection SelectDetections(const Rows& rows, const SelectParams& params);
 
 // Network-pixel (cx, cy, w, h) -> image-pixel (x, y, w, h) (src/transforms.py boxes_to_image).
 Box ToImageBox(const Box& cxcywh, const Mapping& mapping);
 
-// SelectDetections, then every box mapped to the image.
-std::vector<Detection> Decode(const Rows& rows, const Mapping& mapping, const SelectParams& params);
+// An image-pixel (x, y, w, h) box cut to the image, as darknet's COCO writer does; one wholly
+// outside becomes empty on the border (src/detector.py clip_to_image).
+Box ClipToImage(const Box& xywh, const cv::Size& image_size);
+
+// SelectDetections, then every box mapped to the image and clipped to it.
+Selection Decode(const Rows& rows, const Mapping& mapping, const cv::Size& image_size, const SelectParams& params);
 
 // One line per detection: "label score x y w h", floats with 9 significant digits (exact for
 // float32). Written to a temporary file and renamed.

@@ -27,6 +27,7 @@ const char kTimeDir[] = "time_Result";
 struct RunStats {
   int images = 0;
   int skipped = 0;
+  int nonfinite_rows = 0;  // rows left out before NMS as non-finite (Selection)
   double infer_ms = 0.0;  // graph execution only
   double total_ms = 0.0;  // read, preprocess, infer, NMS, write
 };
@@ -62,7 +63,9 @@ void DetectOne(Backend& backend, const std::string& path, const Options& options
   const Rows rows = backend.Infer(input);
   stats.infer_ms += Milliseconds(Clock::now() - infer_start);
   const std::string name = fs::path(path).filename().string();
-  WriteDetections(std::string(kResultDir) + "/" + name + ".txt", Decode(rows, image->mapping, SelectParams{}));
+  const Selection selection = Decode(rows, image->mapping, image->image_size, SelectParams{});
+  stats.nonfinite_rows += selection.nonfinite_rows;
+  WriteDetections(std::string(kResultDir) + "/" + name + ".txt", selection.detections);
   stats.total_ms += Milliseconds(Clock::now() - start);
   ++stats.images;
 }
@@ -72,9 +75,10 @@ std::string TimingReport(const RunStats& stats) {
   std::snprintf(text, sizeof(text),
                 "NN inference cost average time: %.3f ms of infer_count %d\n"
                 "end-to-end average time (read, preprocess, infer, NMS, write): %.3f ms per image\n"
-                "images: %d, skipped unreadable: %d\n",
+                "images: %d, skipped unreadable: %d\n"
+                "non-finite rows dropped before NMS: %d\n",
                 stats.infer_ms / stats.images, stats.images, stats.total_ms / stats.images, stats.images,
-                stats.skipped);
+                stats.skipped, stats.nonfinite_rows);
   return text;
 }
 

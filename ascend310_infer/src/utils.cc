@@ -39,10 +39,24 @@ struct Candidate {
   int label;
 };
 
-std::vector<Candidate> ScoreFilter(const Rows& rows, float score_threshold) {
+// The largest box area NMS takes: half the float range, so that the IoU's union of two areas is finite
+// (src/nms.py MAX_AREA).
+constexpr float kMaxArea = std::numeric_limits<float>::max() / 2;
+
+// No infinity or NaN, and a box area NMS can take.
+bool IsFiniteRow(const float* row, int num_cols) {
+  return std::all_of(row, row + num_cols, [](float v) { return std::isfinite(v); }) && row[2] * row[3] <= kMaxArea;
+}
+
+// Candidates above the threshold from the finite rows (IsFiniteRow); the others are counted.
+std::vector<Candidate> ScoreFilter(const Rows& rows, float score_threshold, int& nonfinite_rows) {
   std::vector<Candidate> candidates;
   for (int i = 0; i < rows.num_rows; ++i) {
     const float* row = rows.Row(i);
+    if (!IsFiniteRow(row, rows.num_cols)) {
+      ++nonfinite_rows;
+      continue;
+    }
     const Box cxcywh{row[0], row[1], row[2], row[3]};
     const Box xywh{row[0] - row[2] / 2.0f, row[1] - row[3] / 2.0f, row[2], row[3]};
     for (int c = 5; c < rows.num_cols; ++c) {
@@ -116,13 +130,13 @@ Preprocessed Letterbox(const cv::Mat& bgr, int size) {
   cv::Mat resized;
   cv::resize(bgr, resized, cv::Size(nw, nh), 0, 0, cv::INTER_LINEAR);
   resized.copyTo(canvas(cv::Rect(dx, dy, nw, nh)));
-  return {canvas, {scale, scale, dx, dy}};
+  return {canvas, {scale, scale, dx, dy}, bgr.size()};
 }
 
 Preprocessed Stretch(const cv::Mat& bgr, int size) {
   cv::Mat resized;
   cv::resize(bgr, resized, cv::Size(size, size), 0, 0, cv::INTER_LINEAR);
-  return {resized, {static_cast<double>(size) / bgr.cols, static_cast<double>(size) / bgr.rows, 0, 0}};
+  return {resized, {static_cast<double>(size) / bgr.cols, static_cast<double>(size) / bgr.rows, 0, 0}, bgr.size()};
 }
 
 Preprocessed Preprocess(const cv::Mat& bgr, int size, bool letterbox) {
@@ -162,8 +176,9 @@ std::vector<int> Nms(const std::vector<Box>& boxes, const std::vector<float>& sc
   return kept;
 }
 
-std::vector<Detection> SelectDetections(const Rows& rows, const SelectParams& params) {
-  const std::vector<Candidate> candidates = ScoreFilter(rows, params.score_threshold);
+Selection SelectDetections(const Rows& rows, const SelectParams& params) {
+  Selection selection;
+  const std::vector<Candidate> candidates = ScoreFilter(rows, params.score_threshold, selection.nonfinite_rows);
   std::vector<int> kept;
   for (const auto& [label, members] : GroupByLabel(candidates)) {
     const std::vector<int> group_kept = NmsWithinGroup(candidates, members, params);
@@ -171,13 +186,12 @@ std::vector<Detection> SelectDetections(const Rows& rows, const SelectParams& pa
   }
   std::vector<float> kept_scores;
   for (int k : kept) kept_scores.push_back(candidates[k].score);
-  std::vector<Detection> detections;
   for (int k : OrderByScore(kept_scores)) {
-    if (static_cast<int>(detections.size()) == params.max_boxes) break;
+    if (static_cast<int>(selection.detections.size()) == params.max_boxes) break;
     const Candidate& c = candidates[kept[k]];
-    detections.push_back({c.cxcywh, c.score, c.label});
+    selection.detections.push_back({c.cxcywh, c.score, c.label});
   }
-  return detections;
+  return selection;
 }
 
 Box ToImageBox(const Box& cxcywh, const Mapping& mapping) {
@@ -187,10 +201,21 @@ Box ToImageBox(const Box& cxcywh, const Mapping& mapping) {
           (cxcywh.y - cxcywh.h / 2.0f - static_cast<float>(mapping.dy)) / sy, cxcywh.w / sx, cxcywh.h / sy};
 }
 
-std::vector<Detection> Decode(const Rows& rows, const Mapping& mapping, const SelectParams& params) {
-  std::vector<Detection> detections = SelectDetections(rows, params);
-  for (Detection& d : detections) d.box = ToImageBox(d.box, mapping);
-  return detections;
+Box ClipToImage(const Box& xywh, const cv::Size& image_size) {
+  const float w = static_cast<float>(image_size.width);
+  const float h = static_cast<float>(image_size.height);
+  const auto clip = [](float v, float hi) { return std::min(std::max(v, 0.0f), hi); };
+  const float x1 = clip(xywh.x, w);
+  const float y1 = clip(xywh.y, h);
+  const float x2 = clip(xywh.x + xywh.w, w);
+  const float y2 = clip(xywh.y + xywh.h, h);
+  return {x1, y1, x2 - x1, y2 - y1};
+}
+
+Selection Decode(const Rows& rows, const Mapping& mapping, const cv::Size& image_size, const SelectParams& params) {
+  Selection selection = SelectDetections(rows, params);
+  for (Detection& d : selection.detections) d.box = ClipToImage(ToImageBox(d.box, mapping), image_size);
+  return selection;
 }
 
 void WriteDetections(const std::string& path, const std::vector<Detection>& detections) {

@@ -1,7 +1,8 @@
 // Runs one shared function on files written by tests/test_cpp_infer.py, which compares the
 // results with the Python implementation:
 //   yolo_check nms BOXES.f32 N IOU OUT.txt                  (N x [x y w h score] -> kept indices)
-//   yolo_check decode ROWS.f32 N COLS SX SY DX DY SCORE_THR IOU_THR MAX_BOXES OUT.txt
+//   yolo_check decode ROWS.f32 N COLS SX SY DX DY IMG_W IMG_H SCORE_THR IOU_THR MAX_BOXES OUT.txt
+//                                                            (prints the non-finite row count)
 //   yolo_check preprocess IMAGE SIZE LETTERBOX(0|1) OUT.f32  (prints "sx sy dx dy")
 #include <cstdio>
 #include <fstream>
@@ -50,8 +51,11 @@ int CheckDecode(char** a) {
   rows.num_cols = std::stoi(a[4]);
   rows.values = ReadFloats(a[2], static_cast<size_t>(rows.num_rows) * rows.num_cols);
   const yolo::Mapping mapping{std::stod(a[5]), std::stod(a[6]), std::stoi(a[7]), std::stoi(a[8])};
-  const yolo::SelectParams params{std::stof(a[9]), std::stof(a[10]), std::stoi(a[11])};
-  yolo::WriteDetections(a[12], yolo::Decode(rows, mapping, params));
+  const cv::Size image_size(std::stoi(a[9]), std::stoi(a[10]));
+  const yolo::SelectParams params{std::stof(a[11]), std::stof(a[12]), std::stoi(a[13])};
+  const yolo::Selection selection = yolo::Decode(rows, mapping, image_size, params);
+  yolo::WriteDetections(a[14], selection.detections);
+  std::printf("%d\n", selection.nonfinite_rows);
   return 0;
 }
 
@@ -71,7 +75,7 @@ int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   try {
     if (mode == "nms" && argc == 6) return CheckNms(argv);
-    if (mode == "decode" && argc == 13) return CheckDecode(argv);
+    if (mode == "decode" && argc == 15) return CheckDecode(argv);
     if (mode == "preprocess" && argc == 6) return CheckPreprocess(argv);
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
