@@ -149,7 +149,7 @@ def test_tampered_member_is_refused(serve, tmp_path, size):
     assert os.listdir(tmp_path / "cache") == []
 
 
-def test_unreachable_index_is_one_clear_error(serve, tmp_path, monkeypatch):
+def test_unreachable_index_is_one_clear_error(serve):
     index = serve(b"", "0" * 64)
     index.close()  # nothing listens there any more
     lines = []
