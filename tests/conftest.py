@@ -1,5 +1,12 @@
-"""Shared fixtures: paths to ../shared, the darknet reference, and script runners."""
+"""Shared fixtures: paths to ../shared, darknet's weights and cfgs, the darknet reference, and script runners.
+
+Without ../shared the darknet parity tests still run: yolov3-tiny's weights come as the demo gets them
+(src/pretrained.py, cached), the cfgs and the reference runner are in tests/darknet/, and the reference
+environment is created on first use in the project cache. Only what needs the COCO subset skips.
+"""
+import hashlib
 import os
+import shutil
 import subprocess
 import sys
 
@@ -12,6 +19,10 @@ DARKNET = os.path.join(SHARED, "darknet")
 COCO_TINY = os.path.join(SHARED, "data", "coco_tiny")
 TINY_CFG = os.path.join(REPO, "configs", "yolov3_tiny.yaml")
 MBV2_CFG = os.path.join(REPO, "configs", "yolov3_mobilenetv2.yaml")
+DARKNET_CFGS = os.path.join(REPO, "tests", "darknet")
+OPENCV_REFERENCE = os.path.join(DARKNET_CFGS, "opencv_reference.py")
+SAMPLES = os.path.join(REPO, "samples")
+REF_REQUIREMENTS = ["opencv-python-headless<5", "numpy"]
 sys.path.insert(0, REPO)
 
 
@@ -24,16 +35,76 @@ def _need(what: str, ok: bool):
 
 @pytest.fixture(scope="session")
 def shared():
-    _need("../shared", os.path.isdir(DARKNET) and os.path.isdir(COCO_TINY))
+    _need("../shared (the COCO subset and darknet's files)", os.path.isdir(DARKNET) and os.path.isdir(COCO_TINY))
     return SHARED
 
 
 @pytest.fixture(scope="session")
-def ref_python(shared):
-    """A Python whose OpenCV still has the darknet importer (see .ci/run)."""
-    exe = os.environ.get("DARKNET_REF_PYTHON", "")
-    _need("DARKNET_REF_PYTHON (a venv with opencv-python-headless<5)", bool(exe) and os.path.exists(exe))
+def tiny_weights_file() -> str:
+    """darknet's yolov3-tiny.weights: ../shared's copy, else fetched and cached as the demo does."""
+    if os.path.isfile(os.path.join(DARKNET, "yolov3-tiny.weights")):
+        return os.path.join(DARKNET, "yolov3-tiny.weights")
+    from src.errors import UserError
+    from src.pretrained import tiny_weights
+    lines = []
+    try:
+        return tiny_weights(log=lines.append)
+    except UserError as e:
+        _need(f"yolov3-tiny.weights (cannot download them, registry unreachable? {' / '.join(lines[-2:]) or e})",
+              False)
+
+
+def _reference_venv() -> str:
+    """A venv with REF_REQUIREMENTS in the project cache, created on first use (then reused)."""
+    from src.fileio import cache_dir
+    key = hashlib.sha256(" ".join(REF_REQUIREMENTS).encode()).hexdigest()[:8]
+    venv = os.path.join(cache_dir(), f"darknet-reference-venv-{key}")
+    exe = os.path.join(venv, "bin", "python")
+    if os.path.exists(exe):
+        return exe
+    tmp = f"{venv}.{os.getpid()}.tmp"
+    tmp_exe = os.path.join(tmp, "bin", "python")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        for argv in ([sys.executable, "-m", "venv", tmp],
+                     [tmp_exe, "-m", "pip", "install", "-q", *REF_REQUIREMENTS],
+                     [tmp_exe, "-c", "import cv2; cv2.dnn.readNetFromDarknet"]):
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+            if proc.returncode:
+                last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                _need(f"the darknet reference venv ({' '.join(argv[1:])} failed, registry unreachable? {last})",
+                      False)
+        try:
+            os.rename(tmp, venv)
+        except OSError:
+            if not os.path.exists(exe):  # not another run that made it first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return exe
+
+
+@pytest.fixture(scope="session")
+def ref_python() -> str:
+    """A Python whose OpenCV still has the darknet importer: DARKNET_REF_PYTHON (CI, see .ci/run), else a
+    venv with opencv-python-headless<5 and numpy made on first use in the project cache."""
+    exe = os.environ.get("DARKNET_REF_PYTHON", "")
+    if exe:
+        _need(f"DARKNET_REF_PYTHON={exe}", os.path.exists(exe))
+        return exe
+    return _reference_venv()
+
+
+def darknet_cfg(name: str) -> str:
+    """darknet's own cfg file (tests/darknet/README.md says where they come from)."""
+    return os.path.join(DARKNET_CFGS, f"{name}.cfg")
+
+
+def opencv_reference(ref_python: str, *args: str) -> subprocess.CompletedProcess:
+    """tests/darknet/opencv_reference.py in the reference venv."""
+    proc = subprocess.run([ref_python, OPENCV_REFERENCE] + list(args), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
 
 
 def run_script(script: str, *args: str, cwd: str = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -63,12 +134,24 @@ def tiny_ckpt(shared, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def val_blob(shared, tmp_path_factory):
-    """One real val2017 image as a stretched 416x416 RGB NCHW blob in [0, 1]."""
+def sample_blob(tmp_path_factory):
+    """One of samples/ as a stretched 416x416 RGB NCHW blob in [0, 1]."""
     import cv2
     from src.transforms import preprocess
-    name = sorted(os.listdir(os.path.join(COCO_TINY, "val2017")))[0]
-    chw, _ = preprocess(cv2.imread(os.path.join(COCO_TINY, "val2017", name)), 416, use_letterbox=False)
+    name = sorted(f for f in os.listdir(SAMPLES) if f.endswith(".jpg"))[0]
+    chw, _ = preprocess(cv2.imread(os.path.join(SAMPLES, name)), 416, use_letterbox=False)
     path = str(tmp_path_factory.mktemp("blob") / "blob.npy")
     np.save(path, chw[None])
     return path
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Name the skipped tests under their reason (a plain -q run prints only how many)."""
+    by_reason = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        by_reason.setdefault(reason.replace("Skipped: ", "", 1), []).append(report.nodeid)
+    for reason, tests in sorted(by_reason.items()):
+        terminalreporter.write_line(f"skipped ({len(tests)}), {reason}:")
+        for nodeid in tests:
+            terminalreporter.write_line(f"    {nodeid}")
