@@ -94,11 +94,13 @@ def run_with_modelarts(config, main: Callable[[], None]) -> None:
             setattr(config, key, os.path.join(config.output_path, value))
     os.makedirs(config.output_path, exist_ok=True)
     saver = config.rank == 0 or not config.is_save_on_master
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
     try:
         main()
     finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
         if config.train_url and saver:
             mox.file.copy_parallel(config.output_path, config.train_url)
 
