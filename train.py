@@ -2,8 +2,9 @@
 DATA_DIR/train2017/).
 
 Checkpoints go to CKPT_PATH/ckpt_RANK/ and carry `epoch` and `global_step`;
-`--resume True` continues the newest one, optimiser state included. Ctrl-C
-saves a resumable checkpoint before stopping.
+`--resume True` continues the newest one, optimiser state included (in a
+data-parallel run rank 0's, on every rank). Ctrl-C or SIGTERM saves a
+resumable checkpoint before stopping.
 """
 import json
 import os

@@ -183,3 +183,23 @@ def test_launcher_keeps_the_run_and_resumes_it_on_both_ranks(shapes16, tmp_path)
         assert "ckpt_0/0-1_4.ckpt at global_step 4" in log and "training done: 8 iterations" in log
         assert "training done: 4 iterations" in (run / f"worker_{rank}.log.1").read_text()  # the first run's log
     assert first.is_file() and (run / "outputs" / "ckpt_0" / "0-2_8.ckpt").is_file()
+
+
+def test_standalone_launcher_refuses_to_start_over_a_run(shapes16, tmp_path):
+    """./train/ holding a checkpoint: a new launch stops with nothing touched; --resume True goes on in it."""
+    run = tmp_path / "train"
+    ckpt = run / "outputs" / "ckpt_0" / "0-1_8.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"earlier run")
+    (run / "log.txt").write_text("earlier log")
+    script = os.path.join(REPO, "scripts", "run_standalone_train_gpu.sh")
+    proc = subprocess.run(["bash", script, shapes16], cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                          timeout=120)
+    assert_clean_error(proc, f"{run} holds checkpoints of an earlier run", "--resume True")
+    assert sorted(p.name for p in run.iterdir()) == ["log.txt", "outputs"] and ckpt.read_bytes() == b"earlier run"
+    for flag in (["--resume", "True"], ["--resume=true"]):
+        proc = subprocess.run(["bash", script, shapes16, *flag, "--max_epoch", "1"], cwd=tmp_path, env=ENV,
+                              capture_output=True, text=True, timeout=300)
+        assert f"log: {run}/log.txt" in proc.stdout  # it started train.py in ./train (which then needs a GPU)
+    assert (run / "log.txt.1").read_text() == "earlier log" and (run / "log.txt.2").is_file()
+    assert ckpt.read_bytes() == b"earlier run"
