@@ -39,14 +39,19 @@ wants_resume() {
 }
 
 # open_run_dir DIR [train.py args]: the launch's run folder. Never deletes anything: a folder holding
-# checkpoints is continued with --resume True and refused otherwise; earlier logs are kept as NAME.N.
+# checkpoints is continued with --resume True and refused otherwise; earlier logs are kept (keep_logs).
 open_run_dir() {
   local dir=$1; shift
   if ! wants_resume "$@" && [ -n "$(find "$dir" -name '*.ckpt' -print -quit 2>/dev/null)" ]; then
     die "$PWD/$dir holds checkpoints of an earlier run: add --resume True to continue it, or launch from another folder"
   fi
+  keep_logs "$dir"
+}
+
+# keep_logs DIR: create DIR if needed and rename the logs of an earlier launch in it to NAME.N.
+keep_logs() {
+  local dir=$1 log n
   mkdir -p "$dir" || exit 1
-  local log n
   for log in "$dir"/log.txt "$dir"/worker_*.log "$dir"/scheduler.log; do
     [ -f "$log" ] || continue
     n=1
@@ -92,7 +97,7 @@ eval_on() {
   local data_dir ckpt; data_dir=$(abspath "$1"); ckpt=$(abspath "$2"); shift 2
   require_dir "$data_dir" "DATA_DIR"
   require_file "$ckpt" "CKPT"
-  open_run_dir eval
+  keep_logs eval
   cd eval || exit 1
   echo "evaluating on $target device ${DEVICE_ID:-0}; log: $PWD/log.txt"
   "$PYTHON" "$ROOT/eval.py" --data_dir "$data_dir" --pretrained "$ckpt" --device_target "$target" \
