@@ -16,6 +16,15 @@ CONFIGS = {
 }
 
 
+def _as_option(value) -> str:
+    """A Python value as the command-line text load_config parses: 1,2,3 or [[10, 13], [16, 30]]."""
+    if isinstance(value, (list, tuple)):
+        if any(isinstance(v, (list, tuple)) for v in value):
+            return repr([list(v) if isinstance(v, (list, tuple)) else v for v in value])
+        return ",".join(map(str, value))
+    return str(value)
+
+
 def create_network(name: str, *args, **kwargs) -> nn.Cell:
     """The named YOLOv3 network. kwargs: any config key (e.g. num_classes=3); with
     `with_decode=True` the network comes with the box decode, as export.py exports it."""
@@ -24,7 +33,7 @@ def create_network(name: str, *args, **kwargs) -> nn.Cell:
     with_decode = kwargs.pop("with_decode", False)
     argv = ["--config_path", CONFIGS[name]]
     for key, value in kwargs.items():
-        argv += [f"--{key}", ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)]
+        argv += [f"--{key}", _as_option(value)]
     config = load_config(argv)
     network = build_network(config)
     if with_decode:

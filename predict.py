@@ -81,6 +81,9 @@ def predict_stream(detector: Detector, source, name: str, target: str, labels: L
     records: List[dict] = []
     index = 0
     try:
+        if not writer.isOpened():
+            raise UserError(f"cannot write video {target}: OpenCV's mp4v writer did not open (no such encoder in "
+                            f"this OpenCV build, or the folder is not writable)")
         with tqdm(total=total, desc="predict", disable=not sys.stderr.isatty()) as bar:
             while ok:
                 det = detector.detect([frame], thr)[0]
@@ -100,6 +103,15 @@ def predict_stream(detector: Detector, source, name: str, target: str, labels: L
     return records
 
 
+def check_output_dir(out_dir: str, inputs: List[str]) -> None:
+    """Refuse an output_dir where an annotated copy would replace one of the input images."""
+    out = os.path.realpath(out_dir)
+    for path in inputs:
+        if os.path.realpath(os.path.join(out, os.path.basename(path))) == os.path.realpath(path):
+            raise UserError(f"output_dir {out_dir} would overwrite the input image {path} with its annotated copy; "
+                            f"choose another --output_dir")
+
+
 def main() -> None:
     demo = len(sys.argv) == 1
     if demo:  # no arguments: darknet's yolov3-tiny on the sample images
@@ -115,6 +127,9 @@ def main() -> None:
         raise UserError("no weights given: --pretrained CKPT (.ckpt or darknet .weights)")
     if not source.isdigit() and not os.path.exists(source):
         raise UserError(f"input not found: {source}")
+    is_images = not source.isdigit() and (os.path.isdir(source) or source.lower().endswith(IMAGE_EXTS))
+    paths = (list_images(source) if os.path.isdir(source) else [source]) if is_images else []
+    check_output_dir(config.output_dir, paths)
     setup_device(config)
     detector = Detector(config, config.pretrained, 1)
     labels = Labels(config)
@@ -124,14 +139,12 @@ def main() -> None:
     if source.isdigit():
         records = predict_stream(detector, int(source), f"camera{source}",
                                  os.path.join(out_dir, f"camera{source}.mp4"), labels, thr)
-    elif os.path.isdir(source):
-        records = predict_images(detector, list_images(source), out_dir, labels, thr)
+    elif is_images:
+        records = predict_images(detector, paths, out_dir, labels, thr)
     elif source.lower().endswith(VIDEO_EXTS):
         stem = os.path.splitext(os.path.basename(source))[0]
         records = predict_stream(detector, source, os.path.basename(source),
                                  os.path.join(out_dir, f"{stem}_det.mp4"), labels, thr)
-    elif source.lower().endswith(IMAGE_EXTS):
-        records = predict_images(detector, [source], out_dir, labels, thr)
     else:
         raise UserError(f"unsupported input {source}: expected an image ({', '.join(IMAGE_EXTS)}), "
                         f"a video ({', '.join(VIDEO_EXTS)}), a folder or a camera index")

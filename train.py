@@ -2,8 +2,9 @@
 DATA_DIR/train2017/).
 
 Checkpoints go to CKPT_PATH/ckpt_RANK/ and carry `epoch` and `global_step`;
-`--resume True` continues the newest one, optimiser state included. Ctrl-C
-saves a resumable checkpoint before stopping.
+`--resume True` continues the newest one, optimiser state included (in a
+data-parallel run rank 0's, on every rank). Ctrl-C or SIGTERM saves a
+resumable checkpoint before stopping.
 """
 import json
 import os
@@ -132,15 +133,23 @@ class Trainer:
                        if n.startswith("moments.") or n == "global_step"})
         return params
 
+    def resume_dir(self) -> str:
+        """Where --resume reads: rank 0's folder on every rank of a data-parallel run, so that all ranks
+        start from the same state (with is_save_on_master only rank 0 has saved)."""
+        return os.path.join(self.cfg.ckpt_path, "ckpt_0") if self.cfg.is_distributed else self.ckpt_dir
+
     def _resume_or_check(self) -> int:
-        found = list_checkpoints(self.ckpt_dir)
         if not self.cfg.resume:
-            if found:
+            if list_checkpoints(self.ckpt_dir):
                 raise UserError(f"{self.ckpt_dir} already holds checkpoints of another run; pass --resume True to "
                                 f"continue it or choose another --ckpt_path")
             return 0
+        folder = self.resume_dir()
+        found = list_checkpoints(folder)
         if not found:
-            raise UserError(f"--resume True but {self.ckpt_dir} holds no checkpoint")
+            shared = " (every rank resumes from rank 0's: ckpt_path must be a folder all ranks see)"
+            raise UserError(f"--resume True but {folder} holds no checkpoint" + (shared if self.cfg.is_distributed
+                                                                                 else ""))
         path = found[-1][1]
         ckpt = read_checkpoint(path)
         load_checkpoint_into(self.network, path, self.cfg.model_name)
@@ -150,6 +159,9 @@ class Trainer:
                     raise UserError(f"{path} has no optimiser state ({name}); it cannot be resumed")
                 p.set_data(Tensor(ckpt[name].asnumpy(), p.dtype))
         step = int(ckpt["global_step"].asnumpy())
+        if self.cfg.is_distributed and all_reduce_sum(np.array([step]))[0] != step * self.cfg.group_size:
+            raise UserError(f"the ranks found different newest checkpoints in {folder} (global_step {step} "
+                            f"on rank {self.cfg.rank})")
         self.logger.info("resuming from %s at global_step %d", path, step)
         return step
 

@@ -164,5 +164,8 @@ def load_config(argv: Optional[Sequence[str]] = None, description: str = "") -> 
     for key, allowed in choices.items():
         if key in values and values[key] not in allowed:
             raise UserError(f"{key} must be one of {', '.join(map(str, allowed))}, got {values[key]!r}")
+    shape = values.get("training_shape", 0)
+    if shape < 0 or shape % 32:
+        raise UserError(f"training_shape must be 0 (multi-scale) or a positive multiple of 32, got {shape}")
     values["config_path"] = os.path.abspath(known.config_path)
     return Config(values, explicit)

@@ -3,10 +3,15 @@
 With enable_modelarts, data_url is copied to data_path and becomes data_dir,
 checkpoint_url is copied to load_path (relative weight paths are then taken
 from there), output folders are put under output_path, and output_path is
-copied to train_url at the end. On each node only one process copies; the
-others wait for it.
+copied to train_url however the run ends (done, error, Ctrl-C, SIGTERM), by
+the rank that saves. On each node only one process copies in; the others wait
+for its marker file, named for this job (see job_token), so that a marker an
+earlier job left in the same folder is ignored.
 """
+import glob
 import os
+import signal
+import threading
 import time
 from typing import Callable
 
@@ -30,11 +35,32 @@ def _copier(config) -> bool:
     return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK_ID", config.rank))) % 8 == 0
 
 
+MARKER = ".modelarts_sync_done"
+
+
+def job_token() -> str:
+    """What every process of this job, and no other job, shares: YOLO_JOB_TOKEN (the scripts/ launchers
+    set one per launch), else the launching parent process (its pid and start time)."""
+    token = os.environ.get("YOLO_JOB_TOKEN")
+    if token:
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in token)
+    ppid = os.getppid()
+    try:
+        with open(f"/proc/{ppid}/stat", encoding="utf-8") as f:
+            started = f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        started = "0"
+    return f"ppid{ppid}-{started}"
+
+
 def sync(mox, src: str, dst: str, copier: bool, timeout_s: float = 3600) -> None:
-    """Copy src to dst on the copier; the other processes wait for its marker file."""
-    marker = os.path.join(dst, ".modelarts_sync_done")
+    """Copy src to dst on the copier; the other processes wait for this job's marker file."""
+    marker = os.path.join(dst, f"{MARKER}.{job_token()}")
     if copier:
         os.makedirs(dst, exist_ok=True)
+        for stale in glob.glob(os.path.join(glob.escape(dst), MARKER + "*")):
+            if stale != marker:
+                os.remove(stale)
         mox.file.copy_parallel(src, dst)
         with open(marker, "w", encoding="utf-8") as f:
             f.write(src)
@@ -67,6 +93,18 @@ def run_with_modelarts(config, main: Callable[[], None]) -> None:
         if not os.path.isabs(value):
             setattr(config, key, os.path.join(config.output_path, value))
     os.makedirs(config.output_path, exist_ok=True)
-    main()
-    if config.train_url and (config.rank == 0 or not config.is_save_on_master):
-        mox.file.copy_parallel(config.output_path, config.train_url)
+    saver = config.rank == 0 or not config.is_save_on_master
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
+    try:
+        main()
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        if config.train_url and saver:
+            mox.file.copy_parallel(config.output_path, config.train_url)
+
+
+def _interrupt(*_) -> None:
+    """SIGTERM (preemption) unwinds like Ctrl-C, so that the outputs are still copied out."""
+    raise KeyboardInterrupt

@@ -22,21 +22,59 @@ require_count() { [[ "$1" =~ ^[1-9][0-9]*$ ]] || die "$2 must be a positive inte
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PYTHON=${PYTHON:-python3}
+# One token per launch, shared by every process it starts (ModelArts copy markers, see moxing_adapter.py).
+export YOLO_JOB_TOKEN=${YOLO_JOB_TOKEN:-$(date +%s%N)-$$}
 
-# standalone_train TARGET DATA_DIR [train.py args]: one device, log in ./train/log.txt
+# wants_resume [train.py args]: whether the arguments hold --resume True.
+wants_resume() {
+  local prev="" arg
+  for arg in "$@"; do
+    case "$arg" in
+      --resume=*) [[ "${arg#--resume=}" =~ ^([Tt]rue|TRUE|1|[Yy]es)$ ]] && return 0 ;;
+      *) [ "$prev" = "--resume" ] && [[ "$arg" =~ ^([Tt]rue|TRUE|1|[Yy]es)$ ]] && return 0 ;;
+    esac
+    prev=$arg
+  done
+  return 1
+}
+
+# open_run_dir DIR [train.py args]: the launch's run folder. Never deletes anything: a folder holding
+# checkpoints is continued with --resume True and refused otherwise; earlier logs are kept (keep_logs).
+open_run_dir() {
+  local dir=$1; shift
+  if ! wants_resume "$@" && [ -n "$(find "$dir" -name '*.ckpt' -print -quit 2>/dev/null)" ]; then
+    die "$PWD/$dir holds checkpoints of an earlier run: add --resume True to continue it, or launch from another folder"
+  fi
+  keep_logs "$dir"
+}
+
+# keep_logs DIR: create DIR if needed and rename the logs of an earlier launch in it to NAME.N.
+keep_logs() {
+  local dir=$1 log n
+  mkdir -p "$dir" || exit 1
+  for log in "$dir"/log.txt "$dir"/worker_*.log "$dir"/scheduler.log; do
+    [ -f "$log" ] || continue
+    n=1
+    while [ -e "$log.$n" ]; do n=$((n + 1)); done
+    mv "$log" "$log.$n"
+  done
+}
+
+# standalone_train TARGET DATA_DIR [train.py args]: one device; work dir, outputs and log in ./train/
 standalone_train() {
   local target=$1; shift
   [ $# -ge 1 ] || die "missing DATA_DIR"
   local data_dir; data_dir=$(abspath "$1"); shift
   require_dir "$data_dir" "DATA_DIR"
-  rm -rf train && mkdir train && cd train || exit 1
+  open_run_dir train "$@"
+  cd train || exit 1
   echo "training on $target device ${DEVICE_ID:-0}; log: $PWD/log.txt"
   "$PYTHON" "$ROOT/train.py" --data_dir "$data_dir" --device_target "$target" --device_id "${DEVICE_ID:-0}" \
     --is_distributed 0 "$@" > log.txt 2>&1
 }
 
 # msrun_train TARGET COUNT_NAME PORT DATA_DIR COUNT [train.py args]: data parallel through msrun,
-# logs in ./train_parallel/worker_RANK.log
+# logs in ./train_parallel/worker_RANK.log, outputs (unless --ckpt_path) in ./train_parallel/outputs/
 msrun_train() {
   local target=$1 count_name=$2 port=$3; shift 3
   [ $# -ge 2 ] || die "missing DATA_DIR or $count_name"
@@ -44,11 +82,12 @@ msrun_train() {
   require_dir "$data_dir" "DATA_DIR"
   require_count "$count" "$count_name"
   command -v msrun >/dev/null || die "msrun not on PATH (activate the environment that has mindspore)"
-  rm -rf train_parallel && mkdir train_parallel || exit 1
+  open_run_dir train_parallel "$@"
   echo "training on $count $target workers; logs: $PWD/train_parallel/worker_*.log"
   msrun --worker_num="$count" --local_worker_num="$count" --master_port="${MASTER_PORT:-$port}" \
     --log_dir=train_parallel --join=True \
-    "$ROOT/train.py" --data_dir "$data_dir" --device_target "$target" --is_distributed 1 "$@"
+    "$ROOT/train.py" --data_dir "$data_dir" --device_target "$target" --is_distributed 1 \
+    --ckpt_path "$PWD/train_parallel/outputs" "$@"
 }
 
 # eval_on TARGET DATA_DIR CKPT [eval.py args]: results and log in ./eval/
@@ -58,7 +97,8 @@ eval_on() {
   local data_dir ckpt; data_dir=$(abspath "$1"); ckpt=$(abspath "$2"); shift 2
   require_dir "$data_dir" "DATA_DIR"
   require_file "$ckpt" "CKPT"
-  rm -rf eval && mkdir eval && cd eval || exit 1
+  keep_logs eval
+  cd eval || exit 1
   echo "evaluating on $target device ${DEVICE_ID:-0}; log: $PWD/log.txt"
   "$PYTHON" "$ROOT/eval.py" --data_dir "$data_dir" --pretrained "$ckpt" --device_target "$target" \
     --device_id "${DEVICE_ID:-0}" --eval_dir "$PWD" "$@" > log.txt 2>&1

@@ -42,7 +42,11 @@ class CocoTrainSet:
             for a in coco.imgToAnns.get(img_id, []):
                 if a.get("iscrowd", 0):
                     continue
-                x, y, w, h = a["bbox"]
+                x, y, w, h = _bbox(a, ann_file)
+                if a.get("category_id") not in label_of:
+                    raise UserError(f"{ann_file}: annotation {_describe(a)} has category_id "
+                                    f"{a.get('category_id')!r}, which is not in 'categories' "
+                                    f"({', '.join(map(str, self.cat_ids))})")
                 if w <= 0 or h <= 0:
                     self.zero_size_boxes += 1
                     continue
@@ -66,6 +70,19 @@ class CocoTrainSet:
             warnings.warn(f"skipping unreadable or missing training image {path}", stacklevel=2)
             return None
         return img, boxes, labels
+
+
+def _describe(ann: dict) -> str:
+    return f"id {ann['id']!r}" if "id" in ann else f"of image {ann.get('image_id')!r}"
+
+
+def _bbox(ann: dict, ann_file: str) -> Tuple[float, float, float, float]:
+    """An annotation's [x, y, w, h]; anything else is a UserError naming the file and the annotation."""
+    box = ann.get("bbox")
+    if (not isinstance(box, (list, tuple)) or len(box) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)):
+        raise UserError(f"{ann_file}: annotation {_describe(ann)} has no bbox [x, y, w, h] (got {box!r})")
+    return tuple(float(v) for v in box)
 
 
 def train_shape(fixed: int, seed: int, iteration: int, resize_rate: int) -> int:

@@ -1,6 +1,7 @@
 """Helper for test_distributed.py: a few training steps, data-parallel (under msrun) or in one process.
 
 usage: dist_equivalence.py DATA_DIR BATCH OUT.npz [--distributed]
+writes OUT_rankR_init.npz (the initial parameters) and OUT_rankR.npz (after 2 steps).
 BN layers use their running statistics, so that the only difference between
 2 ranks of batch B and 1 process of batch 2B is how the gradients are summed.
 """
@@ -42,6 +43,8 @@ def main() -> None:
     step = make_train_step(YoloWithLoss.from_config(network, cfg), nn.Momentum(network.trainable_params(), 0.01, 0.9),
                            1024.0)
     step.set_train(True)
+    np.savez(out.replace(".npz", f"_rank{cfg.rank}_init.npz"),
+             **{n: p.asnumpy() for n, p in network.parameters_and_names()})
     for b in range(2):
         step(*[ms.Tensor(a) for a in source[b]])
     np.savez(out.replace(".npz", f"_rank{cfg.rank}.npz"),

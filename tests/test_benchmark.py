@@ -15,8 +15,13 @@ def test_benchmark_writes_all_keys(tmp_path):
                       "--data_dir", str(tmp_path / "data"), "--num_classes", "3", "--json", str(out))
     result = json.loads(out.read_text())
     assert KEYS <= set(result) and all(result[k] > 0 for k in KEYS)
-    fraction = result["train_ips"] * 3 * result["gflops"] / result["matmul_gflops"]
-    assert abs(result["train_peak_fraction"] - fraction) < 0.01 and "matmul peak" in proc.stdout
+    # darknet's 5.56 BFLOPs at 416 scaled to 128 px, less the 3-class heads' smaller 1x1 convs (85 -> 8 outputs
+    # per anchor on 512 channels at 4x4 and 256 at 8x8)
+    darknet = 5.56 * (128 / 416) ** 2 - 2 * 3 * (85 - 8) * (512 * 4 * 4 + 256 * 8 * 8) / 1e9
+    assert abs(result["gflops"] - darknet) < 0.005
+    assert 0 < result["train_peak_fraction"] <= 1  # a training step cannot outrun the machine's matmul peak
+    assert (f"({result['train_peak_fraction']:.0%} of the {result['matmul_gflops']:.0f} GFLOP/s matmul peak)"
+            in proc.stdout)
     assert "ONNX Runtime" in proc.stdout
 
 

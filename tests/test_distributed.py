@@ -53,14 +53,17 @@ def test_two_workers_of_batch_b_equal_one_process_of_2b(shapes64, tmp_path):
     msrun([helper, shapes64, "2", str(tmp_path / "dist.npz"), "--distributed"], tmp_path, port="8133")
     subprocess.run([sys.executable, helper, shapes64, "4", str(tmp_path / "single.npz")], check=True,
                    capture_output=True, timeout=600)
-    single = np.load(tmp_path / "single_rank0.npz")
-    start = None
+    single, init = np.load(tmp_path / "single_rank0.npz"), np.load(tmp_path / "single_rank0_init.npz")
     for rank in (0, 1):
         dist = np.load(tmp_path / f"dist_rank{rank}.npz")
+        assert sorted(dist.files) == sorted(single.files)
         for name in single.files:
             np.testing.assert_allclose(dist[name], single[name], rtol=1e-4, atol=2e-6, err_msg=name)
-        start = dist
-    assert start is not None
+    # the steps moved every conv weight well beyond that tolerance, so the equality above says something
+    weights = [n for n in single.files if n.endswith("conv.weight")]
+    assert len(weights) == 13
+    for name in weights:
+        assert np.abs(single[name] - init[name]).max() > 100 * (2e-6 + 1e-4 * np.abs(init[name]).max()), name
 
 
 def test_distributed_eval_equals_single_process(tiny_ckpt, tmp_path):

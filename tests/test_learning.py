@@ -1,0 +1,63 @@
+"""Training learns: a few dozen steps of yolov3-tiny on 2 synthetic images lower the loss clearly, and the
+trained model (inference graph, BN folded) then finds the objects it saw: where they are and what they are."""
+import json
+
+import cv2
+import numpy as np
+
+from conftest import TINY_CFG
+
+STEPS = 40
+
+
+def test_a_few_dozen_steps_learn_the_images(tmp_path):
+    import mindspore as ms
+    from mindspore import Tensor, nn
+    from model_utils.config import load_config
+    from model_utils.device_adapter import setup_device
+    from src.checkpoint import network_parameters, save_checkpoint
+    from src.dataset import BatchSource, CocoTrainSet
+    from src.detector import build_detection_model
+    from src.loss import YoloWithLoss
+    from src.lr_scheduler import get_lr
+    from src.synthetic import make_dataset
+    from src.train_step import make_train_step
+    from src.transforms import preprocess
+    from src.yolo import build_network
+    from train import param_groups
+
+    make_dataset(str(tmp_path), 2, 0, size=96, min_size=40, max_size=60)
+    cfg = load_config(["--config_path", TINY_CFG, "--num_classes", "3", "--per_batch_size", "2",
+                       "--training_shape", "96", "--testing_shape", "96", "--jitter", "0", "--hue", "0",
+                       "--saturation", "1", "--value", "1"])
+    setup_device(cfg)
+    ms.set_seed(cfg.seed)
+    data = CocoTrainSet(str(tmp_path / "annotations" / "instances_train2017.json"), str(tmp_path / "train2017"))
+    network = build_network(cfg)
+    lr = get_lr("cosine_annealing", 0.001, 1, STEPS, 5, [], 0.1, STEPS, 0.0)
+    step = make_train_step(YoloWithLoss.from_config(network, cfg),
+                           nn.Momentum(param_groups(network, cfg.weight_decay), Tensor(lr), cfg.momentum),
+                           cfg.loss_scale)
+    step.set_train(True)
+    losses = []
+    for i in range(STEPS):  # each step: both images, flipped or not (the only augmentation left on)
+        losses.append(float(step(*[Tensor(a) for a in BatchSource(data, [0, 1], cfg, epoch=i)[0]])[0].asnumpy()))
+    assert np.mean(losses[-5:]) < 0.3 * np.mean(losses[:2]), losses
+
+    weights = str(tmp_path / "learned.ckpt")
+    save_checkpoint(network_parameters(network), weights)
+    model = build_detection_model(cfg, weights)
+    ann = json.loads((tmp_path / "annotations" / "instances_train2017.json").read_text())
+    for image in ann["images"]:
+        img = cv2.imread(str(tmp_path / "train2017" / image["file_name"]))
+        chw, _ = preprocess(img, 96, cfg.letterbox)
+        rows = model(Tensor(chw[None])).asnumpy()[0]  # cx, cy, w, h (pixels), objectness, class scores
+        truths = [a for a in ann["annotations"] if a["image_id"] == image["id"]]
+        found = rows[rows[:, 4] > 0.5]
+        assert len(found) == len(truths), found[:, :5]
+        centres = np.array([[a["bbox"][0] + a["bbox"][2] / 2, a["bbox"][1] + a["bbox"][3] / 2] for a in truths])
+        nearest = [int(np.argmin(np.abs(centres - row[:2]).max(1))) for row in found]
+        assert sorted(nearest) == list(range(len(truths)))  # one confident row per object
+        for row, t in zip(found, nearest):  # at the object's centre, of its class
+            assert np.abs(centres[t] - row[:2]).max() < 12, (row[:5], centres[t])
+            assert data.cat_ids[int(np.argmax(row[5:]))] == truths[t]["category_id"]

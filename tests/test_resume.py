@@ -1,0 +1,205 @@
+"""Runs that are killed and resumed end exactly where the uninterrupted run ends.
+
+yolov3-tiny, 3 epochs of 16 tiny synthetic images: one process (SIGKILL in
+epoch 2, SIGTERM) and 2 CPU workers through the launcher (SIGKILL in epoch 2).
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mindspore as ms
+import numpy as np
+import pytest
+
+from conftest import REPO, TINY_CFG
+from test_cli_errors import assert_clean_error
+
+BIN = os.path.dirname(sys.executable)
+ENV = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+LAUNCHER = os.path.join(REPO, "scripts", "run_distribute_train_cpu.sh")
+STEPS_PER_EPOCH = 8  # one process: 16 images, batch 2
+DIST_STEPS_PER_EPOCH = 4  # 2 ranks: 8 images each, batch 2
+
+
+@pytest.fixture(scope="module")
+def shapes16(tmp_path_factory):
+    from src.synthetic import make_dataset
+    root = tmp_path_factory.mktemp("shapes16")
+    make_dataset(str(root), 16, 2, size=64, min_size=16, max_size=30)
+    return str(root)
+
+
+def train_args(data, out, *extra):
+    return ["--config_path", TINY_CFG, "--data_dir", data, "--training_shape", "64", "--per_batch_size", "2",
+            "--max_epoch", "3", "--ckpt_path", out, "--log_interval", "1", "--num_parallel_workers", "1", *extra]
+
+
+def train(*args, check=True):
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "train.py"), *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc
+
+
+def steps_saved(folder):
+    return sorted(int(f.rsplit("_", 1)[1][:-5]) for f in os.listdir(folder) if f.endswith(".ckpt"))
+
+
+def assert_same_state(path, baseline_path, step):
+    got, want = ms.load_checkpoint(path), ms.load_checkpoint(baseline_path)
+    assert int(got["global_step"].asnumpy()) == int(want["global_step"].asnumpy()) == step
+    tensors = [n for n, v in want.items() if isinstance(v, ms.Parameter)]
+    assert len(tensors) > 50 and any(n.startswith("optimizer.moments.") for n in tensors)
+    assert set(tensors) <= set(got)
+    diff = max(float(np.abs(got[n].asnumpy() - want[n].asnumpy()).max()) for n in tensors)
+    assert diff <= 1e-5, diff
+
+
+def process_tree(root):
+    """The ids of `root` and all its descendants (msrun starts its workers in sessions of their own)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def start_and_stop_at(argv, log_file, line, sig, cwd, env=None):
+    """Start argv; send `sig` to it and every process it started once `line` shows in log_file (None:
+    its stdout). Returns the process after it ended."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE if log_file is None else subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    if log_file is None:
+        for out in proc.stdout:
+            if line in out:
+                break
+    else:
+        while not (os.path.exists(log_file) and line in open(log_file).read()):
+            assert proc.poll() is None and time.time() < deadline, f"{line} never appeared in {log_file}"
+            time.sleep(0.05)
+    for pid in reversed(process_tree(proc.pid)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    proc.communicate(timeout=300)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def baseline(shapes16, tmp_path_factory):
+    """The uninterrupted one-process run: its final checkpoint."""
+    out = str(tmp_path_factory.mktemp("baseline") / "run")
+    train(*train_args(shapes16, out))
+    assert steps_saved(os.path.join(out, "ckpt_0")) == [8, 16, 24]
+    return os.path.join(out, "ckpt_0", "0-3_24.ckpt")
+
+
+def test_sigkill_in_epoch_2_then_resume(shapes16, baseline, tmp_path):
+    out = str(tmp_path / "run")
+    argv = [sys.executable, os.path.join(REPO, "train.py"), *train_args(shapes16, out)]
+    proc = start_and_stop_at(argv, None, "iter[9]", signal.SIGKILL, REPO)
+    assert proc.returncode == -signal.SIGKILL
+    assert steps_saved(os.path.join(out, "ckpt_0")) == [8]  # killed inside epoch 2
+    resumed = train(*train_args(shapes16, out, "--resume", "True"))
+    assert "at global_step 8" in resumed.stdout
+    assert_same_state(os.path.join(out, "ckpt_0", "0-3_24.ckpt"), baseline, 24)
+
+
+def test_sigterm_then_resume(shapes16, baseline, tmp_path):
+    out = str(tmp_path / "run")
+    argv = [sys.executable, os.path.join(REPO, "train.py"), *train_args(shapes16, out)]
+    proc = start_and_stop_at(argv, None, "iter[11]", signal.SIGTERM, REPO)
+    assert proc.returncode == 130
+    saved = steps_saved(os.path.join(out, "ckpt_0"))
+    assert saved[0] == 8 and 11 <= saved[-1] < 16  # the SIGTERM checkpoint, mid epoch 2
+    resumed = train(*train_args(shapes16, out, "--resume", "True"))
+    assert f"at global_step {saved[-1]}" in resumed.stdout
+    assert_same_state(os.path.join(out, "ckpt_0", "0-3_24.ckpt"), baseline, 24)
+
+
+def launch(cwd, port, *args, check=True):
+    proc = subprocess.run(["bash", LAUNCHER, *args], cwd=cwd, env=dict(ENV, MASTER_PORT=str(port)),
+                          capture_output=True, text=True, timeout=900)
+    if check:
+        logs = os.path.join(cwd, "train_parallel")
+        tails = "".join(open(os.path.join(logs, f)).read()[-2000:] for f in sorted(os.listdir(logs))
+                        if f.startswith("worker_")) if os.path.isdir(logs) else ""
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:] + tails
+    return proc
+
+
+def dist_args(data, *extra):
+    return [data, "2", "--config_path", TINY_CFG, "--training_shape", "64", "--per_batch_size", "2",
+            "--log_interval", "1", "--num_parallel_workers", "1", *extra]
+
+
+def test_two_workers_killed_in_epoch_2_then_resumed(shapes16, tmp_path):
+    base, run = tmp_path / "base", tmp_path / "run"
+    base.mkdir()
+    run.mkdir()
+    launch(str(base), 8141, *dist_args(shapes16, "--max_epoch", "3"))
+    final = str(base / "train_parallel" / "outputs" / "ckpt_0" / "0-3_12.ckpt")
+
+    argv = ["bash", LAUNCHER, *dist_args(shapes16, "--max_epoch", "3")]
+    start_and_stop_at(argv, str(run / "train_parallel" / "worker_0.log"), "iter[5]", signal.SIGKILL, str(run),
+                      dict(ENV, MASTER_PORT="8143"))
+    ckpt_dir = run / "train_parallel" / "outputs" / "ckpt_0"
+    assert steps_saved(ckpt_dir) == [4]  # killed inside epoch 2
+    launch(str(run), 8145, *dist_args(shapes16, "--max_epoch", "3", "--resume", "True"))
+    for rank in (0, 1):
+        assert "ckpt_0/0-1_4.ckpt at global_step 4" in (run / "train_parallel" / f"worker_{rank}.log").read_text()
+    assert_same_state(str(ckpt_dir / "0-3_12.ckpt"), final, 12)
+
+
+def test_launcher_keeps_the_run_and_resumes_it_on_both_ranks(shapes16, tmp_path):
+    """Default is_save_on_master (rank 0 alone saves) and ckpt_path: 1 epoch, then on to 2 with --resume."""
+    launch(str(tmp_path), 8147, *dist_args(shapes16, "--max_epoch", "1"))
+    run = tmp_path / "train_parallel"
+    first = run / "outputs" / "ckpt_0" / "0-1_4.ckpt"
+    assert first.is_file() and not (run / "outputs" / "ckpt_1").exists()
+
+    again = launch(str(tmp_path), 8149, *dist_args(shapes16, "--max_epoch", "1"), check=False)
+    assert_clean_error(again, "holds checkpoints of an earlier run", "--resume True")
+    assert first.is_file() and (run / "worker_0.log").is_file()
+
+    launch(str(tmp_path), 8151, *dist_args(shapes16, "--max_epoch", "2", "--resume", "True"))
+    for rank in (0, 1):
+        log = (run / f"worker_{rank}.log").read_text()
+        assert "ckpt_0/0-1_4.ckpt at global_step 4" in log and "training done: 8 iterations" in log
+        assert "training done: 4 iterations" in (run / f"worker_{rank}.log.1").read_text()  # the first run's log
+    assert first.is_file() and (run / "outputs" / "ckpt_0" / "0-2_8.ckpt").is_file()
+
+
+def test_standalone_launcher_refuses_to_start_over_a_run(shapes16, tmp_path):
+    """./train/ holding a checkpoint: a new launch stops with nothing touched; --resume True goes on in it."""
+    run = tmp_path / "train"
+    ckpt = run / "outputs" / "ckpt_0" / "0-1_8.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"earlier run")
+    (run / "log.txt").write_text("earlier log")
+    script = os.path.join(REPO, "scripts", "run_standalone_train_gpu.sh")
+    proc = subprocess.run(["bash", script, shapes16], cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                          timeout=120)
+    assert_clean_error(proc, f"{run} holds checkpoints of an earlier run", "--resume True")
+    assert sorted(p.name for p in run.iterdir()) == ["log.txt", "outputs"] and ckpt.read_bytes() == b"earlier run"
+    for flag in (["--resume", "True"], ["--resume=true"]):
+        proc = subprocess.run(["bash", script, shapes16, *flag, "--max_epoch", "1"], cwd=tmp_path, env=ENV,
+                              capture_output=True, text=True, timeout=300)
+        assert f"log: {run}/log.txt" in proc.stdout  # it started train.py in ./train (which then needs a GPU)
+    assert (run / "log.txt.1").read_text() == "earlier log" and (run / "log.txt.2").is_file()
+    assert ckpt.read_bytes() == b"earlier run"
