@@ -41,7 +41,7 @@ from src import cpu_kernels, onednn
 from src.checkpoint import network_parameters, save_checkpoint
 from src.dataset import BatchSource, CocoTrainSet, create_train_dataset
 from src.detector import build_detection_model, check_input_size
-from src.errors import UserError, run_cli
+from src.errors import ArgumentParser, UserError, run_cli
 from src.export import export_graph
 from src.fileio import write_json
 from src.layers import use_cpu_inference_kernels, use_cpu_training_kernels
@@ -275,7 +275,7 @@ def print_table(r: Dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
     parser.add_argument("--shape", type=int, default=416, help="input size")
     parser.add_argument("--json", default="", help="write the results here")

@@ -18,22 +18,11 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from src.coco import category_ids, evaluate, load_coco
-from src.errors import UserError, run_cli
-from src.fileio import temp_path_beside, write_json
+from src.errors import ArgumentParser, UserError, run_cli
+from src.fileio import write_json, write_text
 from src.logger import get_logger
 
 RESULT_SUFFIX = ".txt"
-
-
-def write_text(path: str, text: str) -> None:
-    tmp = temp_path_beside(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def read_result_file(path: str) -> List[Tuple[int, np.float32, np.ndarray]]:
@@ -104,13 +93,6 @@ def run(result_dir: str, ann_file: str, output_dir: str) -> dict:
     logger.info("\n=============coco eval result=========\n%s", summary)
     logger.info("%s; results in %s", counts, output_dir)
     return stats
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """A wrong command line is a UserError: one 'error: ...' line, exit 1."""
-
-    def error(self, message: str):
-        raise UserError(message)
 
 
 def main() -> None:

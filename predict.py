@@ -19,7 +19,7 @@ from model_utils.config import ROOT, load_config
 from model_utils.device_adapter import setup_device
 from src.detector import Detections, Detector
 from src.errors import UserError, run_cli
-from src.fileio import temp_path_beside, write_json
+from src.fileio import atomic_path, temp_path_beside, write_json
 from src.logger import get_logger
 from src.pretrained import tiny_checkpoint
 from src.visualize import draw_detections
@@ -59,9 +59,8 @@ def predict_images(detector: Detector, paths: List[str], out_dir: str, labels: L
             continue
         det = detector.detect([img], thr)[0]
         target = os.path.join(out_dir, os.path.basename(path))
-        tmp = temp_path_beside(target, os.path.splitext(path)[1])
-        cv2.imwrite(tmp, draw_detections(img, det, labels.names))
-        os.replace(tmp, target)
+        with atomic_path(target, os.path.splitext(path)[1]) as tmp:
+            cv2.imwrite(tmp, draw_detections(img, det, labels.names))
         records += labels.records(os.path.basename(path), det)
         logger.info("%s: %d objects", os.path.basename(path), len(det.scores))
     return records

@@ -29,19 +29,12 @@ from model_utils.config import load_config  # noqa: E402
 from model_utils.device_adapter import setup_device  # noqa: E402
 from onnx_for_opencv import lower_file  # noqa: E402
 from src.detector import Detector, build_detection_model, check_input_size  # noqa: E402
-from src.errors import UserError, run_cli  # noqa: E402
+from src.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 from src.export import export_graph  # noqa: E402
 from src.fileio import write_json  # noqa: E402
 from src.transforms import preprocess  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # those the app reads
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """A wrong command line is a UserError: one 'error: ...' line, exit 1."""
-
-    def error(self, message: str):
-        raise UserError(message)
 
 
 def build_app() -> str:

@@ -20,8 +20,8 @@ import onnx
 from onnx import helper, numpy_helper, shape_inference
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from src.errors import UserError, run_cli  # noqa: E402
-from src.fileio import temp_path_beside  # noqa: E402
+from src.errors import ArgumentParser, UserError, run_cli  # noqa: E402
+from src.fileio import atomic_path  # noqa: E402
 
 
 def tensor_shapes(model: onnx.ModelProto) -> Dict[str, List[int]]:
@@ -129,23 +129,11 @@ def lower_file(src: str, dst: str) -> str:
     constants = materialise_broadcast_constants(model)
     drop_unused_constants(model)
     onnx.checker.check_model(model)
-    tmp = temp_path_beside(dst, ".onnx")
-    try:
+    with atomic_path(dst, ".onnx") as tmp:
         onnx.save(model, tmp)
         diff = check_same_outputs(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return (f"lowered {src} for OpenCV DNN: {upsamples} upsampling(s) -> Resize, {constants} broadcast "
             f"constant(s) materialised; max |diff| in ONNX Runtime {diff:.3g}; wrote {dst}")
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """A wrong command line is a UserError: one 'error: ...' line, exit 1."""
-
-    def error(self, message: str):
-        raise UserError(message)
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 
-from src.errors import UserError, run_cli
+from src.errors import ArgumentParser, UserError, run_cli
 from src.fileio import write_json
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -314,7 +314,7 @@ def convert(fmt: str, image_dir: str, label_dir: str, output_dir: str, split: st
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--format", required=True, choices=("voc", "yolo"), help="label format")
     p.add_argument("--images", required=True, help="folder of the images")
     p.add_argument("--labels", required=True, help="folder of the .xml (voc) or .txt (yolo) label files")

@@ -24,6 +24,11 @@ def _layer_sizes(layers) -> List[int]:
     return sizes
 
 
+def header_size(major: int, minor: int) -> int:
+    """Bytes of a .weights header: version (3 x int32), then the images seen, int64 from version 0.2 on."""
+    return 12 + (8 if (major * 10 + minor) >= 2 and major < 1000 and minor < 1000 else 4)
+
+
 def read_weights_file(path: str) -> Tuple[Tuple[int, int, int], np.ndarray]:
     """The (major, minor, revision) header and the float32 payload of a .weights file."""
     if not os.path.isfile(path):
@@ -33,8 +38,7 @@ def read_weights_file(path: str) -> Tuple[Tuple[int, int, int], np.ndarray]:
     if len(raw) < 16:
         raise UserError(f"{path} is too short ({len(raw)} bytes) to be a darknet .weights file")
     major, minor, revision = (int(v) for v in np.frombuffer(raw[:12], np.int32))
-    seen_bytes = 8 if (major * 10 + minor) >= 2 and major < 1000 and minor < 1000 else 4
-    payload = raw[12 + seen_bytes:]
+    payload = raw[header_size(major, minor):]
     if len(payload) % 4:
         raise UserError(f"{path}: {len(payload)} bytes after the header is not a whole number of float32 values")
     return (major, minor, revision), np.frombuffer(payload, np.float32)
@@ -49,7 +53,7 @@ def load_darknet_weights(network: nn.Cell, path: str, model_name: str, allow_pre
     layers = network.darknet_layers()
     sizes = _layer_sizes(layers)
     header, data = read_weights_file(path)
-    header_bytes = 12 + (8 if (header[0] * 10 + header[1]) >= 2 else 4)
+    header_bytes = header_size(header[0], header[1])
     bounds = np.cumsum([0] + sizes)
     full_bytes = header_bytes + 4 * int(bounds[-1])
     matches = np.nonzero(bounds == data.size)[0]

@@ -1,10 +1,18 @@
 """User-facing errors: one clear line and a non-zero exit, never a traceback."""
+import argparse
 import sys
 from typing import Callable
 
 
 class UserError(Exception):
     """A problem with the user's input (paths, options, files) that they can fix."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """A wrong command line is a UserError: one 'error: ...' line, exit 1 (argparse's own: usage, exit 2)."""
+
+    def error(self, message: str):
+        raise UserError(message)
 
 
 def run_cli(main: Callable[[], None]) -> None:

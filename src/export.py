@@ -1,10 +1,8 @@
 """Writing a MindSpore graph to MINDIR, ONNX or AIR, atomically."""
-import os
-
 import mindspore as ms
 from mindspore import nn
 
-from src.fileio import temp_path_beside
+from src.fileio import atomic_path
 
 EXTENSIONS = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
 
@@ -13,15 +11,9 @@ def export_graph(model: nn.Cell, sample: ms.Tensor, file_name: str, file_format:
     """Export `model` traced on `sample` to FILE_NAME.ext; returns the path. ONNX names its
     input 'images' and its output 'detections'."""
     target = file_name + EXTENSIONS[file_format]
-    tmp = temp_path_beside(target)
-    written = tmp + EXTENSIONS[file_format]
-    try:
+    with atomic_path(target, EXTENSIONS[file_format]) as written:
         if file_format == "ONNX":
             ms.onnx.export(model, sample, file_name=written, input_names=["images"], output_names=["detections"])
-        else:
-            ms.export(model, sample, file_name=tmp, file_format=file_format)
-        os.replace(written, target)
-    finally:
-        if os.path.exists(written):
-            os.remove(written)
+        else:  # MindSpore adds the extension itself
+            ms.export(model, sample, file_name=written[:-len(EXTENSIONS[file_format])], file_format=file_format)
     return target

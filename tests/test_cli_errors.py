@@ -72,8 +72,8 @@ def test_checkpoint_of_another_model(tiny_ckpt):
 def test_corrupt_checkpoint_and_missing_input(tmp_path, tiny_ckpt):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(open(tiny_ckpt, "rb").read()[:1000])
-    proc = run_script("predict.py", "--config_path", TINY_CFG, "--input", COCO_TINY, "--pretrained", str(bad),
-                      check=False)
+    proc = run_script("predict.py", "--config_path", TINY_CFG, "--input", os.path.join(COCO_TINY, "val2017"),
+                      "--pretrained", str(bad), "--output_dir", str(tmp_path / "out"), check=False)
     assert_clean_error(proc, "cannot read checkpoint")
     proc = run_script("predict.py", "--config_path", TINY_CFG, "--input", str(tmp_path / "none.jpg"),
                       "--pretrained", tiny_ckpt, check=False)
