@@ -5,15 +5,8 @@ from mindspore import nn
 
 from model_utils.config import ROOT, load_config
 from src.errors import UserError
-from src.yolo import build_network
+from src.yolo import MODELS, build_network
 from src.yolo_head import DetectionModel, YoloDecode
-
-CONFIGS = {
-    "yolov3_darknet53": os.path.join(ROOT, "default_config.yaml"),
-    "yolov3_darknet53_spp": os.path.join(ROOT, "configs", "yolov3_spp.yaml"),
-    "yolov3_tiny": os.path.join(ROOT, "configs", "yolov3_tiny.yaml"),
-    "yolov3_mobilenetv2": os.path.join(ROOT, "configs", "yolov3_mobilenetv2.yaml"),
-}
 
 
 def _as_option(value) -> str:
@@ -28,10 +21,10 @@ def _as_option(value) -> str:
 def create_network(name: str, *args, **kwargs) -> nn.Cell:
     """The named YOLOv3 network. kwargs: any config key (e.g. num_classes=3); with
     `with_decode=True` the network comes with the box decode, as export.py exports it."""
-    if name not in CONFIGS:
-        raise UserError(f"unknown network {name!r}; choose one of {', '.join(CONFIGS)}")
+    if name not in MODELS:
+        raise UserError(f"unknown network {name!r}; choose one of {', '.join(MODELS)}")
     with_decode = kwargs.pop("with_decode", False)
-    argv = ["--config_path", CONFIGS[name]]
+    argv = ["--config_path", os.path.join(ROOT, MODELS[name].config_file)]
     for key, value in kwargs.items():
         argv += [f"--{key}", _as_option(value)]
     config = load_config(argv)

@@ -4,8 +4,8 @@ default_config.yaml holds every key with its default (first YAML document), its
 help text (second) and allowed choices (third), as in the MindSpore model zoo.
 A --config_path file overrides only the keys it names. Every key can then be
 given on the command line; a value's type is the type of its default:
-booleans as True/False, lists as 1,2,3 (a list of pairs as 10,13,16,30 or
-"[[10,13],[16,30]]").
+booleans as True/False or 1/0 alike (also in YAML files), lists as 1,2,3 (a
+list of pairs as 10,13,16,30 or "[[10,13],[16,30]]").
 """
 import argparse
 import ast
@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import yaml
 
 from src.errors import UserError
+from src.yolo import MODELS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(ROOT, "default_config.yaml")
@@ -54,7 +55,7 @@ def _read_yaml(path: str) -> List[Dict[str, Any]]:
 
 def _type_name(v: Any) -> str:
     if isinstance(v, bool):
-        return "bool (True/False)"
+        return "bool (True/False or 1/0)"
     if isinstance(v, list):
         return "list"
     return type(v).__name__
@@ -120,6 +121,8 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
             value = _parse_list(value, default) if isinstance(default, list) else _parse_scalar_like(value, default)
     except (ValueError, SyntaxError):
         raise UserError(f"{source}: {key} expects {_type_name(default)}, got {value!r}") from None
+    if isinstance(default, bool) and not isinstance(value, bool) and value in (0, 1):
+        value = bool(value)
     if not _matches(value, default):
         raise UserError(f"{source}: {key} expects {_type_name(default)}, got {value!r}")
     if isinstance(default, float):
@@ -133,7 +136,7 @@ def load_config(argv: Optional[Sequence[str]] = None, description: str = "") -> 
     docs = _read_yaml(DEFAULT_CONFIG)
     defaults = docs[0]
     helps = docs[1] if len(docs) > 1 else {}
-    choices = docs[2] if len(docs) > 2 else {}
+    choices = {**(docs[2] if len(docs) > 2 else {}), "model_name": list(MODELS)}
 
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config_path", default=DEFAULT_CONFIG)
@@ -151,8 +154,9 @@ def load_config(argv: Optional[Sequence[str]] = None, description: str = "") -> 
     parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
     parser.add_argument("--config_path", default=DEFAULT_CONFIG, help="YAML file overriding default_config.yaml")
     for key, value in values.items():
+        allowed = f"; one of {', '.join(map(str, choices[key]))}" if key in choices else ""
         parser.add_argument(f"--{key}", type=str, default=None, metavar=type(value).__name__.upper(),
-                            help=f"{helps.get(key, '')} (default: {value})")
+                            help=f"{helps.get(key, '')} (default: {value}{allowed})")
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         raise UserError(f"unknown option {unknown[0]} (see --help)")

@@ -33,7 +33,7 @@ from typing import List, Optional
 import mindspore as ms
 from mindspore import ops
 
-from src.fileio import cache_dir, temp_path_beside
+from src.fileio import atomic_path, cache_dir
 from src.onednn import isa_name, mindspore_dnnl_path
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "cpu_kernels.cc")
@@ -69,15 +69,9 @@ def private_dnnl(folder: str) -> Optional[str]:
 
 
 def copy_once(source: str, path: str) -> None:
-    if os.path.exists(path):
-        return
-    tmp = temp_path_beside(path, ".so")
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    if not os.path.exists(path):
+        with atomic_path(path, ".so") as tmp:
+            shutil.copyfile(source, tmp)
 
 
 @functools.lru_cache(maxsize=None)
@@ -96,23 +90,18 @@ def library() -> Optional[str]:
     if not os.path.exists(path) and compiler is None:
         warnings.warn("g++ not found: the CPU uses MindSpore's own (slower) ops")
         return None
-    tmp = ""
     try:
         copy_once(mindspore_dnnl_path(), dnnl)
         if not os.path.exists(path):
-            tmp = temp_path_beside(path, ".so")
-            result = subprocess.run([compiler, *flags, "-o", tmp, SOURCE, *LIBS], capture_output=True, text=True,
-                                    check=False)
-            if result.returncode != 0:
-                warnings.warn(f"building {SOURCE} failed, using MindSpore's own ops: {result.stderr.strip()[:300]}")
-                return None
-            os.replace(tmp, path)
+            with atomic_path(path, ".so") as tmp:
+                subprocess.run([compiler, *flags, "-o", tmp, SOURCE, *LIBS], capture_output=True, text=True,
+                               check=True)
+    except subprocess.CalledProcessError as e:
+        warnings.warn(f"building {SOURCE} failed, using MindSpore's own ops: {e.stderr.strip()[:300]}")
+        return None
     except OSError as e:
         warnings.warn(f"cannot build the CPU kernels into {folder} ({e}); using MindSpore's own ops")
         return None
-    finally:
-        if tmp and os.path.exists(tmp):
-            os.remove(tmp)
     if not ctypes.CDLL(path).KernelsReady():
         warnings.warn(f"the CPU kernels cannot load their sgemm from {dnnl}; using MindSpore's own ops")
         return None

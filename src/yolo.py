@@ -4,7 +4,7 @@ Each network returns its raw head maps in darknet cfg order (coarsest scale
 first), each shaped (N, A*(5+C), H, W), and lists its convolutions in cfg order
 (`darknet_layers`) so that darknet .weights files map onto it one to one.
 """
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from mindspore import nn, ops
 
@@ -13,7 +13,6 @@ from src.errors import UserError
 from src.layers import ConvBNLeaky, HeadConv, MaxPool, Upsample2x
 from src.mobilenetv2 import MobileNetV2
 
-MODEL_NAMES = ("yolov3_darknet53", "yolov3_darknet53_spp", "yolov3_tiny", "yolov3_mobilenetv2")
 ConvPair = Tuple[nn.Conv2d, Optional[nn.Cell]]
 
 
@@ -136,28 +135,43 @@ class YOLOv3MobileNetV2(YOLOv3):
         raise UserError("yolov3_mobilenetv2 has no darknet counterpart: darknet .weights files cannot be loaded into it")
 
 
-def num_scales(model_name: str) -> int:
-    return 2 if model_name == "yolov3_tiny" else 3
+class Model(NamedTuple):
+    """A network the package builds: its constructor (config, anchors per scale), output scales and config file
+    (relative to the repository)."""
+    build: Callable[..., nn.Cell]
+    scales: int
+    config_file: str
+
+
+MODELS: Dict[str, Model] = {
+    "yolov3_darknet53": Model(lambda cfg, per_scale: YOLOv3(DarkNet53(cfg.backbone_layers), cfg.num_classes,
+                                                             per_scale), 3, "default_config.yaml"),
+    "yolov3_darknet53_spp": Model(lambda cfg, per_scale: YOLOv3(DarkNet53(cfg.backbone_layers), cfg.num_classes,
+                                                                 per_scale, spp=True), 3, "configs/yolov3_spp.yaml"),
+    "yolov3_tiny": Model(lambda cfg, per_scale: YOLOv3Tiny(cfg.num_classes, per_scale), 2,
+                         "configs/yolov3_tiny.yaml"),
+    "yolov3_mobilenetv2": Model(lambda cfg, per_scale: YOLOv3MobileNetV2(cfg.num_classes, per_scale), 3,
+                                "configs/yolov3_mobilenetv2.yaml"),
+}
+
+
+def model(name: str) -> Model:
+    if name not in MODELS:
+        raise UserError(f"unknown model_name {name!r}; expected one of {', '.join(MODELS)}")
+    return MODELS[name]
 
 
 def build_network(config) -> nn.Cell:
     """The network named by config.model_name, checked against its anchors and masks."""
     name = config.model_name
-    if name not in MODEL_NAMES:
-        raise UserError(f"unknown model_name {name!r}; expected one of {', '.join(MODEL_NAMES)}")
+    scales = model(name).scales
     masks = config.anchor_mask
-    if len(masks) != num_scales(name):
-        raise UserError(f"{name} has {num_scales(name)} output scales but anchor_mask has {len(masks)} entries")
+    if len(masks) != scales:
+        raise UserError(f"{name} has {scales} output scales but anchor_mask has {len(masks)} entries")
     n_anchors = len(config.anchor_scales)
     for mask in masks:
         if not mask or any(not 0 <= i < n_anchors for i in mask):
             raise UserError(f"anchor_mask {masks} refers to anchors outside anchor_scales ({n_anchors} anchors)")
     if config.num_classes < 1:
         raise UserError(f"num_classes must be positive, got {config.num_classes}")
-    per_scale = [len(m) for m in masks]
-    if name == "yolov3_tiny":
-        return YOLOv3Tiny(config.num_classes, per_scale)
-    if name == "yolov3_mobilenetv2":
-        return YOLOv3MobileNetV2(config.num_classes, per_scale)
-    return YOLOv3(DarkNet53(config.backbone_layers), config.num_classes, per_scale,
-                  spp=name == "yolov3_darknet53_spp")
+    return model(name).build(config, [len(m) for m in masks])

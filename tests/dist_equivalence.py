@@ -29,7 +29,7 @@ def main() -> None:
                        "--training_shape", "96"])
     setup_device(cfg)
     if "--distributed" in sys.argv:
-        cfg.is_distributed = 1
+        cfg.is_distributed = True
         init_distributed(cfg)
     ms.set_seed(cfg.seed)
     data = CocoTrainSet(os.path.join(data_dir, "annotations", "instances_train2017.json"),

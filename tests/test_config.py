@@ -51,3 +51,23 @@ def test_override_file_with_unknown_key(tmp_path):
     bad.write_text("testing_shape: [1, 2]\n")
     with pytest.raises(UserError, match="testing_shape expects int"):
         load_config(["--config_path", str(bad)])
+
+
+@pytest.mark.parametrize("key", ["is_distributed", "is_save_on_master", "need_profiler", "label_smooth", "letterbox",
+                                 "enable_modelarts", "resume"])
+def test_every_boolean_key_takes_true_false_and_1_0(key, tmp_path):
+    for text, value in (("True", True), ("1", True), ("false", False), ("0", False)):
+        assert getattr(load_config([f"--{key}", text]), key) is value
+    override = tmp_path / "flags.yaml"
+    for yaml_value, value in (("1", True), ("0", False), ("True", True)):
+        override.write_text(f"{key}: {yaml_value}\n")
+        assert getattr(load_config(["--config_path", str(override)]), key) is value
+    with pytest.raises(UserError, match=f"{key} expects bool"):
+        load_config([f"--{key}", "2"])
+
+
+def test_model_names_come_from_the_registry():
+    from src.yolo import MODELS
+    assert load_config(["--model_name", "yolov3_tiny"]).model_name == "yolov3_tiny"
+    with pytest.raises(UserError, match=", ".join(MODELS)):
+        load_config(["--model_name", "yolov9"])
