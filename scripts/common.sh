@@ -105,7 +105,7 @@ msrun_train() {
   local log_dir=train_parallel
   [ "$NODE_NUM" -eq 1 ] || log_dir=train_parallel/node_$NODE_RANK
   open_run_dir train_parallel "$@"
-  keep_logs "$log_dir"
+  [ "$log_dir" = train_parallel ] || keep_logs "$log_dir"
   if [ "$NODE_NUM" -eq 1 ]; then
     echo "training on $count $target workers; logs: $PWD/$log_dir/worker_*.log"
   else

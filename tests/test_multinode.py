@@ -70,7 +70,7 @@ def test_two_nodes_form_one_job(node1_netns, shapes64, tmp_path):
                "--max_epoch", "1", "--per_batch_size", "4", "--num_parallel_workers", "1",
                "--is_save_on_master", "0", "--ckpt_path", str(folder / "out")]
         if node == 1:
-            cmd = ["ip", "netns", "exec", node1_netns, "env", *[f"{k}={v}" for k, v in env.items()], *cmd]
+            cmd = ["ip", "netns", "exec", node1_netns, *cmd]  # keeps the environment
         procs.append(subprocess.Popen(cmd, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
     outputs = []
