@@ -41,11 +41,16 @@ wants_resume() {
 # open_run_dir DIR [train.py args]: the launch's run folder. Never deletes anything: a folder holding
 # checkpoints is continued with --resume True and refused otherwise; earlier logs are kept (keep_logs).
 open_run_dir() {
+  check_run_dir "$@"
+  keep_logs "$1"
+}
+
+# check_run_dir DIR [train.py args]: refuse a folder holding checkpoints unless --resume True (changes nothing).
+check_run_dir() {
   local dir=$1; shift
   if ! wants_resume "$@" && [ -n "$(find "$dir" -name '*.ckpt' -print -quit 2>/dev/null)" ]; then
     die "$PWD/$dir holds checkpoints of an earlier run: add --resume True to continue it, or launch from another folder"
   fi
-  keep_logs "$dir"
 }
 
 # keep_logs DIR: create DIR if needed and rename the logs of an earlier launch in it to NAME.N.
@@ -73,19 +78,42 @@ standalone_train() {
     --is_distributed 0 "$@" > log.txt 2>&1
 }
 
-# msrun_train TARGET COUNT_NAME PORT DATA_DIR COUNT [train.py args]: data parallel through msrun,
-# logs in ./train_parallel/worker_RANK.log, outputs (unless --ckpt_path) in ./train_parallel/outputs/
+# require_node_env PORT: NODE_NUM, NODE_RANK, MASTER_ADDR, MASTER_PORT of a (multi-node) msrun launch,
+# checked, with their one-node defaults.
+require_node_env() {
+  NODE_NUM=${NODE_NUM:-1} NODE_RANK=${NODE_RANK:-0} MASTER_ADDR=${MASTER_ADDR:-127.0.0.1} MASTER_PORT=${MASTER_PORT:-$1}
+  require_count "$NODE_NUM" "NODE_NUM"
+  [[ "$NODE_RANK" =~ ^(0|[1-9][0-9]*)$ ]] || die "NODE_RANK must be an integer >= 0, got '$NODE_RANK'"
+  [ "$NODE_RANK" -lt "$NODE_NUM" ] || die "NODE_RANK must be less than NODE_NUM ($NODE_NUM), got $NODE_RANK"
+  [[ "$MASTER_PORT" =~ ^[1-9][0-9]*$ ]] && [ "$MASTER_PORT" -ge 1024 ] && [ "$MASTER_PORT" -le 65535 ] \
+    || die "MASTER_PORT must be an integer from 1024 to 65535, got '$MASTER_PORT'"
+  [[ "$MASTER_ADDR" =~ ^[A-Za-z0-9.:_-]+$ ]] || die "MASTER_ADDR must be node 0's address or host name, got '$MASTER_ADDR'"
+}
+
+# msrun_train TARGET COUNT_NAME PORT DATA_DIR COUNT [train.py args]: data parallel through msrun over NODE_NUM
+# nodes of COUNT workers each (same command on every node but NODE_RANK; node 0 at MASTER_ADDR:MASTER_PORT
+# runs the scheduler). Logs in ./train_parallel/worker_RANK.log (several nodes: ./train_parallel/node_R/),
+# outputs (unless --ckpt_path) in ./train_parallel/outputs/
 msrun_train() {
   local target=$1 count_name=$2 port=$3; shift 3
   [ $# -ge 2 ] || die "missing DATA_DIR or $count_name"
   local data_dir count; data_dir=$(abspath "$1"); count=$2; shift 2
   require_dir "$data_dir" "DATA_DIR"
   require_count "$count" "$count_name"
+  require_node_env "$port"
   command -v msrun >/dev/null || die "msrun not on PATH (activate the environment that has mindspore)"
+  local log_dir=train_parallel
+  [ "$NODE_NUM" -eq 1 ] || log_dir=train_parallel/node_$NODE_RANK
   open_run_dir train_parallel "$@"
-  echo "training on $count $target workers; logs: $PWD/train_parallel/worker_*.log"
-  msrun --worker_num="$count" --local_worker_num="$count" --master_port="${MASTER_PORT:-$port}" \
-    --log_dir=train_parallel --join=True \
+  [ "$log_dir" = train_parallel ] || keep_logs "$log_dir"
+  if [ "$NODE_NUM" -eq 1 ]; then
+    echo "training on $count $target workers; logs: $PWD/$log_dir/worker_*.log"
+  else
+    echo "training on node $NODE_RANK of $NODE_NUM ($count of $((NODE_NUM * count)) $target workers, master" \
+      "$MASTER_ADDR:$MASTER_PORT); logs: $PWD/$log_dir/worker_*.log"
+  fi
+  msrun --worker_num="$((NODE_NUM * count))" --local_worker_num="$count" --node_rank="$NODE_RANK" \
+    --master_addr="$MASTER_ADDR" --master_port="$MASTER_PORT" --log_dir="$log_dir" --join=True \
     "$ROOT/train.py" --data_dir "$data_dir" --device_target "$target" --is_distributed 1 \
     --ckpt_path "$PWD/train_parallel/outputs" "$@"
 }
