@@ -22,10 +22,11 @@ from tqdm import tqdm
 from model_utils.config import load_config
 from model_utils.device_adapter import all_reduce_sum, init_distributed, setup_device
 from model_utils.moxing_adapter import run_with_modelarts
-from src.checkpoint import load_checkpoint_into, network_parameters, read_checkpoint, save_checkpoint
-from src.darknet_weights import load_darknet_weights
+from src.checkpoint import (head_parameter_names, load_checkpoint_into, load_for_finetuning, network_parameters,
+                            read_checkpoint, save_checkpoint)
 from src.dataset import CocoTrainSet, RunSource, create_train_dataset
 from src.errors import UserError, run_cli
+from src.evaluation import check_categories, evaluate_model
 from src.layers import use_cpu_training_kernels
 from src.logger import get_logger
 from src.loss import YoloWithLoss
@@ -54,18 +55,35 @@ def param_groups(network: nn.Cell, weight_decay: float) -> List[Dict]:
             {"order_params": network.trainable_params()}]
 
 
+def init_new_heads(network: nn.Cell, config, names: List[str]) -> None:
+    """With head_init_std > 0, the heads' output conv weights among `names` (those starting anew) are drawn
+    from a normal of that std (seeded: every rank draws the same), so that the first steps of a fine-tuning
+    run see the bias priors rather than noise from the pretrained features."""
+    if config.head_init_std <= 0:
+        return
+    rng = np.random.default_rng(config.seed)
+    params = network_parameters(network)
+    for name in sorted(names):
+        if name.endswith(".weight"):
+            p = params[name]
+            p.set_data(Tensor((rng.standard_normal(p.shape) * config.head_init_std).astype(np.float32)))
+
+
 def load_initial_weights(network: nn.Cell, config, logger) -> None:
-    if config.resume_yolo:
-        load_checkpoint_into(network, config.resume_yolo, config.model_name)
-        logger.info("fine-tuning from %s", config.resume_yolo)
-    elif config.pretrained_backbone:
-        path = config.pretrained_backbone
-        if path.endswith(".weights"):
-            count = load_darknet_weights(network, path, config.model_name)
-            logger.info("loaded %d darknet conv layers from %s", count, path)
-        else:
-            count = load_checkpoint_into(network, path, config.model_name, strict=False)
-            logger.info("loaded %d parameters from %s", count, path)
+    """--resume_yolo (a whole model) or --pretrained_backbone (any part of one), of any class count; heads
+    that start anew get head_init_std."""
+    path = config.resume_yolo or config.pretrained_backbone
+    if not path:
+        init_new_heads(network, config, sorted(head_parameter_names(network)))
+        return
+    loaded, reinitialised = load_for_finetuning(network, path, config, build_network, bool(config.resume_yolo))
+    init_new_heads(network, config, reinitialised)
+    what = "darknet conv layers" if path.endswith(".weights") and not reinitialised else "parameters"
+    logger.info("%s: loaded %d %s from %s", "fine-tuning" if config.resume_yolo else "pretrained backbone",
+                loaded, what, path)
+    if reinitialised:
+        logger.info("re-initialised %d parameters whose shapes differ in %s (another class count) or that it "
+                    "lacks, as for a new model: %s", len(reinitialised), path, ", ".join(reinitialised))
 
 
 class Trainer:
@@ -102,7 +120,9 @@ class Trainer:
         self.train_cell = make_train_step(net_loss, self.optimizer, config.loss_scale)
         self.train_cell.set_train(True)
         self.ckpt_dir = os.path.join(config.ckpt_path, f"ckpt_{config.rank}")
+        self.val = self._val_set() if config.run_eval else None
         self.global_step = self._resume_or_check()
+        self.best = self._best_so_far()
         self.interrupted = False
 
     def _on_sigint(self, *_):
@@ -126,6 +146,31 @@ class Trainer:
         if not cfg.is_set("coco_ids"):
             cfg.coco_ids = self.data.cat_ids + list(range(max(self.data.cat_ids) + 1,
                                                           max(self.data.cat_ids) + 1 + cfg.num_classes - n))
+
+    def _val_set(self) -> Tuple[str, str]:
+        """The val annotation file and images of eval during training, checked before training starts."""
+        cfg = self.cfg
+        if cfg.eval_interval < 1:
+            raise UserError(f"eval_interval must be at least 1, got {cfg.eval_interval}")
+        ann = cfg.val_ann_file or os.path.join(cfg.data_dir, "annotations", "instances_val2017.json")
+        images = cfg.val_image_dir or os.path.join(cfg.data_dir, "val2017")
+        if not os.path.isdir(images):
+            raise UserError(f"run_eval: val image directory not found: {images} (see --val_image_dir)")
+        check_categories(cfg, ann)
+        return ann, images
+
+    def _best_so_far(self) -> Tuple[float, int]:
+        """(AP, epoch) of best.ckpt when resuming a run that has one, else (-1, -1)."""
+        path = os.path.join(self.ckpt_dir, "best.ckpt")
+        if not (self.cfg.resume and os.path.isfile(path)):
+            return -1.0, -1
+        ckpt = read_checkpoint(path)
+        return float(ckpt["AP"].asnumpy()), int(ckpt["epoch"].asnumpy())
+
+    def class_info(self) -> Dict[str, object]:
+        """What eval and predict read back from a checkpoint: the classes, their names and category ids."""
+        return {"num_classes": self.cfg.num_classes, "labels": "\n".join(self.cfg.labels),
+                "coco_ids": ",".join(str(i) for i in self.cfg.coco_ids)}
 
     def state(self) -> Dict[str, ms.Parameter]:
         params = network_parameters(self.network)
@@ -186,12 +231,36 @@ class Trainer:
             return
         step = int(self.optimizer.global_step.asnumpy().reshape(-1)[0])
         path = os.path.join(self.ckpt_dir, f"{self.cfg.rank}-{epoch + 1}_{step}.ckpt")
-        save_checkpoint(self.state(), path, {"epoch": epoch, "global_step": step, "num_classes": self.cfg.num_classes,
-                                             "labels": "\n".join(self.cfg.labels),
-                                             "coco_ids": ",".join(str(i) for i in self.cfg.coco_ids)})
+        save_checkpoint(self.state(), path, {"epoch": epoch, "global_step": step, **self.class_info()})
         for _, old in list_checkpoints(self.ckpt_dir)[:-self.cfg.keep_checkpoint_max]:
             os.remove(old)
         self.logger.info("saved %s", path)
+
+    def evaluate(self, epoch: int) -> None:
+        """Eval during training (run_eval) after `epoch` if it is due: AP/AP50 on the val set into the log and
+        the metrics log, and CKPT_PATH/ckpt_RANK/best.ckpt when AP is the best so far. Every rank evaluates
+        its share of the images (as eval.py does); call it on all ranks after save()."""
+        cfg, done = self.cfg, epoch + 1
+        if self.val is None or done < cfg.eval_start_epoch or (done - cfg.eval_start_epoch) % cfg.eval_interval:
+            return
+        stats = evaluate_model(cfg, network_parameters(self.network), *self.val,
+                               os.path.join(cfg.ckpt_path, "eval"), self.logger)
+        values = np.array([stats["AP"], stats["AP50"]] if stats is not None else [0.0, 0.0])
+        if cfg.is_distributed:
+            values = all_reduce_sum(values)
+        ap, ap50 = (float(v) for v in values)
+        if ap > self.best[0]:
+            self.best = (ap, epoch)
+            if self.main_rank:
+                path = os.path.join(self.ckpt_dir, "best.ckpt")
+                step = int(self.optimizer.global_step.asnumpy().reshape(-1)[0])
+                save_checkpoint(network_parameters(self.network), path,
+                                {"epoch": epoch, "global_step": step, "AP": ap, "AP50": ap50, **self.class_info()})
+                self.logger.info("saved best checkpoint %s (epoch[%d], AP:%.6f)", path, epoch, ap)
+        if self.main_rank:
+            self.logger.info("epoch[%d], val AP:%.6f, AP50:%.6f, best AP:%.6f at epoch[%d]", epoch, ap, ap50,
+                             self.best[0], self.best[1])
+            self.log_metrics(step=self.global_step, epoch=epoch, AP=ap, AP50=ap50)
 
     def train(self) -> None:
         cfg = self.cfg
@@ -239,6 +308,7 @@ class Trainer:
                     bar = None
                     if not saved:
                         self.save(epoch)
+                    self.evaluate(epoch)
                 if self.interrupted:
                     raise KeyboardInterrupt
         except KeyboardInterrupt:

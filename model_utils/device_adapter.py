@@ -44,3 +44,23 @@ class _AllReduceSum(ms.nn.Cell):
 def all_reduce_sum(values: np.ndarray) -> np.ndarray:
     """Element-wise sum over all ranks; also a barrier (CPU has no Barrier kernel, AllReduce it has)."""
     return _AllReduceSum()(ms.Tensor(np.asarray(values, np.float32))).asnumpy()
+
+
+class _AllGather(ms.nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.gather = ms.ops.AllGather()
+
+    def construct(self, x):
+        return self.gather(x)
+
+
+def all_gather_rows(rows: np.ndarray) -> np.ndarray:
+    """The (n_r, k) int32 rows of every rank r, concatenated in rank order, on every rank: through the
+    collective layer, so ranks on other nodes need no shared folder. Ranks may hold different numbers of rows."""
+    rows = np.asarray(rows, np.int32).reshape(len(rows), -1)
+    counts = _AllGather()(ms.Tensor(np.array([len(rows)], np.int32))).asnumpy()
+    padded = np.zeros((max(int(counts.max()), 1), rows.shape[1]), np.int32)
+    padded[:len(rows)] = rows
+    gathered = _AllGather()(ms.Tensor(padded)).asnumpy().reshape(len(counts), len(padded), -1)
+    return np.concatenate([gathered[r, :n] for r, n in enumerate(counts)])

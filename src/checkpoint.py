@@ -1,12 +1,16 @@
 """Saving and loading model weights: MindSpore checkpoints (atomic) and darknet .weights."""
+import copy
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 import mindspore as ms
 from mindspore import nn
 
-from src.darknet_weights import load_darknet_weights
+from src.darknet_weights import _layer_sizes, load_darknet_weights, read_weights_file
 from src.errors import UserError
+from src.layers import HeadConv
+
+Weights = Union[str, Dict[str, Any]]
 
 
 def network_parameters(network: nn.Cell) -> Dict[str, ms.Parameter]:
@@ -37,6 +41,37 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
         raise UserError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
 
 
+def head_parameter_names(network: nn.Cell) -> Set[str]:
+    """Names of the heads' output convolutions' parameters: the only ones whose shape depends on num_classes."""
+    return {f"{cell_name}.{name}" for cell_name, cell in network.cells_and_names() if isinstance(cell, HeadConv)
+            for name, _ in cell.parameters_and_names()}
+
+
+def _fit(network: nn.Cell, ckpt: Dict[str, Any], path: str, model_name: str, strict: bool,
+         heads_may_differ: bool) -> Tuple[int, List[str]]:
+    """Load what fits; returns (parameters set, head parameters left as initialised)."""
+    params = network_parameters(network)
+    heads = head_parameter_names(network) if heads_may_differ else set()
+    mismatched = [(n, tuple(ckpt[n].shape), tuple(p.shape)) for n, p in params.items()
+                  if n in ckpt and tuple(ckpt[n].shape) != tuple(p.shape)]
+    missing = [n for n in params if n not in ckpt]
+    kept = sorted(n for n in heads if n in missing or n in {m[0] for m in mismatched})
+    mismatched = [m for m in mismatched if m[0] not in heads]
+    missing = [n for n in missing if n not in heads]
+    if mismatched:
+        n, got, want = mismatched[0]
+        raise UserError(f"checkpoint {path} does not fit {model_name}: {len(mismatched)} parameters have other "
+                        f"shapes (first: {n} is {got} in the checkpoint, {want} in the model)")
+    if (strict and missing) or len(missing) + len(kept) == len(params):
+        first = (missing or kept)[0]
+        raise UserError(f"checkpoint {path} does not fit {model_name}: {len(missing) + len(kept)} of {len(params)} "
+                        f"parameters missing (first: {first})")
+    for n, p in params.items():
+        if n in ckpt and n not in kept:
+            p.set_data(ms.Tensor(ckpt[n].asnumpy(), p.dtype))
+    return len(params) - len(missing) - len(kept), kept
+
+
 def load_checkpoint_into(network: nn.Cell, path: str, model_name: str, strict: bool = True,
                          ckpt: Optional[Dict[str, Any]] = None) -> int:
     """Load a .ckpt (or its already read contents `ckpt`) into `network`; returns how many parameters were set.
@@ -45,21 +80,51 @@ def load_checkpoint_into(network: nn.Cell, path: str, model_name: str, strict: b
     another model are an error naming the first mismatch.
     """
     ckpt = read_checkpoint(path) if ckpt is None else ckpt
-    params = network_parameters(network)
-    mismatched = [(n, tuple(ckpt[n].shape), tuple(p.shape)) for n, p in params.items()
-                  if n in ckpt and tuple(ckpt[n].shape) != tuple(p.shape)]
-    missing = [n for n in params if n not in ckpt]
-    if mismatched:
-        n, got, want = mismatched[0]
-        raise UserError(f"checkpoint {path} does not fit {model_name}: {len(mismatched)} parameters have other "
-                        f"shapes (first: {n} is {got} in the checkpoint, {want} in the model)")
-    if (strict and missing) or len(missing) == len(params):
-        raise UserError(f"checkpoint {path} does not fit {model_name}: {len(missing)} of {len(params)} "
-                        f"parameters missing (first: {missing[0]})")
-    for n, p in params.items():
-        if n in ckpt:
-            p.set_data(ms.Tensor(ckpt[n].asnumpy(), p.dtype))
-    return len(params) - len(missing)
+    return _fit(network, ckpt, path, model_name, strict, heads_may_differ=False)[0]
+
+
+def _darknet_file_classes(network: nn.Cell, path: str, num_classes: int) -> Optional[int]:
+    """The class count a whole-model darknet .weights file was trained for, from its size (None if no count fits).
+
+    Only the heads' output convs, A * (5 + C) filters of `in` inputs plus a bias each, depend on C.
+    """
+    _, data = read_weights_file(path)
+    heads = [cell.conv for _, cell in network.cells_and_names() if isinstance(cell, HeadConv)]
+    per_class = sum(c.weight.shape[0] // (5 + num_classes) * (c.weight.shape[1] + 1) for c in heads)
+    extra = data.size - sum(_layer_sizes(network.darknet_layers()))
+    if per_class == 0 or extra % per_class or num_classes + extra // per_class < 1:
+        return None
+    return num_classes + extra // per_class
+
+
+def load_for_finetuning(network: nn.Cell, path: str, config, build: Callable, whole_model: bool
+                        ) -> Tuple[int, List[str]]:
+    """Fine-tuning start: a .ckpt or darknet .weights of any class count.
+
+    Every parameter whose name and shape fit is loaded; the heads' output convs
+    of another class count keep the initialisation of the just-built network
+    (as a new model: HeadConv's bias priors) and are returned by name. Any
+    other mismatch is another architecture: an error. `whole_model` (for
+    --resume_yolo) also requires every other parameter to be present; without
+    it (--pretrained_backbone) a file may cover only the first layers.
+    Returns (parameters loaded, parameters re-initialised); for a darknet file
+    that fits exactly, (conv layers loaded, []).
+    """
+    if path.endswith(".weights"):
+        try:
+            return load_darknet_weights(network, path, config.model_name, allow_prefix=not whole_model), []
+        except UserError as first_error:
+            classes = _darknet_file_classes(network, path, config.num_classes)
+            if classes is None or classes == config.num_classes:
+                raise first_error from None
+        file_config = copy.deepcopy(config)
+        file_config.num_classes = classes
+        file_network = build(file_config)
+        load_darknet_weights(file_network, path, config.model_name, allow_prefix=False)
+        ckpt = network_parameters(file_network)
+    else:
+        ckpt = read_checkpoint(path)
+    return _fit(network, ckpt, path, config.model_name, whole_model, heads_may_differ=True)
 
 
 def apply_class_info(config, ckpt: Dict[str, Any]) -> None:
@@ -72,11 +137,16 @@ def apply_class_info(config, ckpt: Dict[str, Any]) -> None:
         config.coco_ids = [int(i) for i in str(ckpt["coco_ids"]).split(",")]
 
 
-def build_with_weights(config, path: str, build) -> nn.Cell:
-    """`build(config)` a network and load a whole model into it from a .ckpt or darknet .weights file.
+def build_with_weights(config, path: Weights, build) -> nn.Cell:
+    """`build(config)` a network and load a whole model into it from a .ckpt or darknet .weights file, or
+    from named parameters (a dict, e.g. the network being trained).
 
     A checkpoint written by train.py also sets num_classes, labels and coco_ids (unless given).
     """
+    if isinstance(path, dict):
+        network = build(config)
+        load_checkpoint_into(network, "(the network being trained)", config.model_name, ckpt=path)
+        return network
     if not path:
         raise UserError("no weights given (--pretrained / --ckpt_file)")
     if path.endswith(".weights"):

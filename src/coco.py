@@ -3,7 +3,9 @@ import contextlib
 import io
 import json
 import os
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
 
 from src.errors import UserError
 
@@ -50,3 +52,82 @@ def evaluate(coco, results: List[Dict[str, Any]]) -> Tuple[Dict[str, float], str
         evaluator.summarize()
     text = "\n".join(line for line in buf.getvalue().splitlines() if line.startswith(" Average"))
     return {k: float(v) for k, v in zip(STAT_KEYS, evaluator.stats)}, text, evaluator
+
+
+def _name_key(name: str) -> str:
+    return "".join(ch for ch in str(name).lower() if ch.isalnum())
+
+
+def model_categories(config) -> Tuple[Optional[List[int]], Optional[List[str]]]:
+    """The model's category id and name of each label: from train.py's checkpoint or the config (converted
+    darknet weights: COCO's); either is None when it does not cover every label."""
+    n = config.num_classes
+    ids = [int(i) for i in config.coco_ids] if len(config.coco_ids) == n else None
+    names = [str(x) for x in config.labels] if len(config.labels) == n else None
+    return ids, names
+
+
+def _describe(ids: Optional[Sequence[int]], names: Optional[Sequence[str]]) -> str:
+    if ids and names:
+        items = [f"{i} {x}" for i, x in zip(ids, names)]
+    else:
+        items = [str(v) for v in (ids or names or [])]
+    text = ", ".join(items)
+    return (text[:300] + " ...") if len(text) > 300 else (text or "none known")
+
+
+def label_to_category(coco, ann_file: str, model_ids: Optional[Sequence[int]],
+                      model_names: Optional[Sequence[str]]) -> Dict[int, int]:
+    """label -> category id of the annotation file, for every category the file holds.
+
+    A category maps by the model's category id, or by name (case, spaces and
+    punctuation ignored) where the model has no ids or not that one. A category
+    the model cannot map, or two on one label, is an error naming it.
+    """
+    by_id = {c: k for k, c in enumerate(model_ids or [])}
+    by_name = {_name_key(x): k for k, x in enumerate(model_names or [])}
+    labels: Dict[int, int] = {}
+    for cat_id in sorted(coco.getCatIds()):
+        name = coco.cats[cat_id].get("name", "")
+        label = by_id.get(cat_id, by_name.get(_name_key(name)))
+        if label is None:
+            raise UserError(f"category {cat_id} '{name}' of {ann_file} is not one of the model's categories "
+                            f"(by id or name): {_describe(model_ids, model_names)}")
+        if label in labels:
+            raise UserError(f"categories {labels[label]} and {cat_id} of {ann_file} both map to the model's "
+                            f"label {label}")
+        labels[label] = cat_id
+    return labels
+
+
+def per_class_stats(coco, evaluator) -> List[Dict[str, Any]]:
+    """AP (IoU 0.50:0.95) and AP50 of each category, area all, 100 detections, from pycocotools' accumulated
+    precision; None for a category without ground truths. Their mean is pycocotools' AP."""
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]  # (IoU thresholds, recall thresholds, categories)
+    rows = []
+    for k, cat_id in enumerate(evaluator.params.catIds):
+        p = precision[:, :, k]
+        valid = p > -1
+        rows.append({"category_id": int(cat_id), "name": coco.cats[cat_id].get("name", str(cat_id)),
+                     "instances": len(coco.getAnnIds(catIds=[cat_id], iscrowd=False)),
+                     "AP": float(p[valid].mean()) if valid.any() else None,
+                     "AP50": float(p[0][valid[0]].mean()) if valid[0].any() else None})
+    return rows
+
+
+def _cell(value: Optional[float]) -> str:
+    return "     -" if value is None else f"{value:6.3f}"
+
+
+def per_class_table(rows: List[Dict[str, Any]]) -> str:
+    """The per-class rows as a text table with their mean."""
+    width = max([len(r["name"]) for r in rows] + [4])
+    lines = [f"{'id':>6}  {'name':<{width}}  {'instances':>9}  {'AP':>6}  {'AP50':>6}"]
+    for r in rows:
+        lines.append(f"{r['category_id']:>6}  {r['name']:<{width}}  {r['instances']:>9}  {_cell(r['AP'])}  "
+                     f"{_cell(r['AP50'])}")
+    scored = [r for r in rows if r["AP"] is not None]
+    if scored:
+        lines.append(f"{'':>6}  {'mean':<{width}}  {'':>9}  {_cell(float(np.mean([r['AP'] for r in scored])))}  "
+                     f"{_cell(float(np.mean([r['AP50'] for r in scored])))}")
+    return "\n".join(lines)

@@ -6,7 +6,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn
 
-from src.checkpoint import build_with_weights
+from src.checkpoint import Weights, build_with_weights
 from src.errors import UserError
 from src.layers import fold_batchnorm, use_cpu_inference_kernels
 from src.logger import get_logger
@@ -41,9 +41,9 @@ def check_input_size(size: int) -> int:
     return size
 
 
-def build_detection_model(config, weights: Optional[str]) -> nn.Cell:
+def build_detection_model(config, weights: Optional[Weights]) -> nn.Cell:
     """Network + decode in inference mode, BN folded into the convs; weights from a .ckpt or darknet
-    .weights if given."""
+    .weights or named parameters if given."""
     network = build_network(config) if weights is None else build_with_weights(config, weights, build_network)
     network.set_train(False)
     decode = YoloDecode(config.anchor_scales, config.anchor_mask, config.num_classes)
@@ -59,7 +59,7 @@ class Detector:
     in `nonfinite_rows` (log_nonfinite reports the count).
     """
 
-    def __init__(self, config, weights: str, batch_size: int):
+    def __init__(self, config, weights: Weights, batch_size: int):
         self.size = check_input_size(config.testing_shape)
         self.letterbox = config.letterbox
         self.batch_size = max(1, batch_size)

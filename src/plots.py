@@ -1,5 +1,5 @@
-"""Charts as PNG, drawn with OpenCV (no plotting dependency): PR curves from eval, loss and lr curves
-from train.py's metrics log.
+"""Charts as PNG, drawn with OpenCV (no plotting dependency): PR curves from eval, loss, lr and val AP
+curves from train.py's metrics log.
 
     python -m src.plots OUTPUTS/metrics_rank0.jsonl [--out_dir DIR]
 """
@@ -103,21 +103,32 @@ def read_metrics(path: str) -> List[dict]:
 
 
 def training_curves(metrics_path: str, out_dir: str) -> List[str]:
-    """loss.png and lr.png from a metrics log; returns the paths."""
+    """loss.png and lr.png from a metrics log, and val_ap.png where it holds eval during training (run_eval);
+    returns the paths."""
     rows = read_metrics(metrics_path)
-    steps = [r["step"] for r in rows]
-    loss_keys = [k for k in rows[0] if k == "loss" or k.endswith("_loss")]
-    loss_png, lr_png = os.path.join(out_dir, "loss.png"), os.path.join(out_dir, "lr.png")
-    line_chart({k: (steps, [r[k] for r in rows]) for k in loss_keys}, "Training loss", "iteration", "loss",
-               loss_png, log_y=True)
-    line_chart({"lr": (steps, [r["lr"] for r in rows])}, "Learning rate", "iteration", "lr", lr_png)
-    return [loss_png, lr_png]
+    train_rows = [r for r in rows if "loss" in r]
+    val_rows = [r for r in rows if "AP" in r]
+    paths = []
+    if train_rows:
+        steps = [r["step"] for r in train_rows]
+        loss_keys = [k for k in train_rows[0] if k == "loss" or k.endswith("_loss")]
+        paths += [os.path.join(out_dir, "loss.png"), os.path.join(out_dir, "lr.png")]
+        line_chart({k: (steps, [r[k] for r in train_rows]) for k in loss_keys}, "Training loss", "iteration",
+                   "loss", paths[-2], log_y=True)
+        line_chart({"lr": (steps, [r["lr"] for r in train_rows])}, "Learning rate", "iteration", "lr", paths[-1])
+    if val_rows:
+        epochs = [r["epoch"] + 1 for r in val_rows]
+        paths.append(os.path.join(out_dir, "val_ap.png"))
+        line_chart({k: (epochs, [r[k] for r in val_rows]) for k in ("AP", "AP50")}, "Val AP during training",
+                   "epoch", "AP", paths[-1])
+    return paths
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("metrics", help="metrics_rankN.jsonl written by train.py")
-    p.add_argument("--out_dir", default="", help="where to write loss.png and lr.png (default: beside the log)")
+    p.add_argument("--out_dir", default="",
+                   help="where to write loss.png, lr.png and val_ap.png (default: beside the log)")
     a = p.parse_args()
     for path in training_curves(a.metrics, a.out_dir or os.path.dirname(os.path.abspath(a.metrics))):
         print("wrote", path)

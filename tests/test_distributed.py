@@ -77,3 +77,7 @@ def test_distributed_eval_equals_single_process(tiny_ckpt, tmp_path):
     dist.pop("seconds")
     assert dist == single
     assert sorted(os.listdir(tmp_path / "dist")) == ["pr_curve.png", "predictions.json", "stats.json"]
+    key = lambda r: (r["image_id"], r["category_id"], -r["score"], r["bbox"])  # noqa: E731
+    single_rows, dist_rows = (sorted(json.loads((tmp_path / d / "predictions.json").read_text()), key=key)
+                              for d in ("single", "dist"))
+    assert dist_rows == single_rows and len(single_rows) > 1000
