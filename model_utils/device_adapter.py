@@ -58,7 +58,7 @@ class _AllGather(ms.nn.Cell):
 def all_gather_rows(rows: np.ndarray) -> np.ndarray:
     """The (n_r, k) int32 rows of every rank r, concatenated in rank order, on every rank: through the
     collective layer, so ranks on other nodes need no shared folder. Ranks may hold different numbers of rows."""
-    rows = np.asarray(rows, np.int32).reshape(len(rows), -1)
+    rows = np.asarray(rows, np.int32)
     counts = _AllGather()(ms.Tensor(np.array([len(rows)], np.int32))).asnumpy()
     padded = np.zeros((max(int(counts.max()), 1), rows.shape[1]), np.int32)
     padded[:len(rows)] = rows

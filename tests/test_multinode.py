@@ -200,3 +200,39 @@ def test_rank_table_errors(edit, message, tmp_path):
     edit(table)
     with pytest.raises(UserError, match=re.escape(message)):
         local_devices(table, ["198.51.100.2"])
+
+
+def test_two_nodes_evaluate_without_a_shared_folder(node1_netns, shapes64, tmp_path):
+    """Distributed eval over the two nodes, each writing into its own eval_dir: the ranks' results meet over
+    the collective layer, and node 0 writes the stats.json and predictions.json of a single process."""
+    from model_utils.config import load_config
+    from src.checkpoint import network_parameters, save_checkpoint
+    from src.yolo import build_network
+    ckpt = str(tmp_path / "random.ckpt")
+    save_checkpoint(network_parameters(build_network(load_config(["--config_path", TINY_CFG]))), ckpt)
+    args = [os.path.join(REPO, "eval.py"), "--config_path", TINY_CFG, "--data_dir", shapes64, "--pretrained", ckpt,
+            "--testing_shape", "64", "--eval_ignore_threshold", "0.001"]  # an untrained model's scores are low
+    procs = []
+    for node in (0, 1):
+        folder = tmp_path / f"node{node}"
+        folder.mkdir()
+        cmd = [os.path.join(BIN, "msrun"), "--worker_num=2", "--local_worker_num=1", f"--node_rank={node}",
+               f"--master_addr={NODE0_ADDR}", f"--master_port={PORT}", f"--log_dir={folder / 'logs'}",
+               "--join=True", *args, "--eval_dir", str(folder / "eval"), "--is_distributed", "True"]
+        if node == 1:
+            cmd = ["ip", "netns", "exec", node1_netns, *cmd]
+        procs.append(subprocess.Popen(cmd, cwd=folder, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    outputs = [proc.communicate(timeout=600)[0] for proc in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(outputs)
+    single = subprocess.run([sys.executable, *args, "--eval_dir", str(tmp_path / "single")], cwd=REPO, env=ENV,
+                            capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-2000:]
+    stats = [json.loads((tmp_path / d / "stats.json").read_text()) for d in ("single", "node0/eval")]
+    for s in stats:
+        s.pop("seconds")
+    assert stats[0] == stats[1] and stats[0]["images"] == 2
+    predictions = [json.loads((tmp_path / d / "predictions.json").read_text()) for d in ("single", "node0/eval")]
+    key = lambda r: (r["image_id"], r["category_id"], -r["score"], r["bbox"])  # noqa: E731
+    assert sorted(predictions[0], key=key) == sorted(predictions[1], key=key) and predictions[0]
+    assert not (tmp_path / "node1" / "eval" / "stats.json").exists()
