@@ -86,6 +86,43 @@ def load_initial_weights(network: nn.Cell, config, logger) -> None:
                     "lacks, as for a new model: %s", len(reinitialised), path, ", ".join(reinitialised))
 
 
+class LogWindow:
+    """The losses and time of the steps since the last log line."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss, self.parts, self.count, self.start = 0.0, np.zeros(3), 0, time.time()
+
+    def add(self, loss: float, parts: np.ndarray) -> None:
+        self.loss += loss
+        self.parts += parts
+        self.count += 1
+
+    def seconds(self) -> float:
+        return time.time() - self.start
+
+    def means(self) -> Tuple[float, List[float]]:
+        return self.loss / self.count, (self.parts / self.count).tolist()
+
+
+class StepProfiler:
+    """need_profiler: a MindSpore profile of the run's first 5 steps in CKPT_PATH/profiler."""
+
+    STEPS = 5
+
+    def __init__(self, config, first_step: int):
+        self.first_step = first_step
+        self.profiler = ms.Profiler(output_path=os.path.join(config.ckpt_path, "profiler")) \
+            if config.need_profiler else None
+
+    def after(self, global_step: int) -> None:
+        if self.profiler is not None and global_step - self.first_step >= self.STEPS:
+            self.profiler.analyse()
+            self.profiler = None
+
+
 class Trainer:
     """The training loop: data, step, logging, checkpoints, resume."""
 
@@ -124,6 +161,7 @@ class Trainer:
         self.global_step = self._resume_or_check()
         self.best = self._best_so_far()
         self.interrupted = False
+        self.bar: Optional[tqdm] = None
 
     def _on_sigint(self, *_):
         """Ctrl-C: finish the current step, then save and stop (see train())."""
@@ -263,61 +301,70 @@ class Trainer:
             self.log_metrics(step=self.global_step, epoch=epoch, AP=ap, AP50=ap50)
 
     def train(self) -> None:
-        cfg = self.cfg
-        total = cfg.max_epoch * self.steps_per_epoch
-        profiler = self._start_profiler()
-        first_step = self.global_step
-        source = RunSource(self.data, self.sampler, cfg, first_step, total)
-        epoch = first_step // self.steps_per_epoch
-        loss_sum, parts_sum, count, t0 = 0.0, np.zeros(3), 0, time.time()
-        batches = ()
-        if len(source):
-            batches = create_train_dataset(source, cfg.num_parallel_workers).create_tuple_iterator(num_epochs=1)
-        bar = None
+        """The loop: one step per batch, then the log line, checkpoints and eval when they are due; Ctrl-C or
+        SIGTERM saves and stops after the current step."""
+        source = RunSource(self.data, self.sampler, self.cfg, self.global_step,
+                           self.cfg.max_epoch * self.steps_per_epoch)
+        batches = create_train_dataset(source, self.cfg.num_parallel_workers).create_tuple_iterator(num_epochs=1) \
+            if len(source) else ()
+        window, profiler = LogWindow(), StepProfiler(self.cfg, self.global_step)
+        epoch = self.global_step // self.steps_per_epoch
         try:
             for batch in batches:
                 epoch = self.global_step // self.steps_per_epoch
-                if bar is None:
-                    bar = self._epoch_bar(epoch)
-                loss, overflow, _ = self.train_cell(*batch)
-                self._arm_interrupt()
-                self.global_step += 1
-                bar.update()
-                if bool(overflow.asnumpy()):
-                    self.logger.warning("iter[%d]: gradient overflow, step skipped", self.global_step)
-                loss_sum += float(loss.asnumpy())
-                parts_sum += self.loss_parts.asnumpy()
-                count += 1
-                if profiler is not None and self.global_step - first_step >= 5:
-                    profiler.analyse()
-                    profiler = None
-                if self.global_step % cfg.log_interval == 0 and self.main_rank:
-                    fps = count * cfg.per_batch_size * cfg.group_size / (time.time() - t0)
-                    lr = float(self.lr[min(self.global_step, total) - 1])
-                    self.logger.info("epoch[%d], iter[%d], loss:%f, fps:%.2f imgs/sec, lr:%f", epoch,
-                                     self.global_step, loss_sum / count, fps, lr)
-                    box, obj, cls = (parts_sum / count).tolist()
-                    self.log_metrics(step=self.global_step, epoch=epoch, loss=loss_sum / count, box_loss=box,
-                                     obj_loss=obj, cls_loss=cls, lr=lr, images_per_sec=fps)
-                    loss_sum, parts_sum, count, t0 = 0.0, np.zeros(3), 0, time.time()
-                saved = cfg.ckpt_interval > 0 and self.global_step % cfg.ckpt_interval == 0
-                if saved:
-                    self.save(epoch)
-                if self.global_step % self.steps_per_epoch == 0:
-                    bar.close()
-                    bar = None
-                    if not saved:
-                        self.save(epoch)
-                    self.evaluate(epoch)
+                self.step(batch, epoch, window)
+                profiler.after(self.global_step)
+                self.log_if_due(epoch, window)
+                self.save_and_evaluate_if_due(epoch)
                 if self.interrupted:
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
             self.save(epoch, sync=False)
             raise
         finally:
-            if bar is not None:
-                bar.close()
+            self.close_bar()
         self.logger.info("training done: %d iterations", self.global_step)
+
+    def step(self, batch, epoch: int, window: "LogWindow") -> None:
+        if self.bar is None:
+            self.bar = self._epoch_bar(epoch)
+        loss, overflow, _ = self.train_cell(*batch)
+        self._arm_interrupt()
+        self.global_step += 1
+        self.bar.update()
+        if bool(overflow.asnumpy()):
+            self.logger.warning("iter[%d]: gradient overflow, step skipped", self.global_step)
+        window.add(float(loss.asnumpy()), self.loss_parts.asnumpy())
+
+    def log_if_due(self, epoch: int, window: "LogWindow") -> None:
+        """Every log_interval steps (saving ranks): the model zoo's log line and a metrics row."""
+        cfg = self.cfg
+        if self.global_step % cfg.log_interval or not self.main_rank:
+            return
+        fps = window.count * cfg.per_batch_size * cfg.group_size / window.seconds()
+        lr = float(self.lr[min(self.global_step, len(self.lr)) - 1])
+        loss, (box, obj, cls) = window.means()
+        self.logger.info("epoch[%d], iter[%d], loss:%f, fps:%.2f imgs/sec, lr:%f", epoch, self.global_step, loss,
+                         fps, lr)
+        self.log_metrics(step=self.global_step, epoch=epoch, loss=loss, box_loss=box, obj_loss=obj, cls_loss=cls,
+                         lr=lr, images_per_sec=fps)
+        window.reset()
+
+    def save_and_evaluate_if_due(self, epoch: int) -> None:
+        """A checkpoint every ckpt_interval steps (if > 0) and at each epoch's end, then eval during training."""
+        saved = self.cfg.ckpt_interval > 0 and self.global_step % self.cfg.ckpt_interval == 0
+        if saved:
+            self.save(epoch)
+        if self.global_step % self.steps_per_epoch == 0:
+            self.close_bar()
+            if not saved:
+                self.save(epoch)
+            self.evaluate(epoch)
+
+    def close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     def _epoch_bar(self, epoch: int) -> tqdm:
         return tqdm(total=self.steps_per_epoch, initial=self.global_step - epoch * self.steps_per_epoch,
@@ -329,10 +376,6 @@ class Trainer:
                   encoding="utf-8") as f:
             f.write(json.dumps(values) + "\n")
 
-    def _start_profiler(self):
-        if not self.cfg.need_profiler:
-            return None
-        return ms.Profiler(output_path=os.path.join(self.cfg.ckpt_path, "profiler"))
 
 
 def main() -> None:

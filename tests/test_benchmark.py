@@ -20,9 +20,14 @@ def test_benchmark_writes_all_keys(tmp_path):
     darknet = 5.56 * (128 / 416) ** 2 - 2 * 3 * (85 - 8) * (512 * 4 * 4 + 256 * 8 * 8) / 1e9
     assert abs(result["gflops"] - darknet) < 0.005
     assert 0 < result["train_peak_fraction"] <= 1  # a training step cannot outrun the machine's matmul peak
-    assert (f"({result['train_peak_fraction']:.0%} of the {result['matmul_gflops']:.0f} GFLOP/s matmul peak)"
+    assert (f"({result['train_peak_fraction']:.0%} of the {result['matmul_gflops']:.0f} GFLOP/s matmul peak;"
             in proc.stdout)
+    assert result["matmul_gflops"] == max(result["numpy_matmul_gflops"], result["sgemm_gflops"])
     assert "ONNX Runtime" in proc.stdout
+    # the convolutions MindSpore's oneDNN ran in the training step (the heads'), none on a reference kernel
+    assert result["onednn_isa"] == "AVX2" and result["conv_primitives"] > 0 and result["ref_conv_primitives"] == 0
+    assert (f"MindSpore's oneDNN: AVX2, {result['conv_primitives']:.0f} convolution primitives run, 0 through a "
+            f"reference implementation; kernels' sgemm: {result['sgemm_isa']}") in proc.stdout
 
 
 def test_gflops_match_darknet(tmp_path):
