@@ -17,7 +17,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from src.coco import category_ids, evaluate, load_coco
+from src.coco import category_ids, coco_result, evaluate, load_coco
 from src.errors import ArgumentParser, UserError, run_cli
 from src.fileio import write_json, write_text
 from src.logger import get_logger
@@ -68,8 +68,7 @@ def coco_results(coco, files: Dict[str, str]) -> Tuple[List[dict], int, int]:
             if not (np.isfinite(score) and np.isfinite(box).all()):
                 nonfinite += 1
             elif 0 <= label < len(cat_ids):
-                results.append({"image_id": int(image_id), "category_id": int(cat_ids[label]),
-                                "bbox": [round(float(v), 3) for v in box], "score": round(float(score), 5)})
+                results.append(coco_result(image_id, cat_ids[label], box, score))
     return results, missing, nonfinite
 
 

@@ -39,6 +39,13 @@ def category_ids(coco) -> List[int]:
     return sorted(coco.getCatIds())
 
 
+def coco_result(image_id: int, category_id: int, box: Sequence[float], score: float) -> Dict[str, Any]:
+    """One COCO detection result as eval.py and postprocess.py write it: box (x, y, w, h) to 3 decimals,
+    score to 5."""
+    return {"image_id": int(image_id), "category_id": int(category_id), "bbox": [round(float(v), 3) for v in box],
+            "score": round(float(score), 5)}
+
+
 def evaluate(coco, results: List[Dict[str, Any]]) -> Tuple[Dict[str, float], str, Any]:
     """COCO bbox metrics, pycocotools' printed summary, and the evaluator (None without detections)."""
     from pycocotools.cocoeval import COCOeval

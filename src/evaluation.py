@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from model_utils.device_adapter import all_gather_rows, all_reduce_sum
 from src.checkpoint import Weights
-from src.coco import evaluate, label_to_category, load_coco, model_categories, per_class_stats, per_class_table
+from src.coco import coco_result, evaluate, label_to_category, load_coco, model_categories, per_class_stats, per_class_table
 from src.detector import Detector
 from src.fileio import write_json
 from src.plots import pr_curves
@@ -54,8 +54,7 @@ def detect_images(detector: Detector, paths: List[str], image_ids: List[int], ca
                 rows = detector.forward(np.stack([p[0] for _, p in batch]))
                 for (k_img, (_, mapping, image_size)), r in zip(batch, rows):
                     det = detector.postprocess(r, mapping, image_size)
-                    results += [{"image_id": int(image_ids[k_img]), "category_id": int(categories[int(label)]),
-                                 "bbox": [round(float(v), 3) for v in box], "score": round(float(score), 5)}
+                    results += [coco_result(image_ids[k_img], categories[int(label)], box, score)
                                 for box, score, label in zip(det.boxes, det.scores, det.labels)
                                 if int(label) in categories]
                 bar.update(len(batch))
@@ -73,9 +72,7 @@ def gather_results(results: List[dict], skipped: int, image_ids: List[int], cate
     rows = np.array([[image_at[r["image_id"]], category_at[r["category_id"]], *np.round(np.array(r["bbox"]) * 1e3),
                       round(r["score"] * 1e5)] for r in results], np.int64).reshape(-1, 7)
     gathered = all_gather_rows(rows)
-    merged = [{"image_id": int(image_ids[row[0]]), "category_id": int(category_ids[row[1]]),
-               "bbox": [round(float(v) / 1e3, 3) for v in row[2:6]], "score": round(float(row[6]) / 1e5, 5)}
-              for row in gathered]
+    merged = [coco_result(image_ids[row[0]], category_ids[row[1]], row[2:6] / 1e3, row[6] / 1e5) for row in gathered]
     merged.sort(key=lambda d: (d["image_id"], -d["score"]))
     return merged, int(all_reduce_sum(np.array([skipped]))[0])
 
