@@ -15,7 +15,8 @@ from tqdm import tqdm
 
 from model_utils.device_adapter import all_gather_rows, all_reduce_sum
 from src.checkpoint import Weights
-from src.coco import coco_result, evaluate, label_to_category, load_coco, model_categories, per_class_stats, per_class_table
+from src.coco import (coco_result, evaluate, label_to_category, load_coco, model_categories, per_class_stats,
+                      per_class_table)
 from src.detector import Detector
 from src.fileio import write_json
 from src.plots import pr_curves
