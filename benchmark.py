@@ -54,7 +54,8 @@ from src.yolo import build_network
 SHARED_COCO = os.path.join(os.path.dirname(ROOT), "shared", "data", "coco_tiny")
 
 
-def median_seconds(fn: Callable[[], None], repeats: int, warmup: int = 2) -> float:
+def run_times(fn: Callable[[], None], repeats: int, warmup: int) -> List[float]:
+    """Seconds of each of `repeats` calls of fn, after `warmup` untimed ones."""
     for _ in range(warmup):
         fn()
     times = []
@@ -62,7 +63,11 @@ def median_seconds(fn: Callable[[], None], repeats: int, warmup: int = 2) -> flo
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return times
+
+
+def median_seconds(fn: Callable[[], None], repeats: int, warmup: int = 2) -> float:
+    return statistics.median(run_times(fn, repeats, warmup))
 
 
 def recorded(fn: Callable[[], None], convolutions: List[str]) -> Callable[[], None]:
@@ -116,13 +121,7 @@ def conv_gflops(onnx_path: str) -> float:
 
 def best_gflops(product: Callable[[], None], n: int, repeats: int) -> float:
     """GFLOP/s of the fastest of `repeats` n x n x n float32 products (after one untimed)."""
-    product()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        product()
-        times.append(time.perf_counter() - t)
-    return 2 * n ** 3 / min(times) / 1e9
+    return 2 * n ** 3 / min(run_times(product, repeats, 1)) / 1e9
 
 
 def matmul_gflops(repeats: int, n: int = 2048) -> float:

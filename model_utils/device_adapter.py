@@ -32,35 +32,29 @@ def init_distributed(config) -> None:
                                  device_num=config.group_size)
 
 
-class _AllReduceSum(ms.nn.Cell):
-    def __init__(self):
+class _Collective(ms.nn.Cell):
+    """One collective op as a cell (collective ops run inside a graph)."""
+
+    def __init__(self, op):
         super().__init__()
-        self.reduce = ms.ops.AllReduce()
+        self.op = op
 
     def construct(self, x):
-        return self.reduce(x)
+        return self.op(x)
 
 
 def all_reduce_sum(values: np.ndarray) -> np.ndarray:
     """Element-wise sum over all ranks; also a barrier (CPU has no Barrier kernel, AllReduce it has)."""
-    return _AllReduceSum()(ms.Tensor(np.asarray(values, np.float32))).asnumpy()
-
-
-class _AllGather(ms.nn.Cell):
-    def __init__(self):
-        super().__init__()
-        self.gather = ms.ops.AllGather()
-
-    def construct(self, x):
-        return self.gather(x)
+    return _Collective(ms.ops.AllReduce())(ms.Tensor(np.asarray(values, np.float32))).asnumpy()
 
 
 def all_gather_rows(rows: np.ndarray) -> np.ndarray:
     """The (n_r, k) int32 rows of every rank r, concatenated in rank order, on every rank: through the
     collective layer, so ranks on other nodes need no shared folder. Ranks may hold different numbers of rows."""
     rows = np.asarray(rows, np.int32)
-    counts = _AllGather()(ms.Tensor(np.array([len(rows)], np.int32))).asnumpy()
+    gather = _Collective(ms.ops.AllGather())
+    counts = gather(ms.Tensor(np.array([len(rows)], np.int32))).asnumpy()
     padded = np.zeros((max(int(counts.max()), 1), rows.shape[1]), np.int32)
     padded[:len(rows)] = rows
-    gathered = _AllGather()(ms.Tensor(padded)).asnumpy().reshape(len(counts), len(padded), -1)
+    gathered = gather(ms.Tensor(padded)).asnumpy().reshape(len(counts), len(padded), -1)
     return np.concatenate([gathered[r, :n] for r, n in enumerate(counts)])

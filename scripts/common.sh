@@ -90,6 +90,15 @@ require_node_env() {
   [[ "$MASTER_ADDR" =~ ^[A-Za-z0-9.:_-]+$ ]] || die "MASTER_ADDR must be node 0's address or host name, got '$MASTER_ADDR'"
 }
 
+# msrun_usage SCRIPT COUNT_NAME WHAT PORT: the msrun launchers' usage text, into $USAGE.
+msrun_usage() {
+  local script=$1 count_name=$2 what=$3 port=$4
+  USAGE="usage: bash scripts/$script DATA_DIR $count_name [train.py options]
+  run folder ./train_parallel/ (logs, outputs/), kept: launch again with --resume True to continue it
+  $count_name: this node's $what; several nodes: the same command on each, with NODE_NUM=N (default 1),
+  NODE_RANK=0..N-1 (default 0), MASTER_ADDR=node 0's address (default 127.0.0.1), MASTER_PORT (default $port)"
+}
+
 # msrun_train TARGET COUNT_NAME PORT DATA_DIR COUNT [train.py args]: data parallel through msrun over NODE_NUM
 # nodes of COUNT workers each (same command on every node but NODE_RANK; node 0 at MASTER_ADDR:MASTER_PORT
 # runs the scheduler). Logs in ./train_parallel/worker_RANK.log (several nodes: ./train_parallel/node_R/),

@@ -2,9 +2,6 @@
 # Data-parallel training on WORKER_NUM CPU processes per node through msrun (runs on any machine); several
 # nodes: the same command on each, with NODE_NUM, NODE_RANK, MASTER_ADDR (node 0) and MASTER_PORT set.
 # Logs: ./train_parallel/worker_RANK.log (several nodes: ./train_parallel/node_R/worker_RANK.log)
-USAGE="usage: bash scripts/run_distribute_train_cpu.sh DATA_DIR WORKER_NUM [train.py options]
-  run folder ./train_parallel/ (logs, outputs/), kept: launch again with --resume True to continue it
-  WORKER_NUM: this node's workers; several nodes: the same command on each, with NODE_NUM=N (default 1),
-  NODE_RANK=0..N-1 (default 0), MASTER_ADDR=node 0's address (default 127.0.0.1), MASTER_PORT (default 8119)"
 source "$(dirname "$0")/common.sh"
+msrun_usage run_distribute_train_cpu.sh WORKER_NUM workers 8119
 msrun_train CPU WORKER_NUM 8119 "$@"

@@ -155,3 +155,18 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"skipped ({len(tests)}), {reason}:")
         for nodeid in tests:
             terminalreporter.write_line(f"    {nodeid}")
+
+
+def shapes_set(tmp_path_factory, num_train: int, num_val: int, size: int, min_size: int, max_size: int) -> str:
+    """A small src.synthetic data set in a fresh temporary folder."""
+    from src.synthetic import make_dataset
+    root = tmp_path_factory.mktemp(f"shapes{num_train}_{size}")
+    make_dataset(str(root), num_train, num_val, size=size, min_size=min_size, max_size=max_size)
+    return str(root)
+
+
+def tiny_train_args(data: str, out: str, shape: int, batch: int, workers: int, log_interval: int, *extra: str):
+    """train.py options for yolov3-tiny on a small set."""
+    return ["--config_path", TINY_CFG, "--data_dir", data, "--training_shape", str(shape), "--per_batch_size",
+            str(batch), "--ckpt_path", out, "--log_interval", str(log_interval), "--num_parallel_workers",
+            str(workers), *extra]

@@ -141,57 +141,28 @@ def test_yolo_boxes_clipped_to_the_image(tmp_path):
     assert got["empty.jpg"][2][0][0] == "bird"
 
 
-def _break_voc_xml(d):
-    (d / "xml" / "park.xml").write_text("<annotation><filename>park.png</filename><object>")
-    return "park.xml"
+VOC_BAD_BOX = ("<annotation><filename>park.png</filename><object><name>dog</name>"
+               "<bndbox><xmin>a</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object></annotation>")
 
 
-def _break_voc_image(d):
-    os.remove(d / "images" / "street.jpg")
-    return "street.xml"
-
-
-def _break_voc_box(d):
-    (d / "xml" / "park.xml").write_text("<annotation><filename>park.png</filename><object><name>dog</name>"
-                                        "<bndbox><xmin>a</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax>"
-                                        "</bndbox></object></annotation>")
-    return "park.xml"
-
-
-def _break_yolo_columns(d):
-    (d / "labels" / "park.txt").write_text("0 0.5 0.5 0.2 0.2\n1 0.5 0.5 0.2\n")
-    return "park.txt: line 2: expected 5 columns"
-
-
-def _break_yolo_class(d):
-    (d / "labels" / "street.txt").write_text("3 0.5 0.5 0.2 0.2\n")
-    return "street.txt: line 1: class 3 is not an index 0..2"
-
-
-def _break_yolo_image(d):
-    (d / "labels" / "lost.txt").write_text("0 0.5 0.5 0.2 0.2\n")
-    return "lost.txt: no image lost.*"
-
-
-def _break_yolo_not_normalised(d):
-    (d / "labels" / "park.txt").write_text("0 32 50 10 10\n")
-    return "park.txt: line 1: cx cy w h must be normalised"
-
-
-def _break_yolo_unreadable_image(d):
-    (d / "images" / "park.png").write_bytes(b"not a png")
-    return "park.png: not a readable image"
-
-
-@pytest.mark.parametrize("fmt,breaker", [
-    ("voc", _break_voc_xml), ("voc", _break_voc_image), ("voc", _break_voc_box),
-    ("yolo", _break_yolo_columns), ("yolo", _break_yolo_class), ("yolo", _break_yolo_image),
-    ("yolo", _break_yolo_not_normalised), ("yolo", _break_yolo_unreadable_image)])
-def test_bad_files_are_one_line_errors(tmp_path, fmt, breaker):
+# (format, the file the test writes (or removes, with None) and its content, the error expected)
+@pytest.mark.parametrize("fmt,path,content,expected", [
+    ("voc", "xml/park.xml", "<annotation><filename>park.png</filename><object>", "park.xml"),
+    ("voc", "images/street.jpg", None, "street.xml"),
+    ("voc", "xml/park.xml", VOC_BAD_BOX, "park.xml"),
+    ("yolo", "labels/park.txt", "0 0.5 0.5 0.2 0.2\n1 0.5 0.5 0.2\n", "park.txt: line 2: expected 5 columns"),
+    ("yolo", "labels/street.txt", "3 0.5 0.5 0.2 0.2\n", "street.txt: line 1: class 3 is not an index 0..2"),
+    ("yolo", "labels/lost.txt", "0 0.5 0.5 0.2 0.2\n", "lost.txt: no image lost.*"),
+    ("yolo", "labels/park.txt", "0 32 50 10 10\n", "park.txt: line 1: cx cy w h must be normalised"),
+    ("yolo", "images/park.png", "not a png", "park.png: not a readable image")])
+def test_bad_files_are_one_line_errors(tmp_path, fmt, path, content, expected):
     write_images(tmp_path / "images")
     labels = tmp_path / ("xml" if fmt == "voc" else "labels")
     write_voc(labels) if fmt == "voc" else write_yolo(labels)
-    expected = breaker(tmp_path)
+    if content is None:
+        os.remove(tmp_path / path)
+    else:
+        (tmp_path / path).write_text(content)
     out = tmp_path / "coco"
     proc = convert("--format", fmt, "--images", str(tmp_path / "images"), "--labels", str(labels),
                    "--output_dir", str(out), "--split", "train", check=False)

@@ -13,7 +13,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY_CFG
+from conftest import REPO, TINY_CFG, shapes_set, tiny_train_args
 from test_cli_errors import assert_clean_error
 
 BIN = os.path.dirname(sys.executable)
@@ -25,15 +25,11 @@ DIST_STEPS_PER_EPOCH = 4  # 2 ranks: 8 images each, batch 2
 
 @pytest.fixture(scope="module")
 def shapes16(tmp_path_factory):
-    from src.synthetic import make_dataset
-    root = tmp_path_factory.mktemp("shapes16")
-    make_dataset(str(root), 16, 2, size=64, min_size=16, max_size=30)
-    return str(root)
+    return shapes_set(tmp_path_factory, 16, 2, 64, 16, 30)
 
 
 def train_args(data, out, *extra):
-    return ["--config_path", TINY_CFG, "--data_dir", data, "--training_shape", "64", "--per_batch_size", "2",
-            "--max_epoch", "3", "--ckpt_path", out, "--log_interval", "1", "--num_parallel_workers", "1", *extra]
+    return tiny_train_args(data, out, 64, 2, 1, 1, "--max_epoch", "3", *extra)
 
 
 def train(*args, check=True):

@@ -9,7 +9,7 @@ import sys
 import mindspore as ms
 import pytest
 
-from conftest import REPO, TINY_CFG, run_script
+from conftest import REPO, TINY_CFG, run_script, shapes_set, tiny_train_args
 from test_cli_errors import assert_clean_error
 
 LOG_LINE = re.compile(r"epoch\[\d+\], iter\[\d+\], loss:\d+\.\d{6}, fps:\d+\.\d{2} imgs/sec, lr:\d\.\d{6}")
@@ -17,15 +17,11 @@ LOG_LINE = re.compile(r"epoch\[\d+\], iter\[\d+\], loss:\d+\.\d{6}, fps:\d+\.\d{
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
-    from src.synthetic import make_dataset
-    root = tmp_path_factory.mktemp("shapes")
-    make_dataset(str(root), 16, 6, size=128, min_size=24, max_size=50)
-    return str(root)
+    return shapes_set(tmp_path_factory, 16, 6, 128, 24, 50)
 
 
 def train_args(data, out, *extra):
-    return ["--config_path", TINY_CFG, "--data_dir", data, "--training_shape", "128", "--per_batch_size", "4",
-            "--ckpt_path", out, "--log_interval", "2", "--num_parallel_workers", "2", *extra]
+    return tiny_train_args(data, out, 128, 4, 2, 2, *extra)
 
 
 def ckpts(out):
