@@ -371,7 +371,7 @@ void conv_whole(const float *x, const float *weight, const float *bias, bool act
 // (c x tiles) instead of one (o x 9c) by (9c x 4 tiles): 2.25x fewer multiply-adds. The transforms only add,
 // subtract and halve, so the results differ from im2col's in rounding only. Tiles run in chunks of at most
 // kWinogradFloats of transformed inputs and products.
-// fewer input channels: the transforms cost more than they save (src/layers.py:winograd_conv uses the same bound)
+// fewer input channels: the transforms cost more than they save
 constexpr int64_t kWinogradChannels = 32;
 constexpr int64_t kWinogradTiles = 100;    // fewer tiles per call: the weight transform costs more than it saves
 constexpr int64_t kWinogradFloats = 1 << 22;
