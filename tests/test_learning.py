@@ -3,18 +3,18 @@ trained model (inference graph, BN folded) then finds the objects it saw: where 
 import json
 
 import cv2
+import mindspore as ms
 import numpy as np
 
 from conftest import TINY_CFG
 
+ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", jit_config={"jit_level": "O0"})  # as setup_device does
 STEPS = 40
 
 
 def test_a_few_dozen_steps_learn_the_images(tmp_path):
-    import mindspore as ms
     from mindspore import Tensor, nn
     from model_utils.config import load_config
-    from model_utils.device_adapter import setup_device
     from src.checkpoint import network_parameters, save_checkpoint
     from src.dataset import BatchSource, CocoTrainSet
     from src.detector import build_detection_model
@@ -30,7 +30,6 @@ def test_a_few_dozen_steps_learn_the_images(tmp_path):
     cfg = load_config(["--config_path", TINY_CFG, "--num_classes", "3", "--per_batch_size", "2",
                        "--training_shape", "96", "--testing_shape", "96", "--jitter", "0", "--hue", "0",
                        "--saturation", "1", "--value", "1"])
-    setup_device(cfg)
     ms.set_seed(cfg.seed)
     data = CocoTrainSet(str(tmp_path / "annotations" / "instances_train2017.json"), str(tmp_path / "train2017"))
     network = build_network(cfg)
