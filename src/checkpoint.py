@@ -6,7 +6,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 import mindspore as ms
 from mindspore import nn
 
-from src.darknet_weights import _layer_sizes, load_darknet_weights, read_weights_file
+from src.darknet_weights import layer_sizes, load_darknet_weights, read_weights_file
 from src.errors import UserError
 from src.layers import HeadConv
 
@@ -91,7 +91,7 @@ def _darknet_file_classes(network: nn.Cell, path: str, num_classes: int) -> Opti
     _, data = read_weights_file(path)
     heads = [cell.conv for _, cell in network.cells_and_names() if isinstance(cell, HeadConv)]
     per_class = sum(c.weight.shape[0] // (5 + num_classes) * (c.weight.shape[1] + 1) for c in heads)
-    extra = data.size - sum(_layer_sizes(network.darknet_layers()))
+    extra = data.size - sum(layer_sizes(network.darknet_layers()))
     if per_class == 0 or extra % per_class or num_classes + extra // per_class < 1:
         return None
     return num_classes + extra // per_class

@@ -16,7 +16,8 @@ from tqdm import tqdm
 from src.errors import UserError
 
 
-def _layer_sizes(layers) -> List[int]:
+def layer_sizes(layers) -> List[int]:
+    """Floats each (conv, bn) layer takes in a .weights file: BN's four vectors (or the bias), then the weights."""
     sizes = []
     for conv, bn in layers:
         out_ch = conv.weight.shape[0]
@@ -51,7 +52,7 @@ def load_darknet_weights(network: nn.Cell, path: str, model_name: str, allow_pre
     if `allow_prefix`; any other size is an error stating expected and actual sizes.
     """
     layers = network.darknet_layers()
-    sizes = _layer_sizes(layers)
+    sizes = layer_sizes(layers)
     header, data = read_weights_file(path)
     header_bytes = header_size(header[0], header[1])
     bounds = np.cumsum([0] + sizes)

@@ -3,7 +3,6 @@ import os
 import sys
 
 import numpy as np
-import pytest
 
 from conftest import COCO_TINY, DARKNET, REPO, TINY_CFG, run_script
 
