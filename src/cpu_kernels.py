@@ -165,6 +165,21 @@ def conv(stride: int = 1) -> ops.Custom:
     return _op(name, lambda x, w: (x[0], w[0], out_size(x[2], w[2], stride), out_size(x[3], w[3], stride)), bprop)
 
 
+def batchnorm_act() -> ops.Custom:
+    """Training: batch normalisation with the batch's statistics, then leaky ReLU with a slope (1 for none):
+    (x (n, c, h, w), gamma (c,), beta (c,), settings (eps, slope)) -> (y, batch mean (c,), biased batch variance
+    (c,)); the gradient (of y only: the statistics feed the moving averages) is a kernel too."""
+    grad = ops.Custom(f"{library()}:BatchNormActGrad", out_shape=lambda x, dy, g, b, m, v, s: (x, g, g),
+                      out_dtype=lambda x, *rest: (x, x, x), func_type="aot")
+
+    def bprop(x, gamma, beta, settings, out, dout):
+        dx, dgamma, dbeta = grad(x, dout[0], gamma, beta, out[1], out[2], settings)
+        return dx, dgamma, dbeta, ops.zeros_like(settings)
+
+    return ops.Custom(f"{library()}:BatchNormAct", out_shape=lambda x, g, b, s: (x, g, g),
+                      out_dtype=lambda x, *rest: (x, x, x), func_type="aot", bprop=bprop)
+
+
 def out_size(size: int, kernel: int, stride: int) -> int:
     """Output size of a convolution with padding kernel // 2."""
     return (size + 2 * (kernel // 2) - kernel) // stride + 1

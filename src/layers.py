@@ -24,9 +24,11 @@ class LeakyReLU(nn.Cell):
     kernel's time. Inference and export keep the single LeakyReLU op.
     """
 
+    SLOPE = 0.1
+
     def __init__(self):
         super().__init__()
-        self.act = nn.LeakyReLU(0.1)
+        self.act = nn.LeakyReLU(self.SLOPE)
 
     def construct(self, x):
         if self.training:
@@ -41,7 +43,9 @@ class ConvBN(nn.Cell):
     inference: one op fewer per layer, the same numbers to rounding. On the CPU
     `use_cpu_inference_kernels` may then give it `kernel`: conv, bias and leaky
     ReLU in one op; for training, `use_cpu_training_kernels` may give it
-    `conv_kernel`, the convolution alone (with its gradients).
+    `conv_kernel`, the convolution alone (with its gradients), and `bn_kernel`,
+    BN on the batch's statistics and the activation in one op (the moving
+    averages are then updated here, as MindSpore's BatchNorm does).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1,
@@ -54,6 +58,9 @@ class ConvBN(nn.Cell):
         self.folded = False
         self.kernel = None
         self.conv_kernel = None
+        self.bn_kernel = None
+        slope = 1.0 if act is None else LeakyReLU.SLOPE
+        self.bn_settings = Tensor(np.array([BN_EPS, slope], np.float32))
 
     def construct(self, x):
         if self.kernel is not None:
@@ -62,11 +69,22 @@ class ConvBN(nn.Cell):
             x = self.conv_kernel(x, self.conv.weight)
         else:
             x = self.conv(x)
+        if self.bn_kernel is not None and self.training:
+            x, mean, var = self.bn_kernel(x, self.bn.gamma, self.bn.beta, self.bn_settings)
+            self.update_moving_averages(ops.stop_gradient(mean), ops.stop_gradient(var), x.size / x.shape[1])
+            return x
         if not self.folded:
             x = self.bn(x)
         if self.act is not None:
             x = self.act(x)
         return x
+
+    def update_moving_averages(self, mean, var, count):
+        """MindSpore's BatchNorm update (nn.BatchNorm2d keeps 1 - its momentum argument as `momentum`): moving =
+        (1 - m) * moving + m * batch, the variance unbiased."""
+        bn = self.bn
+        ops.assign(bn.moving_mean, bn.moving_mean * (1 - bn.momentum) + mean * bn.momentum)
+        ops.assign(bn.moving_variance, bn.moving_variance * (1 - bn.momentum) + var * (count / (count - 1) * bn.momentum))
 
     def fold_bn(self) -> None:
         bn = self.bn
@@ -99,21 +117,26 @@ def depthwise_conv(cell: nn.Cell) -> bool:
 
 
 def use_cpu_training_kernels(network: nn.Cell) -> int:
-    """Route the 2x2 stride-2 max-pools and the convolutions of one group (stride 1 or 2) through src.cpu_kernels
-    (on CPU, if it builds): MindSpore's MaxPoolGrad is the slowest op of a CPU training step, its convolutions do
-    2.25x the multiplications of Winograd's on the wide 3x3 layers, and its oneDNN runs at AVX2 at most
-    (src/onednn.py). Depthwise convolutions and the heads' 1x1 convolutions keep MindSpore's ops. Returns how
-    many cells use a kernel."""
+    """Route the 2x2 stride-2 max-pools, the convolutions of one group (stride 1 or 2) and every BN with its leaky
+    ReLU (or none) through src.cpu_kernels (on CPU, if it builds): MindSpore's MaxPoolGrad is the slowest op of a
+    CPU training step, its convolutions do 2.25x the multiplications of Winograd's on the wide 3x3 layers, its
+    oneDNN runs at AVX2 at most (src/onednn.py), and its BatchNorm, BatchNormGrad and the leaky ReLU's elementwise
+    ops made about fifteen passes over each activation. Depthwise convolutions and the heads' 1x1 convolutions keep
+    MindSpore's ops. Returns how many cells use a kernel."""
     cells = [cell for _, cell in network.cells_and_names()]
     pools = [cell for cell in cells if isinstance(cell, MaxPool) and cell.size == 2 and cell.stride == 2]
     convs = [cell for cell in cells if kernel_conv(cell)]
-    if not (pools or convs) or not cpu_kernels.enabled():
+    norms = [cell for cell in cells if isinstance(cell, ConvBN) and not cell.folded
+             and (cell.act is None or isinstance(cell.act, LeakyReLU))]
+    if not (pools or convs or norms) or not cpu_kernels.enabled():
         return 0
     for pool in pools:
         pool.kernel = cpu_kernels.maxpool2x2()
     for cell in convs:
         cell.conv_kernel = cpu_kernels.conv(cell.conv.stride[0])
-    return len(pools) + len(convs)
+    for cell in norms:
+        cell.bn_kernel = cpu_kernels.batchnorm_act()
+    return len(pools) + len(convs) + len(norms)
 
 
 def use_cpu_inference_kernels(network: nn.Cell) -> int:

@@ -187,13 +187,49 @@ def test_training_conv_kernel_matches_mindspore(shape, out, k, stride):
         cell = ConvBNLeaky(shape[1], out, k, stride)
         cell.conv.weight.set_data(weight)
         if kernels:
-            assert use_cpu_training_kernels(cell) == 1 and cell.conv_kernel is not None
+            assert use_cpu_training_kernels(cell) == 2 and cell.conv_kernel is not None and cell.bn_kernel is not None
         cell.set_train(True)
         grad_fn = ms.value_and_grad(Weighted(cell), grad_position=0, weights=[cell.conv.weight])
         _, (dx, (dw,)) = grad_fn(Tensor(x), Tensor(w))
         results.append((cell(Tensor(x)).asnumpy(), dx.asnumpy(), dw.asnumpy()))
     for stock, fast in zip(*results):
         np.testing.assert_allclose(fast, stock, rtol=1e-5, atol=1e-6 * np.abs(stock).max())
+
+
+# (x shape, offset of the values, leaky ReLU after BN, tolerance): maps of many sizes, and the linear BN of
+# MobileNetV2's projections on values whose mean is about 150 times their spread: float32 itself leaves the two
+# implementations about 1e-5 apart there (a variance taken as E[x^2] - E[x]^2 in float would be off by 1e-3), and
+# without the ReLU's kink (a value that rounds to either side of 0 takes another slope).
+BN_CASES = [((4, 16, 26, 26), 0.0, True, 2e-5), ((2, 5, 7, 9), 0.0, True, 2e-5), ((2, 12, 13, 13), 0.0, False, 2e-5),
+            ((3, 8, 33, 31), 300.0, False, 1e-4)]
+
+
+@pytest.mark.parametrize("shape,offset,leaky,tol", BN_CASES)
+def test_training_batchnorm_kernel_matches_mindspore(shape, offset, leaky, tol):
+    """BN on batch statistics + activation: output, gradients of x, gamma and beta, and the moving averages after
+    two steps, against MindSpore's BatchNorm and LeakyReLU."""
+    assert cpu_kernels.enabled(), "g++ is needed for this test (the fallback has its own test)"
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(shape) * 2 + offset).astype(np.float32)
+    out = shape[1] + 3
+    w = rng.standard_normal((shape[0], out) + shape[2:]).astype(np.float32)
+    weight = Tensor(rng.standard_normal((out, shape[1], 1, 1)).astype(np.float32))
+    gamma = Tensor(rng.uniform(0.5, 1.5, out).astype(np.float32))
+    results = []
+    for kernels in (False, True):
+        cell = ConvBN(shape[1], out, 1, act=LeakyReLU() if leaky else None)
+        cell.conv.weight.set_data(weight)
+        cell.bn.gamma.set_data(gamma)
+        if kernels:
+            cell.bn_kernel = cpu_kernels.batchnorm_act()
+        cell.set_train(True)
+        grad_fn = ms.value_and_grad(Weighted(cell), grad_position=0, weights=[cell.bn.gamma, cell.bn.beta])
+        y, (dx, (dgamma, dbeta)) = grad_fn(Tensor(x), Tensor(w))
+        y = cell(Tensor(x)).asnumpy()
+        results.append((y, dx.asnumpy(), dgamma.asnumpy(), dbeta.asnumpy(), cell.bn.moving_mean.asnumpy(),
+                        cell.bn.moving_variance.asnumpy()))
+    for stock, fast in zip(*results):
+        np.testing.assert_allclose(fast, stock, rtol=tol, atol=tol / 10 * np.abs(stock).max())
 
 
 @pytest.fixture
@@ -242,6 +278,7 @@ def test_building_a_network_builds_no_kernels(cache):
     network = build_network(load_config(["--config_path", TINY_CFG]))
     assert not any(isinstance(c, MaxPool) and c.kernel is not None for _, c in network.cells_and_names())
     assert not (cache / "kernels").exists()  # building a network for inference compiles nothing
-    # the tiny trunk shares one stride-2 max-pool cell; all eleven ConvBNLeaky cells (not the two heads)
-    assert use_cpu_training_kernels(network) == 12
+    # the tiny trunk shares one stride-2 max-pool cell; all eleven ConvBNLeaky cells (not the two heads) get a
+    # convolution and a BN kernel
+    assert use_cpu_training_kernels(network) == 23
     assert len(os.listdir(cache / "kernels")) == 2
