@@ -22,8 +22,9 @@ from tqdm import tqdm
 from model_utils.config import load_config
 from model_utils.device_adapter import all_reduce_sum, init_distributed, setup_device
 from model_utils.moxing_adapter import run_with_modelarts
+from src.anchors import fit_to_training_set
 from src.checkpoint import (head_parameter_names, load_checkpoint_into, load_for_finetuning, network_parameters,
-                            read_checkpoint, save_checkpoint)
+                            read_checkpoint, save_checkpoint, training_info)
 from src.dataset import CocoTrainSet, RunSource, create_train_dataset
 from src.errors import UserError, run_cli
 from src.evaluation import check_categories, evaluate_model
@@ -135,6 +136,8 @@ class Trainer:
         ann = os.path.join(config.data_dir, "annotations", "instances_train2017.json")
         self.data = CocoTrainSet(ann, os.path.join(config.data_dir, "train2017"))
         self._set_classes()
+        if config.auto_anchor:
+            self._fit_anchors(ann)
         self.network = build_network(config)
         use_cpu_training_kernels(self.network)
         load_initial_weights(self.network, config, self.logger)
@@ -185,6 +188,27 @@ class Trainer:
             cfg.coco_ids = self.data.cat_ids + list(range(max(self.data.cat_ids) + 1,
                                                           max(self.data.cat_ids) + 1 + cfg.num_classes - n))
 
+    def _fit_anchors(self, ann: str) -> None:
+        """auto_anchor: train with anchors fitted to the training boxes (src.anchors), unless the anchors are given
+        on the command line or come with --resume_yolo's model. Seeded: a resumed run fits the same ones."""
+        cfg = self.cfg
+        if cfg.resume_yolo or cfg.on_command_line("anchor_scales"):
+            self.logger.info("auto_anchor: keeping the anchors of %s",
+                             "--resume_yolo" if cfg.resume_yolo else "--anchor_scales")
+            return
+        try:
+            fitted, fit, current_fit, count = fit_to_training_set(ann, cfg)
+        except UserError as e:
+            self.logger.info("auto_anchor: keeping the config's anchors (%s)", e)
+            return
+        if fit <= current_fit:
+            self.logger.info("auto_anchor: the config's anchors fit the %d training boxes best (mean best IoU %.3f, "
+                             "k-means %.3f); keeping them", count, current_fit, fit)
+            return
+        self.logger.info("auto_anchor: mean best IoU of the %d training boxes %.3f with the config's anchors, %.3f "
+                         "with k-means ones; training with anchor_scales %s", count, current_fit, fit, fitted)
+        cfg.anchor_scales = fitted
+
     def _val_set(self) -> Tuple[str, str]:
         """The val annotation file and images of eval during training, checked before training starts."""
         cfg = self.cfg
@@ -204,11 +228,6 @@ class Trainer:
             return -1.0, -1
         ckpt = read_checkpoint(path)
         return float(ckpt["AP"].asnumpy()), int(ckpt["epoch"].asnumpy())
-
-    def class_info(self) -> Dict[str, object]:
-        """What eval and predict read back from a checkpoint: the classes, their names and category ids."""
-        return {"num_classes": self.cfg.num_classes, "labels": "\n".join(self.cfg.labels),
-                "coco_ids": ",".join(str(i) for i in self.cfg.coco_ids)}
 
     def state(self) -> Dict[str, ms.Parameter]:
         params = network_parameters(self.network)
@@ -269,7 +288,7 @@ class Trainer:
             return
         step = int(self.optimizer.global_step.asnumpy().reshape(-1)[0])
         path = os.path.join(self.ckpt_dir, f"{self.cfg.rank}-{epoch + 1}_{step}.ckpt")
-        save_checkpoint(self.state(), path, {"epoch": epoch, "global_step": step, **self.class_info()})
+        save_checkpoint(self.state(), path, {"epoch": epoch, "global_step": step, **training_info(self.cfg)})
         for _, old in list_checkpoints(self.ckpt_dir)[:-self.cfg.keep_checkpoint_max]:
             os.remove(old)
         self.logger.info("saved %s", path)
@@ -293,7 +312,8 @@ class Trainer:
                 path = os.path.join(self.ckpt_dir, "best.ckpt")
                 step = int(self.optimizer.global_step.asnumpy().reshape(-1)[0])
                 save_checkpoint(network_parameters(self.network), path,
-                                {"epoch": epoch, "global_step": step, "AP": ap, "AP50": ap50, **self.class_info()})
+                                {"epoch": epoch, "global_step": step, "AP": ap, "AP50": ap50,
+                                 **training_info(self.cfg)})
                 self.logger.info("saved best checkpoint %s (epoch[%d], AP:%.6f)", path, epoch, ap)
         if self.main_rank:
             self.logger.info("epoch[%d], val AP:%.6f, AP50:%.6f, best AP:%.6f at epoch[%d]", epoch, ap, ap50,

@@ -25,13 +25,18 @@ DEFAULT_CONFIG = os.path.join(ROOT, "default_config.yaml")
 class Config:
     """Attribute access to a flat dict of settings."""
 
-    def __init__(self, values: Dict[str, Any], explicit: Sequence[str] = ()):
+    def __init__(self, values: Dict[str, Any], explicit: Sequence[str] = (), command_line: Sequence[str] = ()):
         self.__dict__.update(values)
         self._explicit = frozenset(explicit)
+        self._command_line = frozenset(command_line)
 
     def is_set(self, key: str) -> bool:
         """Whether `key` was given by --config_path or on the command line (not a default)."""
         return key in self._explicit
+
+    def on_command_line(self, key: str) -> bool:
+        """Whether `key` was given on the command line (it then wins over what a checkpoint says)."""
+        return key in self._command_line
 
     def to_dict(self) -> Dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
@@ -160,11 +165,13 @@ def load_config(argv: Optional[Sequence[str]] = None, description: str = "") -> 
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         raise UserError(f"unknown option {unknown[0]} (see --help)")
+    command_line = set()
     for key in values:
         text = getattr(args, key)
         if text is not None:
             values[key] = _coerce(key, text, defaults[key], f"--{key}")
-            explicit.add(key)
+            command_line.add(key)
+    explicit |= command_line
     for key, allowed in choices.items():
         if key in values and values[key] not in allowed:
             raise UserError(f"{key} must be one of {', '.join(map(str, allowed))}, got {values[key]!r}")
@@ -172,4 +179,4 @@ def load_config(argv: Optional[Sequence[str]] = None, description: str = "") -> 
     if shape < 0 or shape % 32:
         raise UserError(f"training_shape must be 0 (multi-scale) or a positive multiple of 32, got {shape}")
     values["config_path"] = os.path.abspath(known.config_path)
-    return Config(values, explicit)
+    return Config(values, explicit, command_line)

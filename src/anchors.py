@@ -13,7 +13,7 @@ import argparse
 import os
 import shlex
 import sys
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -88,6 +88,16 @@ def fit_anchors(boxes: np.ndarray, k: int, seed: int) -> np.ndarray:
         if fit > best_fit:
             best, best_fit = anchors, fit
     return best[np.argsort(best.prod(axis=1), kind="stable")].astype(int)
+
+
+def fit_to_training_set(ann_file: str, config) -> Tuple[List[List[int]], float, float, int]:
+    """train.py's auto_anchor: as many anchors as the config's anchor_scales, fitted to the boxes of ann_file at the
+    input size this command also uses; with the mean best IoU of the boxes against them and against the config's
+    anchors, and the number of boxes. A UserError when the boxes have fewer distinct sizes than anchors."""
+    boxes = training_box_sizes(ann_file, config.training_shape or config.testing_shape, config.letterbox)
+    current = np.array(config.anchor_scales, np.float64)
+    fitted = fit_anchors(boxes, len(current), config.seed)
+    return fitted.tolist(), mean_best_iou(boxes, fitted), mean_best_iou(boxes, current), len(boxes)
 
 
 def anchor_mask_for(k: int, num_scales: int) -> Optional[List[List[int]]]:

@@ -1,5 +1,6 @@
 """Saving and loading model weights: MindSpore checkpoints (atomic) and darknet .weights."""
 import copy
+import json
 import os
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
@@ -106,7 +107,8 @@ def load_for_finetuning(network: nn.Cell, path: str, config, build: Callable, wh
     (as a new model: HeadConv's bias priors) and are returned by name. Any
     other mismatch is another architecture: an error. `whole_model` (for
     --resume_yolo) also requires every other parameter to be present; without
-    it (--pretrained_backbone) a file may cover only the first layers.
+    it (--pretrained_backbone) a file may cover only the first layers, and
+    with it a checkpoint's anchors become the config's (apply_anchors).
     Returns (parameters loaded, parameters re-initialised); for a darknet file
     that fits exactly, (conv layers loaded, []).
     """
@@ -124,24 +126,45 @@ def load_for_finetuning(network: nn.Cell, path: str, config, build: Callable, wh
         ckpt = network_parameters(file_network)
     else:
         ckpt = read_checkpoint(path)
+        if whole_model:
+            apply_anchors(config, ckpt)
     return _fit(network, ckpt, path, config.model_name, whole_model, heads_may_differ=True)
 
 
-def apply_class_info(config, ckpt: Dict[str, Any]) -> None:
-    """Take num_classes, labels and category ids saved by train.py, unless the user set them."""
+def apply_training_info(config, ckpt: Dict[str, Any]) -> None:
+    """Take num_classes, labels and category ids saved by train.py unless the user set them, and the anchors it
+    trained with unless given on the command line (a config file's anchors are the model's defaults; a
+    checkpoint trained with other ones decodes only with those)."""
     if "num_classes" in ckpt and not config.is_set("num_classes"):
         config.num_classes = int(ckpt["num_classes"].asnumpy())
     if "labels" in ckpt and not config.is_set("labels"):
         config.labels = str(ckpt["labels"]).split("\n")
     if "coco_ids" in ckpt and not config.is_set("coco_ids"):
         config.coco_ids = [int(i) for i in str(ckpt["coco_ids"]).split(",")]
+    apply_anchors(config, ckpt)
+
+
+def apply_anchors(config, ckpt: Dict[str, Any]) -> None:
+    """The anchors a train.py checkpoint was trained with, unless anchor_scales is given on the command line."""
+    if "anchor_scales" in ckpt and not config.on_command_line("anchor_scales"):
+        config.anchor_scales = json.loads(str(ckpt["anchor_scales"]))
+        if not config.on_command_line("anchor_mask"):
+            config.anchor_mask = json.loads(str(ckpt["anchor_mask"]))
+
+
+def training_info(config) -> Dict[str, Any]:
+    """What train.py saves in each checkpoint for eval, predict, export and fine-tuning to read back
+    (apply_training_info): the classes, their names and category ids, and the anchors."""
+    return {"num_classes": config.num_classes, "labels": "\n".join(config.labels),
+            "coco_ids": ",".join(str(i) for i in config.coco_ids),
+            "anchor_scales": json.dumps(config.anchor_scales), "anchor_mask": json.dumps(config.anchor_mask)}
 
 
 def build_with_weights(config, path: Weights, build) -> nn.Cell:
     """`build(config)` a network and load a whole model into it from a .ckpt or darknet .weights file, or
     from named parameters (a dict, e.g. the network being trained).
 
-    A checkpoint written by train.py also sets num_classes, labels and coco_ids (unless given).
+    A checkpoint written by train.py also sets num_classes, labels, coco_ids and the anchors (apply_training_info).
     """
     if isinstance(path, dict):
         network = build(config)
@@ -154,7 +177,7 @@ def build_with_weights(config, path: Weights, build) -> nn.Cell:
         load_darknet_weights(network, path, config.model_name, allow_prefix=False)
         return network
     ckpt = read_checkpoint(path)
-    apply_class_info(config, ckpt)
+    apply_training_info(config, ckpt)
     network = build(config)
     load_checkpoint_into(network, path, config.model_name, ckpt=ckpt)
     return network

@@ -67,6 +67,28 @@ def test_train_resume_and_eval(shapes, tmp_path):
     assert_chart(tmp_path / "plots" / "lr.png")
 
 
+def test_auto_anchor_trains_with_fitted_anchors_that_the_checkpoint_carries(shapes, tmp_path):
+    from model_utils.config import load_config
+    from src.anchors import fit_to_training_set
+    from src.detector import build_detection_model
+    out = str(tmp_path / "run")
+    proc = run_script("train.py", *train_args(shapes, out, "--max_epoch", "1", "--auto_anchor", "True"))
+    config = load_config(["--config_path", TINY_CFG, "--training_shape", "128"])
+    fitted, fit, config_fit, _ = fit_to_training_set(os.path.join(shapes, "annotations", "instances_train2017.json"),
+                                                     config)
+    assert fit > config_fit and f"training with anchor_scales {fitted}" in proc.stdout + proc.stderr
+    path = os.path.join(out, "ckpt_0", "0-1_4.ckpt")
+    assert json.loads(ms.load_checkpoint(path)["anchor_scales"]) == fitted != config.anchor_scales
+
+    # eval, predict and export take the checkpoint's anchors over the config file's, not over the command line's
+    config = load_config(["--config_path", TINY_CFG])
+    build_detection_model(config, path)
+    assert config.anchor_scales == fitted
+    config = load_config(["--config_path", TINY_CFG, "--anchor_scales", "1,2,3,4,5,6,7,8,9,10,11,12"])
+    build_detection_model(config, path)
+    assert config.anchor_scales == [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12]]
+
+
 def assert_chart(path):
     import cv2
     img = cv2.imread(str(path))
