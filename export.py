@@ -5,6 +5,7 @@ The graph takes a float32 RGB NCHW batch in [0, 1] and returns one tensor
 (y, x, anchor), columns cx, cy, w, h in input pixels, objectness, class
 probabilities.
 """
+import model_utils  # noqa: F401  first: sets the OpenMP spin count before cv2 and MindSpore load it
 import numpy as np
 import mindspore as ms
 

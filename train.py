@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
+import model_utils  # noqa: F401  first: sets the OpenMP spin count before cv2 and MindSpore load it
 import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn

@@ -38,10 +38,23 @@ def giou(a, b):
     return iou - (hull - union) / (hull + EPS)
 
 
+def total(x):
+    """The sum of every element. On the CPU, MindSpore's ReduceSum over all axes of a large tensor is about ten
+    times slower than summing the rows of its (first axis, rest) view, then the row sums (4.6 vs 0.4 ms for a
+    class-loss map of 1.3M values; 15 vs 1.6 ms for yolov3-tiny's largest weight gradient)."""
+    if x.ndim < 2:
+        return x.sum()
+    return x.reshape(x.shape[0], -1).sum(1).sum()
+
+
 def iou_matrix(pred, gts):
-    """IoU of pred (N, R, 4) against gts (N, M, 4), both cx, cy, w, h -> (N, R, M)."""
-    px1, py1, px2, py2 = box_corners(ops.expand_dims(pred, 2))
-    gx1, gy1, gx2, gy2 = box_corners(ops.expand_dims(gts, 1))
+    """IoU of pred (N, R, 4) against gts (N, M, 4), both cx, cy, w, h -> (N, R, M).
+
+    Both are tiled to (N, R, M) first: on the CPU, Minimum and Maximum that broadcast run several times slower
+    than on equal shapes, tiling included."""
+    r, m = pred.shape[1], gts.shape[1]
+    px1, py1, px2, py2 = box_corners(ops.tile(ops.expand_dims(pred, 2), (1, 1, m, 1)))
+    gx1, gy1, gx2, gy2 = box_corners(ops.tile(ops.expand_dims(gts, 1), (1, r, 1, 1)))
     iw = ops.relu(ops.minimum(px2, gx2) - ops.maximum(px1, gx1))
     ih = ops.relu(ops.minimum(py2, gy2) - ops.maximum(py1, gy1))
     inter = (iw * ih).squeeze(-1)
@@ -86,7 +99,7 @@ class YoloLoss(nn.Cell):
             cls_near = ops.bmm(nearest, gt_classes).reshape(n, h, w, self.num_anchors, self.num_classes)
             cls_loss = cls_loss + self.bce(t_cls, cls_near) * (1 - obj) * (1 - ignore)
         box_loss = (1 - giou(pred_box, gt_box)) * weight * obj
-        return ops.stack((box_loss.sum(), obj_loss.sum(), cls_loss.sum())) / n
+        return ops.stack((total(box_loss), total(obj_loss), total(cls_loss))) / n
 
 
 class YoloWithLoss(nn.Cell):

@@ -3,6 +3,8 @@ skip the update on overflow)."""
 import mindspore as ms
 from mindspore import nn, ops
 
+from src.loss import total
+
 
 class TrainStep(nn.TrainOneStepWithLossScaleCell):
     """TrainOneStepWithLossScaleCell with a fixed scale; returns (loss, overflow, scale)."""
@@ -21,8 +23,8 @@ class CpuTrainStep(TrainStep):
         return ms.Tensor([0] * 8, ms.int32), compute_input
 
     def get_overflow_status(self, status, compute_output):
-        total = ops.addn([g.sum() for g in compute_output])
-        flag = ops.cast(ops.logical_not(ops.isfinite(total)), ms.float32).reshape((1,))
+        flag = ops.cast(ops.logical_not(ops.isfinite(ops.addn([total(g) for g in compute_output]))), ms.float32)
+        flag = flag.reshape((1,))
         if self.is_distributed:
             flag = self.allreduce(flag)
         return flag.reshape(()) > 0
