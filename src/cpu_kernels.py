@@ -134,8 +134,14 @@ def maxpool2x2() -> ops.Custom:
 
 
 def maxpool2x2_stride1() -> ops.Custom:
-    """Inference: darknet's 2x2 stride-1 max-pool of an NCHW float32 tensor (same size out). No gradient."""
-    return _op("MaxPool2x2Stride1", lambda x: x)
+    """darknet's 2x2 stride-1 max-pool of an NCHW float32 tensor (same size out, the last row and column
+    repeated), its gradient a kernel too."""
+    grad = _op("MaxPool2x2Stride1Grad", lambda x, y, dy: x)
+
+    def bprop(x, out, dout):
+        return (grad(x, out, dout),)
+
+    return _op("MaxPool2x2Stride1", lambda x: x, bprop)
 
 
 def conv_bias(leaky: bool, stride: int = 1) -> ops.Custom:

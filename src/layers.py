@@ -117,21 +117,21 @@ def depthwise_conv(cell: nn.Cell) -> bool:
 
 
 def use_cpu_training_kernels(network: nn.Cell) -> int:
-    """Route the 2x2 stride-2 max-pools, the convolutions of one group (stride 1 or 2) and every BN with its leaky
+    """Route the 2x2 max-pools (stride 2, and darknet's stride 1), the convolutions of one group (stride 1 or 2) and every BN with its leaky
     ReLU (or none) through src.cpu_kernels (on CPU, if it builds): MindSpore's MaxPoolGrad is the slowest op of a
     CPU training step, its convolutions do 2.25x the multiplications of Winograd's on the wide 3x3 layers, its
     oneDNN runs at AVX2 at most (src/onednn.py), and its BatchNorm, BatchNormGrad and the leaky ReLU's elementwise
     ops made about fifteen passes over each activation. Depthwise convolutions and the heads' 1x1 convolutions keep
     MindSpore's ops. Returns how many cells use a kernel."""
     cells = [cell for _, cell in network.cells_and_names()]
-    pools = [cell for cell in cells if isinstance(cell, MaxPool) and cell.size == 2 and cell.stride == 2]
+    pools = [cell for cell in cells if isinstance(cell, MaxPool) and cell.size == 2 and cell.stride in (1, 2)]
     convs = [cell for cell in cells if kernel_conv(cell)]
     norms = [cell for cell in cells if isinstance(cell, ConvBN) and not cell.folded
              and (cell.act is None or isinstance(cell.act, LeakyReLU))]
     if not (pools or convs or norms) or not cpu_kernels.enabled():
         return 0
     for pool in pools:
-        pool.kernel = cpu_kernels.maxpool2x2()
+        pool.kernel = cpu_kernels.maxpool2x2() if pool.stride == 2 else cpu_kernels.maxpool2x2_stride1()
     for cell in convs:
         cell.conv_kernel = cpu_kernels.conv(cell.conv.stride[0])
     for cell in norms:

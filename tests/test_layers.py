@@ -78,6 +78,36 @@ def test_stride1_maxpool_kernel_matches_mindspore():
     np.testing.assert_array_equal(y, np.max(windows, axis=0))
 
 
+def numpy_stride1_pool_grad(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Gradient of darknet's 2x2 stride-1 max-pool: each window's to its first maximum in row-major order."""
+    n, c, h, wd = x.shape
+    dx = np.zeros_like(x)
+    for i in range(h):
+        for j in range(wd):
+            cells = [(i, j), (i, min(j + 1, wd - 1)), (min(i + 1, h - 1), j), (min(i + 1, h - 1), min(j + 1, wd - 1))]
+            values = np.stack([x[:, :, a, b] for a, b in cells], -1)
+            first = values.argmax(-1)
+            for k, (a, b) in enumerate(cells):
+                dx[:, :, a, b] += np.where(first == k, w[:, :, i, j], 0)
+    return dx
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_stride1_maxpool_training_kernel_matches_mindspore(tied):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 5, 7, 9)).astype(np.float32)
+    if tied:
+        x = np.round(x)  # many windows with several maxima
+    w = rng.standard_normal(x.shape).astype(np.float32)
+    fast = MaxPool(2, 1)
+    assert use_cpu_training_kernels(fast) == 1 and fast.kernel is not None
+    results = [forward_and_grad(pool, x, w) for pool in (MaxPool(2, 1), fast)]
+    np.testing.assert_array_equal(results[1][0], results[0][0])
+    np.testing.assert_allclose(results[1][1], numpy_stride1_pool_grad(x, w), rtol=1e-6, atol=1e-6)
+    if not tied:
+        np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-6, atol=1e-6)
+
+
 def test_maxpool_kernel_gives_a_tied_window_one_gradient():
     x = np.random.default_rng(1).integers(0, 2, (2, 2, 6, 6)).astype(np.float32)
     w = np.ones((2, 2, 3, 3), np.float32)
@@ -278,7 +308,7 @@ def test_building_a_network_builds_no_kernels(cache):
     network = build_network(load_config(["--config_path", TINY_CFG]))
     assert not any(isinstance(c, MaxPool) and c.kernel is not None for _, c in network.cells_and_names())
     assert not (cache / "kernels").exists()  # building a network for inference compiles nothing
-    # the tiny trunk shares one stride-2 max-pool cell; all eleven ConvBNLeaky cells (not the two heads) get a
-    # convolution and a BN kernel
-    assert use_cpu_training_kernels(network) == 23
+    # the tiny trunk shares one stride-2 max-pool cell and has darknet's stride-1 one; all eleven ConvBNLeaky cells
+    # (not the two heads) get a convolution and a BN kernel
+    assert use_cpu_training_kernels(network) == 24
     assert len(os.listdir(cache / "kernels")) == 2

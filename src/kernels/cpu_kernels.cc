@@ -1,6 +1,5 @@
-// CPU kernels for MindSpore aot custom ops (float32, NCHW, contiguous): the 2x2 stride-2 max-pool (forward
-// and backward, for training; the forward also for inference); for inference, darknet's 2x2 stride-1
-// max-pool, the stride-1 and stride-2 convolutions with padding k / 2 and their bias (the folded BN) and
+// CPU kernels for MindSpore aot custom ops (float32, NCHW, contiguous): the 2x2 stride-2 max-pool and darknet's
+// 2x2 stride-1 one (forward and backward, for training; the forwards also for inference); for inference, the stride-1 and stride-2 convolutions with padding k / 2 and their bias (the folded BN) and
 // optionally darknet's leaky ReLU in one op, and MobileNetV2's depthwise 3x3 convolutions the same way; for
 // training, those convolutions (not the depthwise ones) without bias and their two gradients, and batch
 // normalisation with the batch's statistics plus leaky ReLU, forward and backward.
@@ -86,6 +85,34 @@ extern "C" int MaxPool2x2Stride1(int nparam, void **params, int *ndims, int64_t 
       const float a = r0[j] > r0[k] ? r0[j] : r0[k];
       const float b = r1[j] > r1[k] ? r1[j] : r1[k];
       out[j] = a > b ? a : b;
+    }
+  }
+  return 0;
+}
+
+// The gradient of MaxPool2x2Stride1: each window's gradient is added at its first maximum in row-major order
+// (windows overlap). Inputs x, y (the forward's output), dy; output dx.
+extern "C" int MaxPool2x2Stride1Grad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                     void *stream, void *extra) {
+  const float *x = static_cast<const float *>(params[0]);
+  const float *y = static_cast<const float *>(params[1]);
+  const float *dy = static_cast<const float *>(params[2]);
+  float *dx = static_cast<float *>(params[3]);
+  const int64_t planes = shapes[0][0] * shapes[0][1], h = shapes[0][2], w = shapes[0][3];
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < planes; ++p) {
+    const float *xp = x + p * h * w, *yp = y + p * h * w, *gp = dy + p * h * w;
+    float *dp = dx + p * h * w;
+    std::fill(dp, dp + h * w, 0.f);
+    for (int64_t i = 0; i < h; ++i) {
+      const int64_t i1 = i + 1 < h ? i + 1 : i;
+      for (int64_t j = 0; j < w; ++j) {
+        const int64_t j1 = j + 1 < w ? j + 1 : j, v = i * w + j;
+        const float m = yp[v];
+        const int64_t at = xp[v] == m ? v : xp[i * w + j1] == m ? i * w + j1 : xp[i1 * w + j] == m ? i1 * w + j
+                                                                                                 : i1 * w + j1;
+        dp[at] += gp[v];
+      }
     }
   }
   return 0;
