@@ -1,15 +1,18 @@
 """C++ inference results (ascend310_infer's result_Files/) -> COCO results, stats and acc.log.
 
 Each result file is RESULT_FILES/IMAGE_FILE_NAME.txt with one "label score x y w h" line per
-detection (image pixels). Detections become COCO results exactly as eval.py makes them (category
-ids in label order, bbox rounded to 3 decimals, score to 5), are scored with pycocotools, and
+detection (image pixels). Detections become COCO results exactly as eval.py makes them (each label
+to the annotation file's category as eval.py maps it: by the model's category ids, else names, from
+--pretrained, the train.py checkpoint that was exported, or the config: COCO's 80 by default; bbox
+rounded to 3 decimals, score to 5), are scored with pycocotools, and
 OUTPUT_DIR receives predictions.json, stats.json (the keys of eval.py's) and acc.log (the
 pycocotools summary). Images of the annotation file without a result file (skipped by the app as
 unreadable, or missing) count as skipped, with no detections, as in eval.py. A line with an
 infinity or NaN (which the app never writes) is left out and counted, so that predictions.json
 stays strict JSON.
 
-    python postprocess.py --result_files ./result_Files --ann_file instances_val2017.json --output_dir .
+    python postprocess.py --result_files ./result_Files --ann_file instances_val2017.json --output_dir . \
+        [--pretrained the_exported.ckpt] [--config_path configs/x.yaml]
 """
 import argparse
 import os
@@ -17,8 +20,10 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from src.coco import category_ids, coco_result, evaluate, load_coco
-from src.errors import ArgumentParser, UserError, run_cli
+from model_utils.config import load_config
+from src.checkpoint import apply_training_info, read_checkpoint
+from src.coco import coco_result, evaluate, label_to_category, load_coco, model_categories
+from src.errors import UserError, run_cli
 from src.fileio import write_json, write_text
 from src.logger import get_logger
 
@@ -52,10 +57,10 @@ def list_result_files(result_dir: str) -> Dict[str, str]:
     return {n[:-len(RESULT_SUFFIX)]: os.path.join(result_dir, n) for n in names}
 
 
-def coco_results(coco, files: Dict[str, str]) -> Tuple[List[dict], int, int]:
-    """COCO results in eval.py's order (image id, then the app's score order); how many images of
-    the annotation file have no result file; how many lines were left out as not finite."""
-    cat_ids = category_ids(coco)
+def coco_results(coco, files: Dict[str, str], categories: Dict[int, int]) -> Tuple[List[dict], int, int]:
+    """COCO results in eval.py's order (image id, then the app's score order), labels mapped by `categories`
+    (labels of categories the file lacks are left out, as eval.py does); how many images of the annotation file
+    have no result file; how many lines were left out as not finite."""
     results: List[dict] = []
     missing = 0
     nonfinite = 0
@@ -67,17 +72,18 @@ def coco_results(coco, files: Dict[str, str]) -> Tuple[List[dict], int, int]:
         for label, score, box in read_result_file(path):
             if not (np.isfinite(score) and np.isfinite(box).all()):
                 nonfinite += 1
-            elif 0 <= label < len(cat_ids):
-                results.append(coco_result(image_id, cat_ids[label], box, score))
+            elif label in categories:
+                results.append(coco_result(image_id, categories[label], box, score))
     return results, missing, nonfinite
 
 
-def run(result_dir: str, ann_file: str, output_dir: str) -> dict:
+def run(result_dir: str, ann_file: str, output_dir: str, config) -> dict:
     coco = load_coco(ann_file)
+    categories = label_to_category(coco, ann_file, *model_categories(config))
     files = list_result_files(result_dir)
     known = {os.path.basename(im["file_name"]) for im in coco.imgs.values()}
     unmatched = sorted(set(files) - known)
-    results, missing, nonfinite = coco_results(coco, files)
+    results, missing, nonfinite = coco_results(coco, files, categories)
     os.makedirs(output_dir, exist_ok=True)
     write_json(os.path.join(output_dir, "predictions.json"), results)  # before pycocotools adds its fields
     stats, summary, _ = evaluate(coco, results)
@@ -95,13 +101,22 @@ def run(result_dir: str, ann_file: str, output_dir: str) -> dict:
 
 
 def main() -> None:
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False)
-    parser.add_argument("--result_files", default="./result_Files", help="the C++ app's result folder")
-    parser.add_argument("--ann_file", required=True, help="COCO annotation file of the images")
-    parser.add_argument("--output_dir", default=".", help="where predictions.json, stats.json, acc.log go")
-    args = parser.parse_args()
-    run(args.result_files, args.ann_file, args.output_dir)
+    own = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    own.add_argument("--result_files", default="./result_Files")
+    own.add_argument("--output_dir", default=".")
+    try:
+        args, rest = own.parse_known_args()
+    except argparse.ArgumentError as e:
+        raise UserError(str(e)) from None
+    config = load_config(rest, description=__doc__ + (
+        "\nOwn options: --result_files (the C++ app's result folder, default ./result_Files), --output_dir (where "
+        "predictions.json, stats.json and acc.log go, default .). Config keys below: --ann_file (required), "
+        "--pretrained, --config_path, --coco_ids, --labels, --num_classes."))
+    if not config.ann_file:
+        raise UserError("give --ann_file, the COCO annotation file of the images")
+    if config.pretrained.endswith(".ckpt"):
+        apply_training_info(config, read_checkpoint(config.pretrained))
+    run(args.result_files, config.ann_file, args.output_dir, config)
 
 
 if __name__ == "__main__":

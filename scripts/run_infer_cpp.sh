@@ -6,7 +6,9 @@ USAGE="usage: bash scripts/run_infer_cpp.sh MODEL_PATH DATA_PATH ANNO_PATH DEVIC
   DATA_PATH    folder of images; ANNO_PATH: their COCO annotation file
   DEVICE_TYPE  CPU or Ascend; DEVICE_ID (default 0): the Ascend device
   IMAGE_SIZE (env, default 416): the size the model was exported at; LETTERBOX (env, True|False,
-  default True); BUILD_DIR (env, default ascend310_infer/build); PYTHON (env, default python3)
+  default True); CKPT_FILE (env): the train.py checkpoint that was exported, whose category ids map labels
+  to the annotation file's categories (default: COCO's 80); BUILD_DIR (env, default ascend310_infer/build);
+  PYTHON (env, default python3)
   writes result_Files/, time_Result/, predictions.json, stats.json, acc.log and build/infer/postprocess logs"
 source "$(dirname "$0")/common.sh"
 
@@ -20,6 +22,11 @@ device_id=${5:-0}
 require_file "$model" "MODEL_PATH"
 require_dir "$data_path" "DATA_PATH"
 require_file "$anno_path" "ANNO_PATH"
+ckpt=""
+if [ -n "${CKPT_FILE:-}" ]; then
+  ckpt=$(abspath "$CKPT_FILE")
+  require_file "$ckpt" "CKPT_FILE"
+fi
 case "$device_type" in
   CPU|Ascend) ;;
   *) die "DEVICE_TYPE must be CPU or Ascend, got '$device_type'" ;;
@@ -57,6 +64,7 @@ echo "inferring on $device_type; log: $PWD/infer.log"
 "$BUILD_DIR/main" "${app_args[@]}" >> infer.log 2>&1 || fail "inference failed" infer.log
 cat time_Result/test_perform_static.txt
 
-"$PYTHON" "$ROOT/postprocess.py" --result_files result_Files --ann_file "$anno_path" --output_dir . \
-  > postprocess.log 2>&1 || fail "postprocessing failed" postprocess.log
+post_args=(--result_files result_Files --ann_file "$anno_path" --output_dir .)
+[ -z "$ckpt" ] || post_args+=(--pretrained "$ckpt")
+"$PYTHON" "$ROOT/postprocess.py" "${post_args[@]}" > postprocess.log 2>&1 || fail "postprocessing failed" postprocess.log
 cat acc.log

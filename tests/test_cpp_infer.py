@@ -284,6 +284,16 @@ def test_run_infer_cpp_argument_errors(args, message, tmp_path):
     assert not os.listdir(work)
 
 
+def test_run_infer_cpp_checks_ckpt_file_first(tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"")
+    (tmp_path / "a.json").write_text("{}")
+    proc = subprocess.run(["bash", RUN_INFER, str(tmp_path / "m.onnx"), str(tmp_path), str(tmp_path / "a.json"), "CPU"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, CKPT_FILE=str(tmp_path / "gone.ckpt")))
+    assert proc.returncode != 0 and "CKPT_FILE not found" in proc.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "build.log").exists()
+
+
 def test_build_names_what_is_missing(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -347,6 +357,31 @@ def test_postprocess_leaves_out_nonfinite_lines(shared, tmp_path):
         raise ValueError(constant)
     preds = json.loads((tmp_path / "out" / "predictions.json").read_text(), parse_constant=reject)
     assert [p["bbox"] for p in preds] == [[10, 20, 30, 40]]
+
+
+def test_postprocess_maps_labels_as_the_exported_checkpoint_does(tmp_path):
+    """A model of three categories (ids 40, 7, 12 in label order, as train.py saved them) on an annotation file
+    holding two of them: each label goes to its category by id; with COCO's default ids the file cannot map."""
+    import mindspore as ms
+    from src.checkpoint import save_checkpoint
+    from src.fileio import write_json
+    cats = [{"id": 7, "name": "kite"}, {"id": 12, "name": "sign"}]
+    write_json(str(tmp_path / "ann.json"), {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 100}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [10, 10, 20, 20], "area": 400,
+                         "iscrowd": 0}], "categories": cats})
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "a.jpg.txt").write_text("1 0.9 10 10 20 20\n2 0.8 50 50 10 10\n0 0.7 1 1 5 5\n")
+    ckpt = str(tmp_path / "model.ckpt")
+    save_checkpoint({"w": ms.Parameter(ms.Tensor(np.zeros(1, np.float32)), name="w")}, ckpt,
+                    {"num_classes": 3, "labels": "kite40\nkite\nsign", "coco_ids": "40,7,12"})
+    args = ["--result_files", str(tmp_path / "results"), "--ann_file", str(tmp_path / "ann.json")]
+    run_script("postprocess.py", *args, "--output_dir", str(tmp_path / "out"), "--pretrained", ckpt)
+    preds = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert [(p["category_id"], p["score"]) for p in preds] == [(7, 0.9), (12, 0.8)]  # label 0 (id 40): not in it
+    assert json.loads((tmp_path / "out" / "stats.json").read_text())["AP50"] == pytest.approx(1.0)
+    assert_one_error(run_script("postprocess.py", *args, "--output_dir", str(tmp_path / "coco"), check=False),
+                     "category 12 'sign'")
 
 
 def test_lowering_rejects_non_onnx(tmp_path):
