@@ -186,6 +186,19 @@ def batchnorm_act() -> ops.Custom:
                       out_dtype=lambda x, *rest: (x, x, x), func_type="aot", bprop=bprop)
 
 
+def conv_bias_training() -> ops.Custom:
+    """Training: a stride-1 convolution with padding k // 2, one group, and a bias (the heads' output convs):
+    (x, weight (o, c, k, k), bias (o,)) -> y, its input, weight and bias gradients kernels too."""
+    grad_input = _op("ConvSameGradInput", lambda x, dy, w: x)
+    grad_weight = _op("ConvSameGradWeight", lambda x, dy, w: w)
+    grad_bias = _op("ChannelSums", lambda dy: (dy[1],))
+
+    def bprop(x, weight, bias, out, dout):
+        return grad_input(x, dout, weight), grad_weight(x, dout, weight), grad_bias(dout)
+
+    return _op("ConvBias", lambda x, w, b: (x[0], w[0], x[2], x[3]), bprop)
+
+
 def out_size(size: int, kernel: int, stride: int) -> int:
     """Output size of a convolution with padding kernel // 2."""
     return (size + 2 * (kernel // 2) - kernel) // stride + 1

@@ -8,7 +8,8 @@ import pytest
 from mindspore import Tensor, nn
 
 from src import cpu_kernels
-from src.layers import ConvBN, ConvBNLeaky, LeakyReLU, MaxPool, use_cpu_inference_kernels, use_cpu_training_kernels
+from src.layers import (ConvBN, ConvBNLeaky, HeadConv, LeakyReLU, MaxPool, use_cpu_inference_kernels,
+                        use_cpu_training_kernels)
 
 ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", jit_config={"jit_level": "O0"})
 
@@ -226,6 +227,29 @@ def test_training_conv_kernel_matches_mindspore(shape, out, k, stride):
         np.testing.assert_allclose(fast, stock, rtol=1e-5, atol=1e-6 * np.abs(stock).max())
 
 
+@pytest.mark.parametrize("shape,out", [((2, 64, 13, 13), 255), ((3, 40, 26, 20), 24)])
+def test_training_head_kernel_matches_mindspore(shape, out):
+    """A head's 1x1 output conv with its bias: forward and the input, weight and bias gradients."""
+    assert cpu_kernels.enabled(), "g++ is needed for this test (the fallback has its own test)"
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((shape[0], out) + shape[2:]).astype(np.float32)
+    results = []
+    for kernels in (False, True):
+        head = HeadConv(shape[1], out, 3, 16)
+        head.conv.weight.set_data(Tensor(rng.standard_normal((out, shape[1], 1, 1)).astype(np.float32) * 0.1)
+                                  if not results else Tensor(results[0][-1]))
+        if kernels:
+            assert use_cpu_training_kernels(head) == 1 and head.train_kernel is not None
+        head.set_train(True)
+        grad_fn = ms.value_and_grad(Weighted(head), grad_position=0, weights=[head.conv.weight, head.conv.bias])
+        _, (dx, (dw, db)) = grad_fn(Tensor(x), Tensor(w))
+        results.append((head(Tensor(x)).asnumpy(), dx.asnumpy(), dw.asnumpy(), db.asnumpy(),
+                        head.conv.weight.asnumpy()))
+    for stock, fast in zip(*results):
+        np.testing.assert_allclose(fast, stock, rtol=1e-5, atol=1e-6 * np.abs(stock).max())
+
+
 # (x shape, offset of the values, leaky ReLU after BN, tolerance): maps of many sizes, and the linear BN of
 # MobileNetV2's projections on values whose mean is about 150 times their spread: float32 itself leaves the two
 # implementations about 1e-5 apart there (a variance taken as E[x^2] - E[x]^2 in float would be off by 1e-3), and
@@ -309,6 +333,6 @@ def test_building_a_network_builds_no_kernels(cache):
     assert not any(isinstance(c, MaxPool) and c.kernel is not None for _, c in network.cells_and_names())
     assert not (cache / "kernels").exists()  # building a network for inference compiles nothing
     # the tiny trunk shares one stride-2 max-pool cell and has darknet's stride-1 one; all eleven ConvBNLeaky cells
-    # (not the two heads) get a convolution and a BN kernel
-    assert use_cpu_training_kernels(network) == 24
+    # get a convolution and a BN kernel, the two heads one each
+    assert use_cpu_training_kernels(network) == 26
     assert len(os.listdir(cache / "kernels")) == 2
