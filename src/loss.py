@@ -79,10 +79,13 @@ class YoloLoss(nn.Cell):
 
     def construct(self, p, target, gts, in_h: int, in_w: int):
         n, _, h, w = p.shape
-        p = p.reshape(n, self.num_anchors, 5 + self.num_classes, h, w).transpose(0, 3, 4, 1, 2)
+        # split into x, y, wh, objectness and classes while each is a block of whole maps (on the CPU, splitting
+        # the last axis after the transpose took several times as long), then each to (n, h, w, anchor, values)
+        parts = ops.split(p.reshape(n, self.num_anchors, 5 + self.num_classes, h, w), (1, 1, 2, 1, self.num_classes),
+                          axis=2)
+        tx, ty, twh, t_obj, t_cls = [part.transpose(0, 3, 4, 1, 2) for part in parts]
         gx = ops.arange(0, w, dtype=ms.float32).reshape(1, 1, w, 1, 1)
         gy = ops.arange(0, h, dtype=ms.float32).reshape(1, h, 1, 1, 1)
-        tx, ty, twh, t_obj, t_cls = ops.split(p, (1, 1, 2, 1, self.num_classes), axis=-1)
         gt_box, obj, weight, gt_cls = ops.split(target, (4, 1, 1, self.num_classes), axis=-1)
         size = Tensor([in_w, in_h], ms.float32)
         pred_box = ops.concat(((ops.sigmoid(tx) + gx) / w, (ops.sigmoid(ty) + gy) / h,
@@ -92,12 +95,16 @@ class YoloLoss(nn.Cell):
         best = ious.max(-1, keepdims=True)
         ignore = ops.cast(best < self.ignore_threshold, ms.float32).reshape(n, h, w, self.num_anchors, 1)
         obj_loss = self.bce(t_obj, obj) * (obj + (1 - obj) * ignore)
-        cls_loss = self.bce(t_cls, gt_cls) * obj
         if self.class_loss_on_ignored:
+            # one BCE over both kinds of prediction (the assigned and the ignored ones never overlap): its
+            # target is the assigned class, or the class of the ground truth an ignored prediction overlaps most
             nearest = ops.cast(ious >= best, ms.float32)
             nearest = nearest / nearest.sum(-1, keepdims=True)
             cls_near = ops.bmm(nearest, gt_classes).reshape(n, h, w, self.num_anchors, self.num_classes)
-            cls_loss = cls_loss + self.bce(t_cls, cls_near) * (1 - obj) * (1 - ignore)
+            near = (1 - obj) * (1 - ignore)
+            cls_loss = self.bce(t_cls, gt_cls * obj + cls_near * near) * (obj + near)
+        else:
+            cls_loss = self.bce(t_cls, gt_cls) * obj
         box_loss = (1 - giou(pred_box, gt_box)) * weight * obj
         return ops.stack((total(box_loss), total(obj_loss), total(cls_loss))) / n
 
