@@ -186,6 +186,19 @@ def batchnorm_act() -> ops.Custom:
                       out_dtype=lambda x, *rest: (x, x, x), func_type="aot", bprop=bprop)
 
 
+def depthwise_training(stride: int = 1) -> ops.Custom:
+    """Training: depthwise 3x3 convolution with padding 1, stride 1 or 2, no bias: (x, weight (c, 1, 3, 3)) -> y,
+    its input and weight gradients kernels too."""
+    name = "Depthwise" if stride == 1 else "DepthwiseStride2"
+    grad_input = _op(f"{name}GradInput", lambda x, dy, w: x)
+    grad_weight = _op(f"{name}GradWeight", lambda x, dy, w: w)
+
+    def bprop(x, weight, out, dout):
+        return grad_input(x, dout, weight), grad_weight(x, dout, weight)
+
+    return _op(name, lambda x, w: (x[0], x[1], out_size(x[2], 3, stride), out_size(x[3], 3, stride)), bprop)
+
+
 def conv_bias_training() -> ops.Custom:
     """Training: a stride-1 convolution with padding k // 2, one group, and a bias (the heads' output convs):
     (x, weight (o, c, k, k), bias (o,)) -> y, its input, weight and bias gradients kernels too."""

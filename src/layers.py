@@ -117,16 +117,15 @@ def depthwise_conv(cell: nn.Cell) -> bool:
 
 
 def use_cpu_training_kernels(network: nn.Cell) -> int:
-    """Route the 2x2 max-pools (stride 2, and darknet's stride 1), the convolutions of one group (stride 1 or 2),
-    the heads' output convolutions with their bias, and every BN with its leaky ReLU (or none) through
-    src.cpu_kernels (on CPU, if it builds): MindSpore's MaxPoolGrad is the slowest op of a CPU training step, its
-    convolutions do 2.25x the multiplications of Winograd's on the wide 3x3 layers, its oneDNN runs at AVX2 at most
-    (src/onednn.py), and its BatchNorm, BatchNormGrad and the leaky ReLU's elementwise ops made about fifteen passes
-    over each activation. Only MobileNetV2's depthwise convolutions keep MindSpore's ops. Returns how many cells
-    use a kernel."""
+    """Route the 2x2 max-pools (stride 2, and darknet's stride 1), the convolutions of one group (stride 1 or 2)
+    and MobileNetV2's depthwise ones, the heads' output convolutions with their bias, and every BN with its leaky
+    ReLU (or none) through src.cpu_kernels (on CPU, if it builds): MindSpore's MaxPoolGrad is the slowest op of a
+    CPU training step, its convolutions do 2.25x the multiplications of Winograd's on the wide 3x3 layers, its
+    oneDNN runs at AVX2 at most (src/onednn.py), and its BatchNorm, BatchNormGrad and the leaky ReLU's elementwise
+    ops made about fifteen passes over each activation. Returns how many cells use a kernel."""
     cells = [cell for _, cell in network.cells_and_names()]
     pools = [cell for cell in cells if isinstance(cell, MaxPool) and cell.size == 2 and cell.stride in (1, 2)]
-    convs = [cell for cell in cells if kernel_conv(cell)]
+    convs = [cell for cell in cells if kernel_conv(cell) or depthwise_conv(cell)]
     norms = [cell for cell in cells if isinstance(cell, ConvBN) and not cell.folded
              and (cell.act is None or isinstance(cell.act, LeakyReLU))]
     heads = [cell for cell in cells if isinstance(cell, HeadConv)]
@@ -137,7 +136,8 @@ def use_cpu_training_kernels(network: nn.Cell) -> int:
     for pool in pools:
         pool.kernel = cpu_kernels.maxpool2x2() if pool.stride == 2 else cpu_kernels.maxpool2x2_stride1()
     for cell in convs:
-        cell.conv_kernel = cpu_kernels.conv(cell.conv.stride[0])
+        make = cpu_kernels.depthwise_training if depthwise_conv(cell) else cpu_kernels.conv
+        cell.conv_kernel = make(cell.conv.stride[0])
     for cell in norms:
         cell.bn_kernel = cpu_kernels.batchnorm_act()
     return len(pools) + len(convs) + len(norms) + len(heads)

@@ -286,6 +286,31 @@ def test_training_batchnorm_kernel_matches_mindspore(shape, offset, leaky, tol):
         np.testing.assert_allclose(fast, stock, rtol=tol, atol=tol / 10 * np.abs(stock).max())
 
 
+@pytest.mark.parametrize("shape,stride", [((2, 16, 13, 11), 1), ((3, 24, 20, 20), 2), ((2, 32, 9, 7), 2),
+                                          ((1, 8, 1, 5), 1)])
+def test_training_depthwise_kernel_matches_mindspore(shape, stride):
+    """MobileNetV2's depthwise 3x3 ConvBN in training: forward, input and weight gradients (even and odd sizes)."""
+    assert cpu_kernels.enabled(), "g++ is needed for this test (the fallback has its own test)"
+    rng = np.random.default_rng(11)
+    c = shape[1]
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((shape[0], c, (shape[2] - 1) // stride + 1, (shape[3] - 1) // stride + 1)).astype(
+        np.float32)
+    weight = Tensor(rng.standard_normal((c, 1, 3, 3)).astype(np.float32) / 3)
+    results = []
+    for kernels in (False, True):
+        cell = ConvBN(c, c, 3, stride, groups=c, act=LeakyReLU())
+        cell.conv.weight.set_data(weight)
+        if kernels:
+            assert use_cpu_training_kernels(cell) == 2 and cell.conv_kernel is not None
+        cell.set_train(True)
+        grad_fn = ms.value_and_grad(Weighted(cell), grad_position=0, weights=[cell.conv.weight])
+        _, (dx, (dw,)) = grad_fn(Tensor(x), Tensor(w))
+        results.append((cell(Tensor(x)).asnumpy(), dx.asnumpy(), dw.asnumpy()))
+    for stock, fast in zip(*results):
+        np.testing.assert_allclose(fast, stock, rtol=1e-5, atol=1e-5 * np.abs(stock).max())
+
+
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     """An empty kernel cache, and library() forgetting what it built before and after the test."""

@@ -53,12 +53,8 @@ def test_training_runs_no_reference_convolution(config, tmp_path):
     out = run_verbose("train.py", "--config_path", config, "--data_dir", str(tmp_path / "data"),
                       "--training_shape", "128", "--per_batch_size", "2", "--max_epoch", "1",
                       "--ckpt_path", str(tmp_path / "run"))
-    convolutions = onednn.convolution_implementations(out)
-    if config == TINY_CFG:
-        assert convolutions == [], "every convolution of a yolov3-tiny training step runs on the CPU kernels"
-    else:
-        assert convolutions, "MobileNetV2's depthwise convolutions run on MindSpore's oneDNN in training"
-        assert onednn.reference_kernels(convolutions) == []
+    # stronger than no reference kernel: every convolution of the training step runs on the CPU kernels
+    assert onednn.convolution_implementations(out) == []
 
 
 def isa_in_subprocess(**env: str) -> str:

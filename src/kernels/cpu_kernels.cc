@@ -1,7 +1,8 @@
 // CPU kernels for MindSpore aot custom ops (float32, NCHW, contiguous): the 2x2 stride-2 max-pool and darknet's
-// 2x2 stride-1 one (forward and backward, for training; the forwards also for inference); for inference, the stride-1 and stride-2 convolutions with padding k / 2 and their bias (the folded BN) and
-// optionally darknet's leaky ReLU in one op, and MobileNetV2's depthwise 3x3 convolutions the same way; for
-// training, those convolutions (not the depthwise ones) without bias and their two gradients, and batch
+// 2x2 stride-1 one (forward and backward, for training; the forwards also for inference); for inference, the
+// stride-1 and stride-2 convolutions with padding k / 2 and their bias (the folded BN) and optionally darknet's
+// leaky ReLU in one op, and MobileNetV2's depthwise 3x3 convolutions the same way; for training, those
+// convolutions without bias and their two gradients, a convolution with bias (the heads'), and batch
 // normalisation with the batch's statistics plus leaky ReLU, forward and backward.
 // Signature: MindSpore's aot interface; params holds the inputs, then the output.
 #include <dlfcn.h>
@@ -697,6 +698,59 @@ void depthwise(const float *x, const float *weight, const float *bias, bool act,
   }
 }
 
+// Training: MobileNetV2's depthwise 3x3 convolutions (padding 1, stride 1 or 2) without bias, and their gradients,
+// plane by plane. For output column j, tap q reads input column j * st + q - 1; these are the j it is inside for.
+struct TapRange {
+  int64_t j0, j1;
+  TapRange(const Conv &s, int64_t q)
+      : j0(q == 0 ? 1 : 0), j1(std::min(s.ow, (s.w - q) / s.st + 1)) {}
+};
+
+void depthwise_grad_input(const float *dy, const float *weight, const Conv &s, float *dx) {
+#pragma omp parallel for schedule(static)
+  for (int64_t plane = 0; plane < s.n * s.c; ++plane) {
+    const float *wt = weight + (plane % s.c) * 9, *grad = dy + plane * s.ohw;
+    float *out = dx + plane * s.hw;
+    std::fill(out, out + s.hw, 0.f);
+    for (int64_t i = 0; i < s.oh; ++i) {
+      for (int64_t r = 0; r < 3; ++r) {
+        const int64_t si = i * s.st + r - 1;
+        if (si < 0 || si >= s.h) continue;
+        float *row = out + si * s.w - 1;
+        for (int64_t q = 0; q < 3; ++q) {
+          const TapRange range(s, q);
+          const float wv = wt[3 * r + q];
+          for (int64_t j = range.j0; j < range.j1; ++j) row[j * s.st + q] += wv * grad[i * s.ow + j];
+        }
+      }
+    }
+  }
+}
+
+void depthwise_grad_weight(const float *x, const float *dy, const Conv &s, float *dw) {
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t ch = 0; ch < s.c; ++ch) {
+    double sums[9] = {};
+    for (int64_t n = 0; n < s.n; ++n) {
+      const float *src = x + (n * s.c + ch) * s.hw, *grad = dy + (n * s.c + ch) * s.ohw;
+      for (int64_t i = 0; i < s.oh; ++i) {
+        for (int64_t r = 0; r < 3; ++r) {
+          const int64_t si = i * s.st + r - 1;
+          if (si < 0 || si >= s.h) continue;
+          const float *row = src + si * s.w - 1;
+          for (int64_t q = 0; q < 3; ++q) {
+            const TapRange range(s, q);
+            float acc = 0.f;
+            for (int64_t j = range.j0; j < range.j1; ++j) acc += grad[i * s.ow + j] * row[j * s.st + q];
+            sums[3 * r + q] += acc;
+          }
+        }
+      }
+    }
+    for (int q = 0; q < 9; ++q) dw[ch * 9 + q] = static_cast<float>(sums[q]);
+  }
+}
+
 // Inputs x (n, c, h, w), weight (o, c, k, k) with k odd (depthwise: (c, 1, 3, 3)), bias (o); output y (n, o, oh,
 // ow) for padding k / 2 and the given stride.
 int conv_bias_act(void **params, int64_t **shapes, bool act, int64_t stride, bool depthwise_conv = false) {
@@ -837,6 +891,28 @@ int conv_grad_weight(void **params, int64_t **shapes, int64_t stride) {
   }
   return 0;
 }
+// Depthwise, training. Inputs x, weight (c, 1, 3, 3); output y. Inputs x (for its shape), dy, weight; output dx.
+// Inputs x, dy, weight (for its shape); output dw.
+int depthwise_forward(void **params, int64_t **shapes, int64_t stride) {
+  const Conv s(shapes[0], shapes[1], stride);
+  float *bias = scratch(&zero_bias, s.c);
+  std::fill(bias, bias + s.c, 0.f);
+  depthwise(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]), bias, false, s,
+            static_cast<float *>(params[2]));
+  return 0;
+}
+
+int depthwise_input_grad(void **params, int64_t **shapes, int64_t stride) {
+  depthwise_grad_input(static_cast<const float *>(params[1]), static_cast<const float *>(params[2]),
+                       Conv(shapes[0], shapes[2], stride), static_cast<float *>(params[3]));
+  return 0;
+}
+
+int depthwise_weight_grad(void **params, int64_t **shapes, int64_t stride) {
+  depthwise_grad_weight(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+                        Conv(shapes[0], shapes[2], stride), static_cast<float *>(params[3]));
+  return 0;
+}
 }  // namespace
 
 #define YOLO_AOT(name) \
@@ -857,6 +933,12 @@ YOLO_AOT(ConvSameGradWeight) { return conv_grad_weight(params, shapes, 1); }
 YOLO_AOT(ConvStride2) { return conv_forward(params, shapes, 2); }
 YOLO_AOT(ConvStride2GradInput) { return conv_grad_input(params, shapes, 2); }
 YOLO_AOT(ConvStride2GradWeight) { return conv_grad_weight(params, shapes, 2); }
+YOLO_AOT(Depthwise) { return depthwise_forward(params, shapes, 1); }
+YOLO_AOT(DepthwiseGradInput) { return depthwise_input_grad(params, shapes, 1); }
+YOLO_AOT(DepthwiseGradWeight) { return depthwise_weight_grad(params, shapes, 1); }
+YOLO_AOT(DepthwiseStride2) { return depthwise_forward(params, shapes, 2); }
+YOLO_AOT(DepthwiseStride2GradInput) { return depthwise_input_grad(params, shapes, 2); }
+YOLO_AOT(DepthwiseStride2GradWeight) { return depthwise_weight_grad(params, shapes, 2); }
 
 // Training: batch normalisation with the batch's statistics over (n, h, w), then leaky ReLU with a given slope (1
 // for none), forward in two passes (statistics, then the output) and backward in two (the sums, then dx). The
