@@ -50,16 +50,17 @@ def total(x):
 def iou_matrix(pred, gts):
     """IoU of pred (N, R, 4) against gts (N, M, 4), both cx, cy, w, h -> (N, R, M).
 
-    Both are tiled to (N, R, M) first: on the CPU, Minimum and Maximum that broadcast run several times slower
-    than on equal shapes, tiling included."""
+    Each corner is tiled to (N, R, M) before any arithmetic: on the CPU, Minimum and Maximum that broadcast run
+    several times slower than on equal shapes, tiling included (and splitting tiled boxes into corners was
+    slower still)."""
     r, m = pred.shape[1], gts.shape[1]
-    px1, py1, px2, py2 = box_corners(ops.tile(ops.expand_dims(pred, 2), (1, 1, m, 1)))
-    gx1, gy1, gx2, gy2 = box_corners(ops.tile(ops.expand_dims(gts, 1), (1, r, 1, 1)))
+    px1, py1, px2, py2 = [ops.tile(v, (1, 1, m)) for v in box_corners(pred)]
+    gx1, gy1, gx2, gy2 = [ops.tile(v.reshape(v.shape[0], 1, m), (1, r, 1)) for v in box_corners(gts)]
     iw = ops.relu(ops.minimum(px2, gx2) - ops.maximum(px1, gx1))
     ih = ops.relu(ops.minimum(py2, gy2) - ops.maximum(py1, gy1))
-    inter = (iw * ih).squeeze(-1)
-    area_p = ((px2 - px1) * (py2 - py1)).squeeze(-1)
-    area_g = ((gx2 - gx1) * (gy2 - gy1)).squeeze(-1)
+    inter = iw * ih
+    area_p = (px2 - px1) * (py2 - py1)
+    area_g = (gx2 - gx1) * (gy2 - gy1)
     return inter / (area_p + area_g - inter + EPS)
 
 
