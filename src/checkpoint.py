@@ -9,7 +9,7 @@ from mindspore import nn
 
 from src.darknet_weights import layer_sizes, load_darknet_weights, read_weights_file
 from src.errors import UserError
-from src.layers import HeadConv
+from src.layers import HeadConv, center_input
 
 Weights = Union[str, Dict[str, Any]]
 
@@ -108,11 +108,14 @@ def load_for_finetuning(network: nn.Cell, path: str, config, build: Callable, wh
     other mismatch is another architecture: an error. `whole_model` (for
     --resume_yolo) also requires every other parameter to be present; without
     it (--pretrained_backbone) a file may cover only the first layers, and
-    with it a checkpoint's anchors become the config's (apply_anchors).
+    with it a checkpoint's anchors become the config's (apply_anchors). The
+    first layer takes input_centering as the weights were trained.
     Returns (parameters loaded, parameters re-initialised); for a darknet file
     that fits exactly, (conv layers loaded, []).
     """
     if path.endswith(".weights"):
+        apply_input_centering(config, None)
+        center_input(network, config.input_centering)
         try:
             return load_darknet_weights(network, path, config.model_name, allow_prefix=not whole_model), []
         except UserError as first_error:
@@ -128,6 +131,8 @@ def load_for_finetuning(network: nn.Cell, path: str, config, build: Callable, wh
         ckpt = read_checkpoint(path)
         if whole_model:
             apply_anchors(config, ckpt)
+        apply_input_centering(config, ckpt)
+        center_input(network, config.input_centering)
     return _fit(network, ckpt, path, config.model_name, whole_model, heads_may_differ=True)
 
 
@@ -142,6 +147,16 @@ def apply_training_info(config, ckpt: Dict[str, Any]) -> None:
     if "coco_ids" in ckpt and not config.is_set("coco_ids"):
         config.coco_ids = [int(i) for i in str(ckpt["coco_ids"]).split(",")]
     apply_anchors(config, ckpt)
+    apply_input_centering(config, ckpt)
+
+
+def apply_input_centering(config, ckpt: Optional[Dict[str, Any]]) -> None:
+    """Whether the weights expect input_centering, unless it is given on the command line: as a train.py
+    checkpoint records it; off for darknet .weights (None here) and for checkpoints that do not say (converted or
+    older ones)."""
+    if not config.on_command_line("input_centering"):
+        config.input_centering = bool(ckpt is not None and "input_centering" in ckpt
+                                      and int(ckpt["input_centering"].asnumpy()))
 
 
 def apply_anchors(config, ckpt: Dict[str, Any]) -> None:
@@ -154,10 +169,11 @@ def apply_anchors(config, ckpt: Dict[str, Any]) -> None:
 
 def training_info(config) -> Dict[str, Any]:
     """What train.py saves in each checkpoint for eval, predict, export and fine-tuning to read back
-    (apply_training_info): the classes, their names and category ids, and the anchors."""
+    (apply_training_info): the classes, their names and category ids, the anchors, and input_centering."""
     return {"num_classes": config.num_classes, "labels": "\n".join(config.labels),
             "coco_ids": ",".join(str(i) for i in config.coco_ids),
-            "anchor_scales": json.dumps(config.anchor_scales), "anchor_mask": json.dumps(config.anchor_mask)}
+            "anchor_scales": json.dumps(config.anchor_scales), "anchor_mask": json.dumps(config.anchor_mask),
+            "input_centering": int(config.input_centering)}
 
 
 def build_with_weights(config, path: Weights, build) -> nn.Cell:
@@ -173,6 +189,7 @@ def build_with_weights(config, path: Weights, build) -> nn.Cell:
     if not path:
         raise UserError("no weights given (--pretrained / --ckpt_file)")
     if path.endswith(".weights"):
+        apply_input_centering(config, None)
         network = build(config)
         load_darknet_weights(network, path, config.model_name, allow_prefix=False)
         return network

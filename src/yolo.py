@@ -10,7 +10,7 @@ from mindspore import nn, ops
 
 from src.darknet import DarkNet53, TinyDarkNet, conv_cells
 from src.errors import UserError
-from src.layers import ConvBNLeaky, HeadConv, MaxPool, Upsample2x
+from src.layers import ConvBNLeaky, HeadConv, MaxPool, Upsample2x, center_input
 from src.mobilenetv2 import MobileNetV2
 
 ConvPair = Tuple[nn.Conv2d, Optional[nn.Cell]]
@@ -174,4 +174,6 @@ def build_network(config) -> nn.Cell:
             raise UserError(f"anchor_mask {masks} refers to anchors outside anchor_scales ({n_anchors} anchors)")
     if config.num_classes < 1:
         raise UserError(f"num_classes must be positive, got {config.num_classes}")
-    return model(name).build(config, [len(m) for m in masks])
+    network = model(name).build(config, [len(m) for m in masks])
+    center_input(network, config.input_centering)
+    return network

@@ -173,3 +173,40 @@ def test_mobilenetv2_exports_to_onnx(tmp_path):
     theirs[..., :4] /= 224
     assert np.isfinite(ours).all() and ours[..., 4].std() > 1e-3
     assert np.abs(ours - theirs).max() <= 1e-4
+
+
+def test_input_centering_subtracts_each_images_mean_colour_and_exports(tmp_path):
+    """input_centering: the network on x = the same network without it on x minus each image's mean colour, in
+    training, in inference with the CPU kernels, and in the exported ONNX."""
+    import onnxruntime as ort
+    from conftest import run_script
+    from src.checkpoint import network_parameters, save_checkpoint
+    from src.layers import fold_batchnorm, use_cpu_inference_kernels
+    from src.yolo_head import DetectionModel
+    rng = np.random.default_rng(6)
+    plain_cfg = load_config(["--config_path", TINY_CFG, "--num_classes", "3"])
+    centred_cfg = load_config(["--config_path", TINY_CFG, "--num_classes", "3", "--input_centering", "True"])
+    plain, centred = build_network(plain_cfg), build_network(centred_cfg)
+    randomize_bn(plain, rng, 0.5, 1.5)
+    ms.load_param_into_net(centred, dict(plain.parameters_and_names()))
+    x = rng.uniform(0, 1, (2, 3, 128, 128)).astype(np.float32) + np.array([0.3, -0.2, 0.1], np.float32)[:, None, None]
+    shifted = x - x.mean((2, 3), keepdims=True)
+    for train in (True, False):
+        plain.set_train(train)
+        centred.set_train(train)
+        for a, b in zip(plain(ms.Tensor(shifted)), centred(ms.Tensor(x))):
+            np.testing.assert_allclose(b.asnumpy(), a.asnumpy(), rtol=1e-4, atol=1e-4 * np.abs(a.asnumpy()).max())
+    ckpt = str(tmp_path / "centred.ckpt")
+    save_checkpoint(network_parameters(centred), ckpt, {"input_centering": 1})
+    run_script("export.py", "--config_path", TINY_CFG, "--num_classes", "3", "--ckpt_file", ckpt, "--file_name",
+               str(tmp_path / "centred"), "--file_format", "ONNX", "--testing_shape", "128", "--batch_size", "2")
+    onnx_out = ort.InferenceSession(str(tmp_path / "centred.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"images": x})[0]
+    for net in (plain, centred):
+        fold_batchnorm(net)
+    assert use_cpu_inference_kernels(centred) > 0
+    decode = YoloDecode(plain_cfg.anchor_scales, plain_cfg.anchor_mask, 3)
+    expected = DetectionModel(plain, decode)(ms.Tensor(shifted)).asnumpy()
+    fast = DetectionModel(centred, decode)(ms.Tensor(x)).asnumpy()
+    for out in (fast, onnx_out):
+        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())

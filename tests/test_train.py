@@ -89,6 +89,32 @@ def test_auto_anchor_trains_with_fitted_anchors_that_the_checkpoint_carries(shap
     assert config.anchor_scales == [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12]]
 
 
+def test_input_centering_goes_with_the_weights(shapes, tmp_path):
+    """A checkpoint records input_centering and whoever loads it follows; darknet .weights and checkpoints that do
+    not say (converted, older) see raw pixels; the command line wins."""
+    from model_utils.config import load_config
+    from src.checkpoint import build_with_weights, network_parameters, save_checkpoint
+    from src.yolo import build_network
+    out = str(tmp_path / "run")
+    run_script("train.py", *train_args(shapes, out, "--max_epoch", "1", "--input_centering", "True"))
+    path = os.path.join(out, "ckpt_0", "0-1_4.ckpt")
+    assert int(ms.load_checkpoint(path)["input_centering"].asnumpy()) == 1
+
+    def centred(argv, weights):
+        config = load_config(["--config_path", TINY_CFG, *argv])
+        network = build_with_weights(config, weights, build_network)
+        flags = [c.center_input for _, c in network.cells_and_names() if hasattr(c, "center_input")]
+        assert sum(flags) == config.input_centering  # only the layer on the image, and as the config says
+        return config.input_centering
+
+    assert centred([], path) and not centred(["--input_centering", "False"], path)
+    unsaid = str(tmp_path / "unsaid.ckpt")
+    save_checkpoint(network_parameters(build_network(load_config(["--config_path", TINY_CFG]))), unsaid)
+    assert not centred(["--num_classes", "80"], unsaid)
+    config = load_config(["--config_path", TINY_CFG, "--input_centering", "True"])
+    assert build_network(config) and config.input_centering  # from scratch: the config's
+
+
 def assert_chart(path):
     import cv2
     img = cv2.imread(str(path))
