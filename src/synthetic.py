@@ -4,13 +4,16 @@ For tests and a quick training demo:
     python -m src.synthetic --output_dir data/shapes --num_train 300 --num_val 100 --image_size 320
     python -m src.synthetic --output_dir data/plain --style plain --min_size 16 --max_size 160
 
-Styles (the shapes and their placement are the same in each):
-    textured  smoothed colour noise and 3-7 random lines (the default)
-    plain     one colour with gentle low-frequency shading and at most two thin lines
+Styles (shapes of any colour, sides 28-120 px, unless said otherwise):
+    textured     smoothed colour noise and 3-7 random lines (the default)
+    plain        one colour with gentle low-frequency shading and at most two thin lines
+    lowcontrast  one colour with strong low-frequency brightness shading, faint mottling and at most two
+                 thin lines; each shape coloured 24-56 (RGB distance) from the background it covers;
+                 sides 12-160 px
 """
 import argparse
 import os
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -45,7 +48,53 @@ def plain_background(rng: np.random.Generator, size: int) -> np.ndarray:
     return img
 
 
-BACKGROUNDS = {"textured": textured_background, "plain": plain_background}
+def shaded_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A near-uniform colour under strong brightness shading (over a quarter of the image or more), a weaker
+    shift of hue on the same scale, and faint mottling on a finer one."""
+    base = rng.integers(0, 256, 3).astype(np.float32)
+    coarse, fine = size // 96 + 2, size // 24 + 2
+    fields = [rng.normal(0.0, 24.0, (coarse, coarse, 1)).repeat(3, axis=2), rng.normal(0.0, 8.0, (coarse, coarse, 3)),
+              rng.normal(0.0, 5.0, (fine, fine, 3))]
+    shade = sum(cv2.resize(f.astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC) for f in fields)
+    img = np.clip(base + shade, 0, 255).astype(np.uint8)
+    for _ in range(int(rng.integers(0, 3))):
+        p1, p2 = (tuple(int(v) for v in rng.integers(0, size, 2)) for _ in range(2))
+        cv2.line(img, p1, p2, tuple(int(v) for v in rng.integers(0, 256, 3)), int(rng.integers(1, 3)), cv2.LINE_AA)
+    return img
+
+
+Colour = Tuple[int, int, int]
+
+
+def any_colour(rng: np.random.Generator, img: np.ndarray, box: List[int]) -> Colour:
+    """A uniformly random colour, whatever lies under the shape."""
+    return tuple(int(v) for v in rng.integers(0, 256, 3))
+
+
+def near_colour(rng: np.random.Generator, img: np.ndarray, box: List[int]) -> Colour:
+    """A colour 24-56 away (RGB distance) from the mean of the background under box [x0, y0, x1, y1].
+
+    The direction is random; where the clip to 0..255 would eat into the distance, the opposite one is used.
+    """
+    x0, y0, x1, y1 = box
+    mean = img[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0)
+    step = rng.normal(size=3)
+    step *= rng.uniform(24.0, 56.0) / np.linalg.norm(step)
+    colour = np.clip(mean + step, 0, 255)
+    if np.linalg.norm(colour - mean) < np.linalg.norm(step) - 1.0:
+        colour = np.clip(mean - step, 0, 255)
+    return tuple(int(round(v)) for v in colour)
+
+
+class Style(NamedTuple):
+    background: Callable[[np.random.Generator, int], np.ndarray]
+    colour: Callable[[np.random.Generator, np.ndarray, List[int]], Colour]
+    sizes: Tuple[int, int]
+
+
+STYLES = {"textured": Style(textured_background, any_colour, (28, 120)),
+          "plain": Style(plain_background, any_colour, (28, 120)),
+          "lowcontrast": Style(shaded_background, near_colour, (12, 160))}
 
 
 def draw_shape(img: np.ndarray, kind: int, cx: int, cy: int, s: int, color: Tuple[int, int, int]) -> List[float]:
@@ -64,7 +113,8 @@ def draw_shape(img: np.ndarray, kind: int, cx: int, cy: int, s: int, color: Tupl
 def make_image(rng: np.random.Generator, size: int, min_size: int, max_size: int,
                style: str = "textured") -> Tuple[np.ndarray, List]:
     """One image with 1-4 non-overlapping shapes of side min_size..max_size; returns it and [(class, bbox)]."""
-    img = BACKGROUNDS[style](rng, size)
+    look = STYLES[style]
+    img = look.background(rng, size)
     objects: List[Tuple[int, List[float]]] = []
     for _ in range(int(rng.integers(1, 5))):
         for _attempt in range(20):
@@ -74,7 +124,7 @@ def make_image(rng: np.random.Generator, size: int, min_size: int, max_size: int
             if all(box[2] < b[0] or box[0] > b[0] + b[2] or box[3] < b[1] or box[1] > b[1] + b[3]
                    for _, b in objects):
                 kind = int(rng.integers(len(CLASSES)))
-                color = tuple(int(v) for v in rng.integers(0, 256, 3))
+                color = look.colour(rng, img, [cx - s // 2, cy - s // 2, cx - s // 2 + s, cy - s // 2 + s])
                 objects.append((kind, draw_shape(img, kind, cx, cy, s, color)))
                 break
     return img, objects
@@ -100,9 +150,12 @@ def make_split(root: str, split: str, count: int, size: int, rng: np.random.Gene
 
 
 def make_dataset(root: str, num_train: int, num_val: int, size: int = 320, seed: int = 0,
-                 min_size: int = 28, max_size: int = 120, style: str = "textured") -> None:
-    if style not in BACKGROUNDS:
-        raise UserError(f"unknown style {style!r}; choose one of {', '.join(BACKGROUNDS)}")
+                 min_size: Optional[int] = None, max_size: Optional[int] = None, style: str = "textured") -> None:
+    """Write train2017/ and val2017/ with their COCO annotations; sizes left None take the style's range."""
+    if style not in STYLES:
+        raise UserError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
+    min_size = STYLES[style].sizes[0] if min_size is None else min_size
+    max_size = STYLES[style].sizes[1] if max_size is None else max_size
     if not 2 <= min_size <= max_size < size:
         raise UserError(f"object sizes need 2 <= min_size <= max_size < image_size, got {min_size}, {max_size}, {size}")
     rng = np.random.default_rng(seed)
@@ -116,9 +169,9 @@ def main() -> None:
     p.add_argument("--num_train", type=int, default=300)
     p.add_argument("--num_val", type=int, default=100)
     p.add_argument("--image_size", type=int, default=320)
-    p.add_argument("--min_size", type=int, default=28, help="smallest shape side in pixels")
-    p.add_argument("--max_size", type=int, default=120, help="largest shape side in pixels")
-    p.add_argument("--style", choices=tuple(BACKGROUNDS), default="textured", help="background style")
+    p.add_argument("--min_size", type=int, help="smallest shape side in pixels (default: the style's, 28 or 12)")
+    p.add_argument("--max_size", type=int, help="largest shape side in pixels (default: the style's, 120 or 160)")
+    p.add_argument("--style", choices=tuple(STYLES), default="textured", help="background and shape colours")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     make_dataset(a.output_dir, a.num_train, a.num_val, a.image_size, a.seed, a.min_size, a.max_size, a.style)
