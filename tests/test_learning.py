@@ -15,7 +15,7 @@ STEPS = 40
 def test_a_few_dozen_steps_learn_the_images(tmp_path):
     from mindspore import Tensor, nn
     from model_utils.config import load_config
-    from src.checkpoint import network_parameters, save_checkpoint
+    from src.checkpoint import network_parameters, save_checkpoint, training_info
     from src.dataset import BatchSource, CocoTrainSet
     from src.detector import build_detection_model
     from src.loss import YoloWithLoss
@@ -44,7 +44,7 @@ def test_a_few_dozen_steps_learn_the_images(tmp_path):
     assert np.mean(losses[-5:]) < 0.3 * np.mean(losses[:2]), losses
 
     weights = str(tmp_path / "learned.ckpt")
-    save_checkpoint(network_parameters(network), weights)
+    save_checkpoint(network_parameters(network), weights, training_info(cfg))  # as train.py saves it
     model = build_detection_model(cfg, weights)
     ann = json.loads((tmp_path / "annotations" / "instances_train2017.json").read_text())
     for image in ann["images"]:
