@@ -137,9 +137,9 @@ def load_for_finetuning(network: nn.Cell, path: str, config, build: Callable, wh
 
 
 def apply_training_info(config, ckpt: Dict[str, Any]) -> None:
-    """Take num_classes, labels and category ids saved by train.py unless the user set them, and the anchors it
-    trained with unless given on the command line (a config file's anchors are the model's defaults; a
-    checkpoint trained with other ones decodes only with those)."""
+    """Take num_classes, labels and category ids saved by train.py unless the user set them, and the anchors and
+    input_centering it trained with unless given on the command line (a config file's are the model's defaults;
+    weights trained otherwise work only with what they were trained with)."""
     if "num_classes" in ckpt and not config.is_set("num_classes"):
         config.num_classes = int(ckpt["num_classes"].asnumpy())
     if "labels" in ckpt and not config.is_set("labels"):

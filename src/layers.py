@@ -87,7 +87,8 @@ class ConvBN(nn.Cell):
         (1 - m) * moving + m * batch, the variance unbiased."""
         bn = self.bn
         ops.assign(bn.moving_mean, bn.moving_mean * (1 - bn.momentum) + mean * bn.momentum)
-        ops.assign(bn.moving_variance, bn.moving_variance * (1 - bn.momentum) + var * (count / (count - 1) * bn.momentum))
+        unbiased = var * (count / (count - 1))
+        ops.assign(bn.moving_variance, bn.moving_variance * (1 - bn.momentum) + unbiased * bn.momentum)
 
     def fold_bn(self) -> None:
         bn = self.bn

@@ -1022,7 +1022,8 @@ int channel_sums(void **params, int64_t **shapes) {
   float *sums = static_cast<float *>(params[1]);
   const int64_t n = shapes[0][0], c = shapes[0][1], hw = shapes[0][2] * shapes[0][3];
 #pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t ch = 0; ch < c; ++ch) sums[ch] = static_cast<float>(moments(Channel{dy + ch * hw, n, hw, c * hw}, 0.f).a);
+  for (int64_t ch = 0; ch < c; ++ch)
+    sums[ch] = static_cast<float>(moments(Channel{dy + ch * hw, n, hw, c * hw}, 0.f).a);
   return 0;
 }
 
