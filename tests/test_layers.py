@@ -194,6 +194,23 @@ def test_inference_depthwise_kernel_matches_mindspore(shape, stride, leaky):
     check_inference_kernel(stock, fast, x, leaky)
 
 
+def assert_training_kernels_match(make_cell, weight: Tensor, x: np.ndarray, w: np.ndarray, atol: float) -> None:
+    """A training ConvBN (BN on batch statistics) with its convolution and BN on the kernels against the stock one:
+    forward, input gradient and weight gradient."""
+    results = []
+    for kernels in (False, True):
+        cell = make_cell()
+        cell.conv.weight.set_data(weight)
+        if kernels:
+            assert use_cpu_training_kernels(cell) == 2 and cell.conv_kernel is not None and cell.bn_kernel is not None
+        cell.set_train(True)
+        grad_fn = ms.value_and_grad(Weighted(cell), grad_position=0, weights=[cell.conv.weight])
+        _, (dx, (dw,)) = grad_fn(Tensor(x), Tensor(w))
+        results.append((cell(Tensor(x)).asnumpy(), dx.asnumpy(), dw.asnumpy()))
+    for stock, fast in zip(*results):
+        np.testing.assert_allclose(fast, stock, rtol=1e-5, atol=atol * np.abs(stock).max())
+
+
 # (x shape, out channels, kernel, stride): Winograd forward and both gradients (one chunk; odd sizes, tiles cut
 # at the edges; two chunks, the weight gradient summed over them), then few tiles (the im2col paths) on a
 # non-square map; the narrow first layer on RGB, a 1x1, and stride 2 on even and odd sizes (the input gradient
@@ -213,18 +230,7 @@ def test_training_conv_kernel_matches_mindspore(shape, out, k, stride):
     out_shape = (shape[0], out, (shape[2] - 1) // stride + 1, (shape[3] - 1) // stride + 1)
     w = rng.standard_normal(out_shape).astype(np.float32)
     weight = Tensor(rng.standard_normal((out, shape[1], k, k)).astype(np.float32) / np.sqrt(shape[1] * k * k))
-    results = []
-    for kernels in (False, True):
-        cell = ConvBNLeaky(shape[1], out, k, stride)
-        cell.conv.weight.set_data(weight)
-        if kernels:
-            assert use_cpu_training_kernels(cell) == 2 and cell.conv_kernel is not None and cell.bn_kernel is not None
-        cell.set_train(True)
-        grad_fn = ms.value_and_grad(Weighted(cell), grad_position=0, weights=[cell.conv.weight])
-        _, (dx, (dw,)) = grad_fn(Tensor(x), Tensor(w))
-        results.append((cell(Tensor(x)).asnumpy(), dx.asnumpy(), dw.asnumpy()))
-    for stock, fast in zip(*results):
-        np.testing.assert_allclose(fast, stock, rtol=1e-5, atol=1e-6 * np.abs(stock).max())
+    assert_training_kernels_match(lambda: ConvBNLeaky(shape[1], out, k, stride), weight, x, w, 1e-6)
 
 
 @pytest.mark.parametrize("shape,out", [((2, 64, 13, 13), 255), ((3, 40, 26, 20), 24)])
@@ -297,18 +303,7 @@ def test_training_depthwise_kernel_matches_mindspore(shape, stride):
     w = rng.standard_normal((shape[0], c, (shape[2] - 1) // stride + 1, (shape[3] - 1) // stride + 1)).astype(
         np.float32)
     weight = Tensor(rng.standard_normal((c, 1, 3, 3)).astype(np.float32) / 3)
-    results = []
-    for kernels in (False, True):
-        cell = ConvBN(c, c, 3, stride, groups=c, act=LeakyReLU())
-        cell.conv.weight.set_data(weight)
-        if kernels:
-            assert use_cpu_training_kernels(cell) == 2 and cell.conv_kernel is not None
-        cell.set_train(True)
-        grad_fn = ms.value_and_grad(Weighted(cell), grad_position=0, weights=[cell.conv.weight])
-        _, (dx, (dw,)) = grad_fn(Tensor(x), Tensor(w))
-        results.append((cell(Tensor(x)).asnumpy(), dx.asnumpy(), dw.asnumpy()))
-    for stock, fast in zip(*results):
-        np.testing.assert_allclose(fast, stock, rtol=1e-5, atol=1e-5 * np.abs(stock).max())
+    assert_training_kernels_match(lambda: ConvBN(c, c, 3, stride, groups=c, act=LeakyReLU()), weight, x, w, 1e-5)
 
 
 @pytest.fixture
