@@ -48,7 +48,7 @@ from src.layers import use_cpu_inference_kernels, use_cpu_training_kernels
 from src.loss import YoloWithLoss
 from src.synthetic import make_dataset
 from src.targets import build_targets
-from src.train_step import make_train_step
+from src.train_step import make_optimizer, make_train_step
 from src.yolo import build_network
 
 SHARED_COCO = os.path.join(os.path.dirname(ROOT), "shared", "data", "coco_tiny")
@@ -169,8 +169,8 @@ def synthetic_batch(config, size: int, batch: int) -> List[Tensor]:
 def bench_train(config, size: int, batch: int, repeats: int, convolutions: List[str]) -> float:
     network = build_network(config)
     use_cpu_training_kernels(network)
-    opt = nn.Momentum(network.trainable_params(), 1e-4, config.momentum, weight_decay=config.weight_decay)
-    step = make_train_step(YoloWithLoss.from_config(network, config), opt, config.loss_scale)
+    step = make_train_step(YoloWithLoss.from_config(network, config), make_optimizer(network, config, 1e-4),
+                           config.loss_scale)
     step.set_train(True)
     inputs = synthetic_batch(config, size, batch)
     return median_seconds(recorded(lambda: step(*inputs)[0].asnumpy(), convolutions), repeats, warmup=2)

@@ -34,10 +34,11 @@ from src.logger import get_logger
 from src.loss import YoloWithLoss
 from src.lr_scheduler import get_lr
 from src.sampler import DistributedSampler
-from src.train_step import make_train_step
+from src.train_step import make_optimizer, make_train_step
 from src.yolo import build_network
 
 CKPT_NAME = re.compile(r"^(\d+)-(\d+)_(\d+)\.ckpt$")
+OPTIMIZER_STATE = ("moments.", "adam_m.", "adam_v.")  # momentum's and AdamWeightDecay's per-parameter state
 
 
 def list_checkpoints(folder: str) -> List[Tuple[int, str]]:
@@ -46,15 +47,6 @@ def list_checkpoints(folder: str) -> List[Tuple[int, str]]:
         return []
     found = [(int(m.group(3)), os.path.join(folder, f)) for f in os.listdir(folder) if (m := CKPT_NAME.match(f))]
     return sorted(found)
-
-
-def param_groups(network: nn.Cell, weight_decay: float) -> List[Dict]:
-    """Weight decay on conv weights only, not on BN parameters and biases."""
-    decay, no_decay = [], []
-    for p in network.trainable_params():
-        (decay if p.name.endswith(".weight") else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0},
-            {"order_params": network.trainable_params()}]
 
 
 def init_new_heads(network: nn.Cell, config, names: List[str]) -> None:
@@ -150,8 +142,7 @@ class Trainer:
         lr = get_lr(config.lr_scheduler, config.lr, self.steps_per_epoch, config.max_epoch, config.warmup_epochs,
                     config.lr_epochs, config.lr_gamma, config.t_max, config.eta_min)
         self.lr = lr
-        self.optimizer = nn.Momentum(param_groups(self.network, config.weight_decay), Tensor(lr),
-                                     config.momentum)
+        self.optimizer = make_optimizer(self.network, config, lr)
         net_loss = YoloWithLoss.from_config(self.network, config)
         self.loss_parts = net_loss.parts
         if config.amp_level != "O0":
@@ -233,7 +224,7 @@ class Trainer:
     def state(self) -> Dict[str, ms.Parameter]:
         params = network_parameters(self.network)
         params.update({f"optimizer.{n}": p for n, p in self.optimizer.parameters_and_names()
-                       if n.startswith("moments.") or n == "global_step"})
+                       if n.startswith(OPTIMIZER_STATE) or n == "global_step"})
         return params
 
     def resume_dir(self) -> str:
@@ -259,7 +250,8 @@ class Trainer:
         for name, p in self.state().items():
             if name.startswith("optimizer."):
                 if name not in ckpt:
-                    raise UserError(f"{path} has no optimiser state ({name}); it cannot be resumed")
+                    raise UserError(f"{path} has no {self.cfg.optimizer} optimiser state ({name}); resume it with "
+                                    f"the --optimizer it was trained with")
                 p.set_data(Tensor(ckpt[name].asnumpy(), p.dtype))
         step = int(ckpt["global_step"].asnumpy())
         if self.cfg.is_distributed and all_reduce_sum(np.array([step]))[0] != step * self.cfg.group_size:

@@ -92,7 +92,8 @@ def test_eval_during_training_keeps_the_best_checkpoint(tiny_ckpt, tmp_path):
     val_ann = os.path.join(COCO_TINY, "annotations", "instances_val2017.json")
     val_dir = os.path.join(COCO_TINY, "val2017")
     out = tmp_path / "run"
-    proc = run_script("train.py", "--config_path", TINY_CFG, "--data_dir", str(data), "--resume_yolo", tiny_ckpt,
+    finetune_cfg = os.path.join(REPO, "configs", "yolov3_tiny_finetune.yaml")  # momentum SGD, as README fine-tunes
+    proc = run_script("train.py", "--config_path", finetune_cfg, "--data_dir", str(data), "--resume_yolo", tiny_ckpt,
                       "--training_shape", "160", "--per_batch_size", "8", "--max_epoch", "3", "--lr", "0.002",
                       "--warmup_epochs", "0", "--ckpt_path", str(out), "--log_interval", "1", "--run_eval", "True",
                       "--eval_interval", "2", "--eval_start_epoch", "1", "--val_ann_file", val_ann,

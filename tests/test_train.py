@@ -30,8 +30,10 @@ def ckpts(out):
 
 
 def test_train_resume_and_eval(shapes, tmp_path):
+    """With momentum SGD (the tiny config's AdamWeightDecay resumes in test_resume.py)."""
     out = str(tmp_path / "run")
-    proc = run_script("train.py", *train_args(shapes, out, "--max_epoch", "2"))
+    sgd = ("--optimizer", "momentum")
+    proc = run_script("train.py", *train_args(shapes, out, "--max_epoch", "2", *sgd))
     assert LOG_LINE.search(proc.stdout), proc.stdout[-2000:]
     assert ckpts(out) == ["0-1_4.ckpt", "0-2_8.ckpt"]
     ckpt = ms.load_checkpoint(os.path.join(out, "ckpt_0", "0-2_8.ckpt"))
@@ -39,10 +41,13 @@ def test_train_resume_and_eval(shapes, tmp_path):
     assert int(ckpt["num_classes"].asnumpy()) == 3 and ckpt["labels"].split("\n") == ["circle", "square", "triangle"]
     assert ckpt["coco_ids"] == "1,2,3" and any(k.startswith("optimizer.moments.") for k in ckpt)
 
-    again = run_script("train.py", *train_args(shapes, out, "--max_epoch", "2"), check=False)
+    again = run_script("train.py", *train_args(shapes, out, "--max_epoch", "2", *sgd), check=False)
     assert_clean_error(again, "already holds checkpoints of another run")
+    other = run_script("train.py", *train_args(shapes, out, "--max_epoch", "3", "--resume", "True", "--optimizer",
+                                               "adamw"), check=False)
+    assert_clean_error(other, "has no adamw optimiser state")
 
-    run_script("train.py", *train_args(shapes, out, "--max_epoch", "3", "--resume", "True"))
+    run_script("train.py", *train_args(shapes, out, "--max_epoch", "3", "--resume", "True", *sgd))
     assert "0-3_12.ckpt" in ckpts(out)
     resumed = ms.load_checkpoint(os.path.join(out, "ckpt_0", "0-3_12.ckpt"))
     assert int(resumed["optimizer.global_step"].asnumpy().reshape(-1)[0]) == 12
