@@ -34,11 +34,10 @@ from src.logger import get_logger
 from src.loss import YoloWithLoss
 from src.lr_scheduler import get_lr
 from src.sampler import DistributedSampler
-from src.train_step import make_optimizer, make_train_step
+from src.train_step import OPTIMIZER_STATE, make_optimizer, make_train_step
 from src.yolo import build_network
 
 CKPT_NAME = re.compile(r"^(\d+)-(\d+)_(\d+)\.ckpt$")
-OPTIMIZER_STATE = ("moments.", "adam_m.", "adam_v.")  # momentum's and AdamWeightDecay's per-parameter state
 
 
 def list_checkpoints(folder: str) -> List[Tuple[int, str]]:
@@ -250,8 +249,9 @@ class Trainer:
         for name, p in self.state().items():
             if name.startswith("optimizer."):
                 if name not in ckpt:
-                    raise UserError(f"{path} has no {self.cfg.optimizer} optimiser state ({name}); resume it with "
-                                    f"the --optimizer it was trained with")
+                    other = any(k.startswith("optimizer.") and k != "optimizer.global_step" for k in ckpt)
+                    why = "resume it with the --optimizer it was trained with" if other else "it cannot be resumed"
+                    raise UserError(f"{path} has no {self.cfg.optimizer} optimiser state ({name}); {why}")
                 p.set_data(Tensor(ckpt[name].asnumpy(), p.dtype))
         step = int(ckpt["global_step"].asnumpy())
         if self.cfg.is_distributed and all_reduce_sum(np.array([step]))[0] != step * self.cfg.group_size:

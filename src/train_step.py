@@ -18,6 +18,9 @@ def param_groups(network: nn.Cell, weight_decay: float) -> List[Dict]:
             {"order_params": network.trainable_params()}]
 
 
+OPTIMIZER_STATE = ("moments.", "adam_m.", "adam_v.")  # Momentum's and AdamWeightDecay's per-parameter state
+
+
 def make_optimizer(network: nn.Cell, config, lr: Union[float, np.ndarray]) -> nn.Optimizer:
     """config.optimizer over the network's parameters with the learning rate `lr` (one, or one per step): momentum
     SGD (the model zoo's), or AdamWeightDecay (decoupled weight decay, beta1 = config.momentum), which from

@@ -45,7 +45,15 @@ def test_train_resume_and_eval(shapes, tmp_path):
     assert_clean_error(again, "already holds checkpoints of another run")
     other = run_script("train.py", *train_args(shapes, out, "--max_epoch", "3", "--resume", "True", "--optimizer",
                                                "adamw"), check=False)
-    assert_clean_error(other, "has no adamw optimiser state")
+    assert_clean_error(other, "has no adamw optimiser state", "resume it with the --optimizer it was trained with")
+    bare = tmp_path / "bare"  # weights only, no optimiser state at all
+    (bare / "ckpt_0").mkdir(parents=True)
+    weights = [{"name": n, "data": v} for n, v in ckpt.items()
+               if isinstance(v, ms.Parameter) and not n.startswith("optimizer.")]
+    ms.save_checkpoint(weights, str(bare / "ckpt_0" / "0-2_8.ckpt"))
+    proc = run_script("train.py", *train_args(shapes, str(bare), "--max_epoch", "3", "--resume", "True", *sgd),
+                      check=False)
+    assert_clean_error(proc, "has no momentum optimiser state", "it cannot be resumed")
 
     run_script("train.py", *train_args(shapes, out, "--max_epoch", "3", "--resume", "True", *sgd))
     assert "0-3_12.ckpt" in ckpts(out)
