@@ -25,7 +25,7 @@ from model_utils.device_adapter import all_reduce_sum, init_distributed, setup_d
 from model_utils.moxing_adapter import run_with_modelarts
 from src.anchors import fit_to_training_set
 from src.checkpoint import (head_parameter_names, load_checkpoint_into, load_for_finetuning, network_parameters,
-                            read_checkpoint, save_checkpoint, training_info)
+                            read_checkpoint, save_checkpoint, state_checksum, training_info)
 from src.dataset import CocoTrainSet, RunSource, create_train_dataset
 from src.errors import UserError, run_cli
 from src.evaluation import check_categories, evaluate_model
@@ -257,7 +257,8 @@ class Trainer:
         if self.cfg.is_distributed and all_reduce_sum(np.array([step]))[0] != step * self.cfg.group_size:
             raise UserError(f"the ranks found different newest checkpoints in {folder} (global_step {step} "
                             f"on rank {self.cfg.rank})")
-        self.logger.info("resuming from %s at global_step %d", path, step)
+        self.logger.info("resuming from %s at global_step %d, state checksum %s", path, step,
+                         state_checksum(self.state()))
         return step
 
     def sync_bn_statistics(self) -> None:
@@ -281,10 +282,11 @@ class Trainer:
             return
         step = int(self.optimizer.global_step.asnumpy().reshape(-1)[0])
         path = os.path.join(self.ckpt_dir, f"{self.cfg.rank}-{epoch + 1}_{step}.ckpt")
-        save_checkpoint(self.state(), path, {"epoch": epoch, "global_step": step, **training_info(self.cfg)})
+        state = self.state()
+        save_checkpoint(state, path, {"epoch": epoch, "global_step": step, **training_info(self.cfg)})
         for _, old in list_checkpoints(self.ckpt_dir)[:-self.cfg.keep_checkpoint_max]:
             os.remove(old)
-        self.logger.info("saved %s", path)
+        self.logger.info("saved %s, state checksum %s", path, state_checksum(state))
 
     def evaluate(self, epoch: int) -> None:
         """Eval during training (run_eval) after `epoch` if it is due: AP/AP50 on the val set into the log and

@@ -1,5 +1,6 @@
 """Saving and loading model weights: MindSpore checkpoints (atomic) and darknet .weights."""
 import copy
+import hashlib
 import json
 import os
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
@@ -31,6 +32,17 @@ def save_checkpoint(params: Dict[str, ms.Parameter], path: str, extra: Optional[
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def state_checksum(params: Dict[str, Any]) -> str:
+    """The first 16 hex digits of a SHA-256 over every tensor's name, dtype, shape and bytes, in name order: two
+    training states print the same checksum exactly when they are bit-identical."""
+    digest = hashlib.sha256()
+    for name in sorted(params):
+        value = params[name].asnumpy()
+        digest.update(f"{name}:{value.dtype}:{value.shape};".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()[:16]
 
 
 def read_checkpoint(path: str) -> Dict[str, Any]:

@@ -833,26 +833,29 @@ void grad_weight_im2col(const float *x, const float *dy, const Conv &s, float *d
 }
 
 // The weight gradient of a layer with small weights (the large early maps), as conv_tiled runs its forward: per
-// block of output rows, that block's im2col in a cache-sized buffer and dw += dy_block col^T into the thread's own
-// sum. The whole-image im2col of grad_weight_im2col is tens of megabytes there and made it memory-bound.
+// block of output rows, that block's im2col in a cache-sized buffer and dw += dy_block col^T into a partial sum.
+// The whole-image im2col of grad_weight_im2col is tens of megabytes there and made it memory-bound. The (image,
+// block) items are cut into one fixed run per thread, each summed in item order, and the runs added in run order:
+// the same bits for the same thread count, whatever the threads' timing.
 void grad_weight_tiled(const float *x, const float *dy, const Conv &s, float *dw) {
   const int64_t rows = std::max<int64_t>(1, std::min(s.oh, kTileFloats / (s.ckk * s.ow)));
-  const int64_t blocks = (s.oh + rows - 1) / rows, size = s.o * s.ckk;
-  const int threads = omp_get_max_threads();
-  std::vector<float> sums(threads * size, 0.f);
-#pragma omp parallel for schedule(dynamic, 1) collapse(2)
-  for (int64_t n = 0; n < s.n; ++n) {
-    for (int64_t b = 0; b < blocks; ++b) {
-      const int64_t i0 = b * rows, i1 = std::min(s.oh, i0 + rows), cols = (i1 - i0) * s.ow;
+  const int64_t blocks = (s.oh + rows - 1) / rows, items = s.n * blocks, size = s.o * s.ckk;
+  const int64_t runs = std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), items));
+  std::vector<float> sums(runs * size, 0.f);
+#pragma omp parallel for schedule(static, 1)
+  for (int64_t r = 0; r < runs; ++r) {
+    for (int64_t item = r * items / runs; item < (r + 1) * items / runs; ++item) {
+      const int64_t n = item / blocks, i0 = item % blocks * rows, i1 = std::min(s.oh, i0 + rows);
+      const int64_t cols = (i1 - i0) * s.ow;
       float *col = scratch(&col_buffer, s.ckk * rows * s.ow);
       for (int64_t tap = 0; tap < s.ckk; ++tap) im2col_tap(x, s, n, tap, i0, i1, col + tap * cols);
       dnnl_sgemm('N', 'T', s.o, s.ckk, cols, 1.f, dy + n * s.o * s.ohw + i0 * s.ow, s.ohw, col, cols, 1.f,
-                 sums.data() + omp_get_thread_num() * size, s.ckk);
+                 sums.data() + r * size, s.ckk);
     }
   }
   for (int64_t i = 0; i < size; ++i) {
     float total = 0.f;
-    for (int t = 0; t < threads; ++t) total += sums[t * size + i];
+    for (int64_t r = 0; r < runs; ++r) total += sums[r * size + i];
     dw[i] = total;
   }
 }
