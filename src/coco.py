@@ -90,7 +90,7 @@ def evaluate(coco, results: List[Dict[str, Any]]) -> Tuple[Dict[str, float], str
     evaluator.evaluate()
     evaluator.accumulate()
     evaluator.summarize()
-    text = "\n".join(line for line in lines if line.startswith(" Average"))
+    text = "\n".join([line for line in lines if line.startswith(" Average")][:len(STAT_KEYS)])  # not AR50, AR75
     return {k: float(v) for k, v in zip(STAT_KEYS, evaluator.stats)}, text, evaluator
 
 
