@@ -114,21 +114,56 @@ def test_postprocess_renumbered_file_scores_as_coco_ids(coco_ids_eval, tmp_path)
     assert stats["coco"]["AP"] == pytest.approx(coco_ids_eval[1]["AP"], abs=1e-3)
 
 
-def test_eval_during_training_matches_by_name(tiny_ckpt, tmp_path):
-    """Fine-tune 2 one-step epochs with eval on the shuffled file after each: the overruled ids are logged once,
-    and best.ckpt's AP is what eval.py gives on COCO's own file."""
-    import mindspore as ms
+def train_subset(data, order=None):
+    """A data set of 8 coco_tiny training images (all 80 categories listed), ids renumbered in `order` if given."""
     ann = json.loads(open(os.path.join(COCO_TINY, "annotations", "instances_train2017.json")).read())
     ann["images"] = ann["images"][:8]
     keep = {im["id"] for im in ann["images"]}
     ann["annotations"] = [a for a in ann["annotations"] if a["image_id"] in keep]
-    data = tmp_path / "data"
+    if order is not None:
+        cats = {c["id"]: c for c in ann["categories"]}
+        new_id = {old: k + 1 for k, old in enumerate(order)}
+        ann["categories"] = [dict(cats[old], id=new_id[old]) for old in order]
+        ann["annotations"] = [dict(a, category_id=new_id[a["category_id"]]) for a in ann["annotations"]]
     (data / "annotations").mkdir(parents=True)
     (data / "annotations" / "instances_train2017.json").write_text(json.dumps(ann))
     os.symlink(os.path.join(COCO_TINY, "train2017"), data / "train2017")
+    return str(data)
+
+
+def test_finetuning_keeps_the_model_class_order(tiny_ckpt, tmp_path):
+    """Fine-tuning the COCO model on a file of the same 80 names numbered in a shuffled order: the labels keep
+    COCO's order (the heads keep their classes), with the file's ids; one step later the val AP is still the
+    COCO model's, on the shuffled val file."""
+    import mindspore as ms
+    from model_utils.config import load_config
+    order = shuffled_order()
+    data = train_subset(tmp_path / "data", order)
+    shuffled = renumbered(tmp_path / "shuffled.json", order)
+    out = tmp_path / "run"
+    proc = run_script("train.py", "--config_path", TINY_CFG, "--data_dir", data, "--resume_yolo", tiny_ckpt,
+                      "--training_shape", "416", "--per_batch_size", "8", "--max_epoch", "1", "--lr", "0.00001",
+                      "--warmup_epochs", "0", "--ckpt_path", str(out), "--run_eval", "True", "--val_ann_file",
+                      shuffled, "--val_image_dir", VAL_DIR, "--testing_shape", "416")
+    assert f"fine-tuning: the 80 classes keep the label order of {tiny_ckpt}" in proc.stdout
+    ckpt = ms.load_checkpoint(str(out / "ckpt_0" / "0-1_1.ckpt"))
+    coco_ids = [int(i) for i in load_config(["--config_path", TINY_CFG]).coco_ids]
+    new_id = {old: k + 1 for k, old in enumerate(order)}
+    coco_names = names_of(VAL_ANN)
+    assert ckpt["coco_ids"] == ",".join(str(new_id[c]) for c in coco_ids)
+    assert ckpt["labels"].split("\n") == [coco_names[c] for c in coco_ids]
+    ap = float(re.search(r"epoch\[0\], val AP:([0-9.]+)", proc.stdout).group(1))
+    assert ap > 0.12, proc.stdout[-3000:]
+
+
+def test_eval_during_training_matches_by_name(tiny_ckpt, tmp_path):
+    """Fine-tune 2 one-step epochs with eval on the shuffled file after each: the overruled ids are logged once,
+    and best.ckpt's AP is what eval.py gives on COCO's own file."""
+    import mindspore as ms
+    data = train_subset(tmp_path / "data")
     shuffled = renumbered(tmp_path / "shuffled.json", shuffled_order())
     out = tmp_path / "run"
-    proc = run_script("train.py", "--config_path", TINY_CFG, "--data_dir", str(data), "--resume_yolo", tiny_ckpt,
+    proc = run_script("train.py", "--config_path", TINY_CFG, "--data_dir", data, "--resume_yolo", tiny_ckpt,
                       "--training_shape", "160", "--per_batch_size", "8", "--max_epoch", "2", "--lr", "0.0005",
                       "--warmup_epochs", "0", "--ckpt_path", str(out), "--run_eval", "True", "--eval_interval", "1",
                       "--eval_start_epoch", "1", "--val_ann_file", shuffled, "--val_image_dir", VAL_DIR,
@@ -140,3 +175,30 @@ def test_eval_during_training_matches_by_name(tiny_ckpt, tmp_path):
     _, stats, _ = run_eval(str(out / "ckpt_0" / "best.ckpt"), VAL_ANN, tmp_path / "eval")
     assert stats["AP"] > 0.03
     assert best["AP"].asnumpy() == np.float32(stats["AP"])  # the checkpoint holds it as float32
+
+
+def test_label_to_category_rules(tmp_path):
+    """Name first (darknet's VOC-style names are COCO's), id where the name is unknown, a placeholder parent
+    left out, and two categories on one label an error."""
+    from model_utils.config import load_config
+    from src.coco import label_to_category, load_coco
+    from src.errors import UserError
+    config = load_config(["--config_path", TINY_CFG])
+    ids, names = [int(i) for i in config.coco_ids], list(config.labels)
+
+    def mapping(categories, model_ids=ids, model_names=names):
+        (tmp_path / "a.json").write_text(json.dumps({"images": [], "annotations": [], "categories": categories}))
+        return label_to_category(load_coco(str(tmp_path / "a.json")), "a.json", model_ids, model_names)
+
+    assert mapping([{"id": 0, "name": "my-set", "supercategory": "none"},
+                    {"id": 1, "name": "Motorcycle", "supercategory": "my-set"},
+                    {"id": 2, "name": "TV", "supercategory": "my-set"},
+                    {"id": 3, "name": "potted plant", "supercategory": "my-set"}]) == \
+        {names.index("motorbike"): 1, names.index("tvmonitor"): 2, names.index("pottedplant"): 3}
+    # an unknown name goes by its id (18: COCO's dog); a known one by its name, whatever its id (5: aeroplane)
+    assert mapping([{"id": 18, "name": "thing"}, {"id": 5, "name": "cat"}]) == {ids.index(18): 18,
+                                                                                 names.index("cat"): 5}
+    with pytest.raises(UserError, match="categories 1 and 2 of a.json both map to the model's label 0"):
+        mapping([{"id": 1, "name": "thing"}, {"id": 2, "name": "person"}])
+    with pytest.raises(UserError, match="category 7 'sign' of a.json is not one of the model's categories"):
+        mapping([{"id": 7, "name": "sign"}], None, ["circle", "square"])
