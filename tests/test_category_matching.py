@@ -202,3 +202,19 @@ def test_label_to_category_rules(tmp_path):
         mapping([{"id": 1, "name": "thing"}, {"id": 2, "name": "person"}])
     with pytest.raises(UserError, match="category 7 'sign' of a.json is not one of the model's categories"):
         mapping([{"id": 7, "name": "sign"}], None, ["circle", "square"])
+
+
+def test_placeholder_is_a_parent_without_boxes(tmp_path):
+    """Left out: a category without boxes named as another's supercategory. Kept: one that is only its own
+    supercategory (COCO's 'person'), a parent with boxes, a category without boxes that groups nothing."""
+    from src.coco import category_ids, load_coco
+    categories = [{"id": 0, "name": "my-set", "supercategory": "none"},
+                  {"id": 1, "name": "person", "supercategory": "person"},
+                  {"id": 2, "name": "vehicle", "supercategory": "my-set"},
+                  {"id": 3, "name": "car", "supercategory": "vehicle"},
+                  {"id": 4, "name": "unused", "supercategory": "my-set"}]
+    annotations = [{"id": k + 1, "image_id": 1, "category_id": c, "bbox": [0, 0, 5, 5], "area": 25, "iscrowd": 0}
+                   for k, c in enumerate((2, 3))]
+    (tmp_path / "a.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": 9, "height": 9}],
+                                                 "annotations": annotations, "categories": categories}))
+    assert category_ids(load_coco(str(tmp_path / "a.json"))) == [1, 2, 3, 4]
