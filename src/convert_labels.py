@@ -115,7 +115,8 @@ def yaml_names(data: dict, path: str) -> List[str]:
     """`names` of an ultralytics data YAML: a list, or a map from every index 0..N-1 to a name."""
     names = data.get("names")
     if isinstance(names, dict):
-        if sorted(names) != list(range(len(names))):
+        names = {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in names.items()}
+        if set(names) != set(range(len(names))):
             raise UserError(f"{path}: 'names' must map each index 0..{len(names) - 1} to a name, got the keys "
                             f"{', '.join(str(k) for k in names)}")
         names = [names[k] for k in range(len(names))]

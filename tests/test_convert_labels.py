@@ -210,7 +210,8 @@ def write_ultralytics(root, names_yaml: str, data_lines: str = "path: .\ntrain: 
 @pytest.mark.parametrize("names_yaml", [
     "names: [dog, cat, bird]\n",
     "names:\n  0: dog\n  1: cat\n  2: bird\n",
-    "names: {2: bird, 0: dog, 1: cat}\n"])
+    "names: {2: bird, 0: dog, 1: cat}\n",
+    "names: {'0': dog, '1': cat, '2': bird}\n"])
 def test_data_yaml_writes_both_splits(tmp_path, names_yaml):
     """--data: names as a list or an {index: name} map (in any key order), train and val in one command."""
     data = write_ultralytics(tmp_path / "ds", names_yaml)
@@ -277,16 +278,20 @@ def test_keypoint_lines_need_kpt_shape(tmp_path):
     assert_round_trip(load_split(tmp_path / "coco", "val")[1])
 
 
+SPLITS_YAML = "path: .\ntrain: images/train\nval: images/val\n"
+
+
 @pytest.mark.parametrize("content, expected", [
-    ("names: {0: dog, 2: cat}\n", "'names' must map each index 0..1 to a name"),
-    ("nc: 3\n", "needs 'names'"),
-    ("names: [dog, dog]\n", "class 'dog' is listed twice"),
+    (SPLITS_YAML + "names: {0: dog, 2: cat}\n", "'names' must map each index 0..1 to a name"),
+    (SPLITS_YAML + "nc: 3\n", "needs 'names'"),
+    (SPLITS_YAML + "names: [dog, dog]\n", "class 'dog' is listed twice"),
     ("- dog\n", "expected a YAML mapping"),
-    ("names: [dog, cat, bird]\ntrain: images/nowhere\n", "the train image folder images/nowhere is not a folder")])
+    ("path: .\nval: images/val\nnames: [dog, cat, bird]\n", "needs 'train', its image folder"),
+    ("path: .\ntrain: images/nowhere\nval: images/val\nnames: [dog, cat, bird]\n",
+     "the train image folder images/nowhere is not a folder")])
 def test_bad_data_yaml_is_a_one_line_error(tmp_path, content, expected):
-    data = write_ultralytics(tmp_path / "ds", "", "path: .\nval: images/val\n")
-    data.write_text(("path: .\ntrain: images/train\nval: images/val\n" if "train:" not in content else
-                     "path: .\nval: images/val\n") + content if not content.startswith("-") else content)
+    data = write_ultralytics(tmp_path / "ds", "")
+    data.write_text(content)
     proc = convert("--data", str(data), "--output_dir", str(tmp_path / "coco"), check=False)
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
