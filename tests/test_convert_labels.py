@@ -297,3 +297,13 @@ def test_bad_data_yaml_is_a_one_line_error(tmp_path, content, expected):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], proc.stderr
     assert not (tmp_path / "coco").exists()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--format", "yolo", "--images", "x"], "give --data DATA.yaml, or --labels, --split"),
+    (["--data", "d.yaml", "--split", "val"], "--data takes the splits, folders and names from the YAML; leave out "
+                                             "--split")])
+def test_data_or_split_options(tmp_path, args, expected):
+    proc = convert(*args, "--output_dir", str(tmp_path / "coco"), check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and expected in lines[0], proc.stderr
