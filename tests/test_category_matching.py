@@ -4,6 +4,7 @@ with COCO's ids, and the ids that point at another class are logged once."""
 import json
 import os
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -218,3 +219,40 @@ def test_placeholder_is_a_parent_without_boxes(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": 9, "height": 9}],
                                                  "annotations": annotations, "categories": categories}))
     assert category_ids(load_coco(str(tmp_path / "a.json"))) == [1, 2, 3, 4]
+
+
+def test_ultralytics_layout_of_coco_scores_as_coco(tiny_ckpt, tmp_path):
+    """The issue's path: coco_tiny val2017 as an ultralytics set (YOLO txt labels, the names only in the data
+    YAML's {index: name} map, as coco8.yaml has them), converted with --data and evaluated with the COCO model:
+    the AP of COCO's own file (crowd boxes, which YOLO labels cannot hold, left out of both)."""
+    import cv2
+    ann = json.loads(open(VAL_ANN).read())
+    ann["annotations"] = [a for a in ann["annotations"] if not a["iscrowd"]]
+    (tmp_path / "no_crowd.json").write_text(json.dumps(ann))
+    index = {c: k for k, c in enumerate(coco_order())}
+    root = tmp_path / "coco8like"
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+    for im in ann["images"]:
+        for split in ("train", "val"):
+            os.symlink(os.path.join(VAL_DIR, im["file_name"]), root / "images" / split / im["file_name"])
+        h, w = cv2.imread(os.path.join(VAL_DIR, im["file_name"])).shape[:2]
+        lines = [f"{index[a['category_id']]} {(a['bbox'][0] + a['bbox'][2] / 2) / w:.6f} "
+                 f"{(a['bbox'][1] + a['bbox'][3] / 2) / h:.6f} {a['bbox'][2] / w:.6f} {a['bbox'][3] / h:.6f}"
+                 for a in ann["annotations"] if a["image_id"] == im["id"]]
+        for split in ("train", "val"):
+            (root / "labels" / split / (os.path.splitext(im["file_name"])[0] + ".txt")).write_text(
+                "".join(line + "\n" for line in lines))
+    names = names_of(VAL_ANN)
+    (root / "coco8like.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames:\n" + "".join(
+        f"  {k}: {names[c]}\n" for k, c in enumerate(coco_order())))
+    run_script(sys.executable, "-m", "src.convert_labels", "--data", str(root / "coco8like.yaml"),
+               "--output_dir", str(tmp_path / "data"))
+    converted = str(tmp_path / "data" / "annotations" / "instances_val2017.json")
+    proc, stats, _ = run_eval(tiny_ckpt, converted, tmp_path / "eval")
+    _, reference, _ = run_eval(tiny_ckpt, str(tmp_path / "no_crowd.json"), tmp_path / "reference")
+    assert OVERRULED in proc.stdout and reference["AP"] > 0.1
+    assert stats["AP"] == pytest.approx(reference["AP"], abs=2e-3)
+    assert stats["AP50"] == pytest.approx(reference["AP50"], abs=2e-3)
+    assert [r["name"] for r in stats["per_class"]] == [names[c] for c in coco_order()]
