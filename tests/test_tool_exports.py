@@ -16,7 +16,7 @@ EXPORTS = {
     "roboflow": ([{"id": 0, "name": "shapes-2fq1x", "supercategory": "none"}]
                  + [{"id": k + 1, "name": n, "supercategory": "shapes-2fq1x"} for k, n in enumerate(NAMES)],
                  {1: 1, 2: 2, 3: 3}),
-    # ids from 0 with a gap, in another order than the names'
+    # category ids from 0 with a gap, in another order than the names', and image ids from 0
     "zero_based": ([{"id": 9, "name": "triangle"}, {"id": 0, "name": "circle"}, {"id": 4, "name": "square"}],
                    {1: 0, 2: 4, 3: 9}),
 }
@@ -36,6 +36,10 @@ def export_like(src: str, dst, tool: str) -> str:
         ann = json.loads(open(os.path.join(src, "annotations", f"instances_{split}.json")).read())
         ann["categories"] = categories
         ann["annotations"] = [dict(a, category_id=new_id[a["category_id"]]) for a in ann["annotations"]]
+        if tool == "zero_based":  # Label Studio numbers its images from 0 too
+            first = min(im["id"] for im in ann["images"])
+            ann["images"] = [dict(im, id=im["id"] - first) for im in ann["images"]]
+            ann["annotations"] = [dict(a, image_id=a["image_id"] - first) for a in ann["annotations"]]
         (dst / "annotations" / f"instances_{split}.json").write_text(json.dumps(ann))
     return str(dst)
 
