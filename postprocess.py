@@ -2,11 +2,11 @@
 
 Each result file is RESULT_FILES/IMAGE_FILE_NAME.txt with one "label score x y w h" line per
 detection (image pixels). Detections become COCO results exactly as eval.py makes them (each label
-to the annotation file's category as eval.py maps it: by the model's category ids, else names, from
+to the annotation file's category as eval.py maps it: by the model's category names, else ids, from
 --pretrained, the train.py checkpoint that was exported, or the config: COCO's 80 by default; bbox
-rounded to 3 decimals, score to 5), are scored with pycocotools, and
+rounded to 3 decimals, score to 5), are scored as eval.py scores (faster-coco-eval), and
 OUTPUT_DIR receives predictions.json, stats.json (the keys of eval.py's) and acc.log (the
-pycocotools summary). Images of the annotation file without a result file (skipped by the app as
+COCO summary). Images of the annotation file without a result file (skipped by the app as
 unreadable, or missing) count as skipped, with no detections, as in eval.py. A line with an
 infinity or NaN (which the app never writes) is left out and counted, so that predictions.json
 stays strict JSON.
@@ -85,7 +85,7 @@ def run(result_dir: str, ann_file: str, output_dir: str, config) -> dict:
     unmatched = sorted(set(files) - known)
     results, missing, nonfinite = coco_results(coco, files, categories)
     os.makedirs(output_dir, exist_ok=True)
-    write_json(os.path.join(output_dir, "predictions.json"), results)  # before pycocotools adds its fields
+    write_json(os.path.join(output_dir, "predictions.json"), results)  # before loadRes adds its fields
     stats, summary, _ = evaluate(coco, results)
     stats.update(images=len(coco.imgs) - missing, skipped_images=missing)
     counts = (f"images: {stats['images']}, without a result file (skipped or missing): {missing}, "

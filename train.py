@@ -26,6 +26,7 @@ from model_utils.moxing_adapter import run_with_modelarts
 from src.anchors import fit_to_training_set
 from src.checkpoint import (head_parameter_names, load_checkpoint_into, load_for_finetuning, network_parameters,
                             read_checkpoint, save_checkpoint, state_checksum, training_info)
+from src.coco import label_to_category, model_categories
 from src.dataset import CocoTrainSet, RunSource, create_train_dataset
 from src.errors import UserError, run_cli
 from src.evaluation import check_categories, evaluate_model
@@ -127,6 +128,7 @@ class Trainer:
             raise UserError(f"data_dir not found: {config.data_dir or '(not given)'}")
         ann = os.path.join(config.data_dir, "annotations", "instances_train2017.json")
         self.data = CocoTrainSet(ann, os.path.join(config.data_dir, "train2017"))
+        self._keep_start_model_classes()
         self._set_classes()
         if config.auto_anchor:
             self._fit_anchors(ann)
@@ -166,6 +168,31 @@ class Trainer:
         with SIGTERM); re-arm ours after each step, for both signals, so Ctrl-C saves first."""
         signal.signal(signal.SIGINT, self._on_sigint)
         signal.signal(signal.SIGTERM, self._on_sigint)
+
+    def _keep_start_model_classes(self) -> None:
+        """Fine-tuning a whole model whose classes are the training file's (as many, each category one of its
+        labels by name, else id: label_to_category): the labels keep the model's order, so that its heads
+        keep their classes whatever the file's ids. Otherwise labels follow the sorted category ids."""
+        cfg, path = self.cfg, self.cfg.resume_yolo
+        if not path or cfg.is_set("num_classes") or cfg.is_set("labels") or cfg.is_set("coco_ids"):
+            return
+        ckpt = read_checkpoint(path) if path.endswith(".ckpt") else {}
+        if "labels" in ckpt:
+            ids = [int(i) for i in str(ckpt["coco_ids"]).split(",")]
+            names = str(ckpt["labels"]).split("\n")
+        else:  # converted darknet weights: the config's classes
+            ids, names = model_categories(cfg)
+        if names is None or len(names) != len(self.data.cat_ids):
+            return
+        try:
+            labels = label_to_category(self.data.coco, self.data.ann_file, ids, names)
+        except UserError:
+            return
+        order = [labels[k] for k in range(len(names))]
+        if order != self.data.cat_ids:
+            self.data.order_classes(order)
+            self.logger.info("fine-tuning: the %d classes keep the label order of %s (categories matched by name, "
+                             "else id)", len(order), path)
 
     def _set_classes(self) -> None:
         cfg, n = self.cfg, len(self.data.cat_ids)

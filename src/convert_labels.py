@@ -3,7 +3,8 @@
     python -m src.convert_labels --format voc --images VOC2007/JPEGImages --labels VOC2007/Annotations \\
         --output_dir data/voc --split train [--classes voc_names.txt]
     python -m src.convert_labels --format yolo --images ds/images/train --labels ds/labels/train \\
-        --output_dir data/ds --split train [--classes ds/classes.txt]
+        --output_dir data/ds --split train [--classes ds/classes.txt | ds/data.yaml]
+    python -m src.convert_labels --data ds/data.yaml --output_dir data/ds
 
 writes OUTPUT_DIR/annotations/instances_SPLIT2017.json and puts the images in
 OUTPUT_DIR/SPLIT2017/ (hard links where the file system allows, else copies;
@@ -18,10 +19,18 @@ and inclusive, so COCO x = xmin - 1 and w = xmax - xmin + 1; image sizes from
 (training skips them, COCO eval ignores them).
 Category ids 1..N follow --classes (one name a line) or else the sorted names
 found: give the same --classes file for every split.
-YOLO: one `class cx cy w h` line per box, normalised to 0..1, in LABELS/STEM.txt
-for each image of --images (no file: an image without boxes); class k is
-category id k + 1 with the k-th name of --classes (default LABELS/classes.txt);
-image sizes from the images.
+YOLO: in LABELS/STEM.txt for each image of --images (no file: an image
+without boxes), one line per object, normalised to 0..1: a box `class cx cy w h`,
+or a polygon `class x1 y1 x2 y2 x3 y3 ...` (ultralytics' and Roboflow's
+segmentation labels), which becomes its bounding box. Keypoint labels
+(`class cx cy w h` and the points) become their boxes when the data YAML gives
+`kpt_shape`; without it their lines are an error. Class k is category id k + 1
+with the k-th name of --classes: one name a line, or an ultralytics data YAML
+(`names:` a list or an {index: name} map); default LABELS/classes.txt. Image
+sizes from the images.
+--data DATA.yaml (ultralytics' data set file: `path`, default the YAML's folder,
+then `train` and `val` image folders relative to it, labels in the folder named
+like each with `images` -> `labels`, and `names`) converts both splits at once.
 Boxes are clipped to their image; boxes left without area are dropped and counted.
 """
 import argparse
@@ -34,11 +43,14 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
+import yaml
 
 from src.errors import ArgumentParser, UserError, run_cli
 from src.fileio import write_json
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+YAML_EXTS = (".yaml", ".yml")
+SPLITS = ("train", "val")
 
 
 @dataclass
@@ -62,9 +74,12 @@ class LabelledImage:
 
 
 def read_classes(path: str) -> List[str]:
-    """One class name a line (blank lines at the end allowed); duplicates and blank names are errors."""
+    """Class names: an ultralytics data YAML's `names`, or one name a line (blank lines at the end allowed);
+    duplicates and blank names are errors."""
     if not os.path.isfile(path):
         raise UserError(f"class list not found: {path}")
+    if path.lower().endswith(YAML_EXTS):
+        return yaml_names(read_yaml(path), path)
     try:
         with open(path, encoding="utf-8") as f:
             names = [line.strip() for line in f.read().rstrip().splitlines()]
@@ -72,12 +87,45 @@ def read_classes(path: str) -> List[str]:
         raise UserError(f"{path}: cannot read the class names ({e})") from None
     if not names or not all(names):
         raise UserError(f"{path}: needs one non-blank class name a line")
+    return _unique(names, path)
+
+
+def _unique(names: List[str], path: str) -> List[str]:
     seen = set()
     for name in names:
         if name in seen:
             raise UserError(f"{path}: class '{name}' is listed twice")
         seen.add(name)
     return names
+
+
+def read_yaml(path: str) -> dict:
+    """A YAML file holding a mapping."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise UserError(f"{path}: cannot read it as YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a YAML mapping (an ultralytics data set file)")
+    return data
+
+
+def yaml_names(data: dict, path: str) -> List[str]:
+    """`names` of an ultralytics data YAML: a list, or a map from every index 0..N-1 to a name."""
+    names = data.get("names")
+    if isinstance(names, dict):
+        names = {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in names.items()}
+        if set(names) != set(range(len(names))):
+            raise UserError(f"{path}: 'names' must map each index 0..{len(names) - 1} to a name, got the keys "
+                            f"{', '.join(str(k) for k in names)}")
+        names = [names[k] for k in range(len(names))]
+    if not isinstance(names, list) or not names:
+        raise UserError(f"{path}: needs 'names', a list of class names or an {{index: name}} map")
+    names = [str(x).strip() if x is not None else "" for x in names]
+    if not all(names):
+        raise UserError(f"{path}: 'names' has a blank class name")
+    return _unique(names, path)
 
 
 def image_size(path: str) -> Tuple[int, int]:
@@ -168,9 +216,30 @@ def _yolo_number(text: str, label_file: str, line_no: int) -> float:
     return value
 
 
-def read_yolo_file(label_file: str, names: Sequence[str],
-                   classes_file: str) -> List[Tuple[int, float, float, float, float]]:
-    """The (class, cx, cy, w, h) rows of one label file, checked."""
+def yolo_box(values: List[float], label_file: str, line_no: int,
+             keypoint_columns: int) -> Tuple[float, float, float, float]:
+    """The normalised (x1, y1, x2, y2) of one object line's numbers (the class first): a box, a polygon's
+    bounding box, or (keypoint_columns > 0: lines of that many columns) a keypoint line's box."""
+    n, values = len(values), values[1:]
+    if n == 5 or n == keypoint_columns:
+        cx, cy, w, h = values[:4]
+        if not all(0.0 <= v <= 1.0 for v in values[:4]):
+            raise UserError(f"{label_file}: line {line_no}: cx cy w h must be normalised to 0..1")
+        return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+    if n >= 7 and n % 2 == 1:
+        if not all(0.0 <= v <= 1.0 for v in values):
+            raise UserError(f"{label_file}: line {line_no}: polygon points must be normalised to 0..1")
+        xs, ys = values[0::2], values[1::2]
+        return min(xs), min(ys), max(xs), max(ys)
+    keypoints = (f" or {keypoint_columns} (keypoints)" if keypoint_columns
+                 else "; keypoint labels need the data YAML's kpt_shape (--data)")
+    raise UserError(f"{label_file}: line {line_no}: expected 5 columns (class cx cy w h) or a polygon (class x1 y1 "
+                    f"x2 y2 x3 y3 ...: an odd count from 7){keypoints}, got {n}")
+
+
+def read_yolo_file(label_file: str, names: Sequence[str], classes_file: str,
+                   keypoint_columns: int = 0) -> List[Tuple[int, float, float, float, float]]:
+    """The (class, x1, y1, x2, y2) rows of one label file, normalised and checked (see yolo_box)."""
     try:
         with open(label_file, encoding="utf-8") as f:
             lines = f.read().splitlines()
@@ -181,25 +250,25 @@ def read_yolo_file(label_file: str, names: Sequence[str],
         cols = line.split()
         if not cols:
             continue
-        if len(cols) != 5:
-            raise UserError(f"{label_file}: line {line_no}: expected 5 columns (class cx cy w h), got {len(cols)}")
         values = [_yolo_number(c, label_file, line_no) for c in cols]
+        box = yolo_box(values, label_file, line_no, keypoint_columns)
         cls = values[0]
         if not cls.is_integer() or not 0 <= cls < len(names):
             raise UserError(f"{label_file}: line {line_no}: class {cols[0]} is not an index 0..{len(names) - 1} "
                             f"of {classes_file}")
-        if not all(0.0 <= v <= 1.0 for v in values[1:]):
-            raise UserError(f"{label_file}: line {line_no}: cx cy w h must be normalised to 0..1")
-        rows.append((int(cls), *values[1:]))
+        rows.append((int(cls), *box))
     return rows
 
 
-def read_yolo(image_dir: str, label_dir: str, classes_file: str) -> Tuple[List[LabelledImage], List[str]]:
+def read_yolo(image_dir: str, label_dir: str, classes_file: str, names: Optional[List[str]] = None,
+              keypoint_columns: int = 0) -> Tuple[List[LabelledImage], List[str]]:
+    """Every image of image_dir with its boxes; the class names from `names` or else classes_file
+    (default LABELS/classes.txt)."""
     images = list_images(image_dir)
     if not os.path.isdir(label_dir):
         raise UserError(f"label directory not found: {label_dir}")
     classes_file = classes_file or os.path.join(label_dir, "classes.txt")
-    names = read_classes(classes_file)
+    names = names or read_classes(classes_file)
     stems: Dict[str, str] = {}
     for name in images:
         stem = os.path.splitext(name)[0]
@@ -216,12 +285,12 @@ def read_yolo(image_dir: str, label_dir: str, classes_file: str) -> Tuple[List[L
     items = []
     for stem, name in stems.items():
         label_file = os.path.join(label_dir, stem + ".txt")
-        rows = read_yolo_file(label_file, names, classes_file) if os.path.isfile(label_file) else []
+        rows = read_yolo_file(label_file, names, classes_file, keypoint_columns) \
+            if os.path.isfile(label_file) else []
         item = LabelledImage(images[name], label_file)
         item.width, item.height = image_size(item.image)
-        for cls, cx, cy, w, h in rows:
-            item.boxes.append(Box(names[cls], (cx - w / 2) * item.width, (cy - h / 2) * item.height,
-                                  (cx + w / 2) * item.width, (cy + h / 2) * item.height))
+        for cls, x1, y1, x2, y2 in rows:
+            item.boxes.append(Box(names[cls], x1 * item.width, y1 * item.height, x2 * item.width, y2 * item.height))
         items.append(item)
     return items, names
 
@@ -287,49 +356,140 @@ def place_images(sources: Sequence[str], image_dir: str) -> None:
             shutil.rmtree(tmp)
 
 
+@dataclass
+class Split:
+    """One split to convert: where its images and labels are and where they go."""
+    name: str
+    image_dir: str
+    label_dir: str
+    output_dir: str
+
+    @property
+    def out_images(self) -> str:
+        return os.path.join(self.output_dir, f"{self.name}2017")
+
+    @property
+    def ann_file(self) -> str:
+        return os.path.join(self.output_dir, "annotations", f"instances_{self.name}2017.json")
+
+    def in_place(self) -> bool:
+        return os.path.isdir(self.out_images) and os.path.isdir(self.image_dir) and \
+            os.path.samefile(self.out_images, self.image_dir)
+
+    def check_output(self) -> None:
+        if os.path.exists(self.ann_file):
+            raise UserError(f"{self.ann_file} already exists; remove it or choose another --output_dir")
+        out = self.out_images
+        if os.path.exists(out) and not self.in_place() and (not os.path.isdir(out) or os.listdir(out)):
+            raise UserError(f"{out} already exists; remove it or choose another --output_dir")
+
+
+def write_split(split: Split, items: List[LabelledImage], names: Sequence[str]) -> Tuple[Dict, Dict[str, int]]:
+    """Write the split's images and annotation file; returns (coco, counts)."""
+    coco, counts = to_coco(items, names)
+    in_place = split.in_place()
+    if not in_place:
+        place_images([item.image for item in items], split.out_images)
+    try:
+        write_json(split.ann_file, coco)
+    except OSError as e:
+        if not in_place:
+            shutil.rmtree(split.out_images, ignore_errors=True)
+        raise UserError(f"cannot write {split.ann_file}: {e}") from None
+    return coco, counts
+
+
 def convert(fmt: str, image_dir: str, label_dir: str, output_dir: str, split: str,
             classes_file: str = "") -> Tuple[Dict, Dict[str, int]]:
     """Read and check every label, then write the split's images and annotation file; returns (coco, counts)."""
-    reader = {"voc": read_voc, "yolo": read_yolo}[fmt]
-    out_images = os.path.join(output_dir, f"{split}2017")
-    ann_file = os.path.join(output_dir, "annotations", f"instances_{split}2017.json")
-    in_place = os.path.isdir(out_images) and os.path.isdir(image_dir) and os.path.samefile(out_images, image_dir)
-    if os.path.exists(ann_file):
-        raise UserError(f"{ann_file} already exists; remove it or choose another --output_dir")
-    if os.path.exists(out_images) and not in_place and (not os.path.isdir(out_images) or os.listdir(out_images)):
-        raise UserError(f"{out_images} already exists; remove it or choose another --output_dir")
-    items, names = reader(image_dir, label_dir, classes_file)
+    target = Split(split, image_dir, label_dir, output_dir)
+    target.check_output()
+    items, names = {"voc": read_voc, "yolo": read_yolo}[fmt](image_dir, label_dir, classes_file)
     if not names:
         raise UserError(f"no objects in the labels of {label_dir}, so no classes (give --classes)")
-    coco, counts = to_coco(items, names)
-    if not in_place:
-        place_images([item.image for item in items], out_images)
-    try:
-        write_json(ann_file, coco)
-    except OSError as e:
-        if not in_place:
-            shutil.rmtree(out_images, ignore_errors=True)
-        raise UserError(f"cannot write {ann_file}: {e}") from None
-    return coco, counts
+    return write_split(target, items, names)
+
+
+def _data_folder(root: str, entry, key: str, path: str) -> str:
+    """An image folder of the data YAML (as ultralytics resolves it: under `path`, a leading ../ dropped
+    when the folder is not there, as in Roboflow's exports)."""
+    if not isinstance(entry, str) or not entry:
+        raise UserError(f"{path}: '{key}' must be one image folder, got {entry!r}")
+    folder = os.path.normpath(os.path.join(root, entry))
+    if not os.path.isdir(folder) and entry.startswith("../"):
+        folder = os.path.normpath(os.path.join(root, entry[3:]))
+    if not os.path.isdir(folder):
+        raise UserError(f"{path}: the {key} image folder {entry} is not a folder under {root}")
+    return folder
+
+
+def label_folder(image_dir: str, path: str) -> str:
+    """ultralytics' rule: the labels of .../images/... are in .../labels/... (the last 'images' in the path)."""
+    parts = os.path.normpath(image_dir).split(os.sep)
+    if "images" not in parts:
+        raise UserError(f"{path}: the image folder {image_dir} has no 'images' in its path, so no labels folder "
+                        "(ultralytics reads labels from the folder named like it with images -> labels)")
+    k = len(parts) - 1 - parts[::-1].index("images")
+    return os.sep.join(parts[:k] + ["labels"] + parts[k + 1:])
+
+
+def convert_data_yaml(path: str, output_dir: str) -> List[Tuple[str, Dict, Dict[str, int]]]:
+    """Both splits of an ultralytics data YAML, every label of both checked before anything is written;
+    returns (split, coco, counts) of each."""
+    data = read_yaml(path)
+    names = yaml_names(data, path)
+    root = os.path.join(os.path.dirname(os.path.abspath(path)), str(data.get("path") or ""))
+    kpt = data.get("kpt_shape")
+    if kpt is not None and not (isinstance(kpt, list) and len(kpt) == 2 and all(isinstance(v, int) for v in kpt)):
+        raise UserError(f"{path}: kpt_shape must be [points, 2 or 3], got {kpt!r}")
+    keypoint_columns = 5 + kpt[0] * kpt[1] if kpt else 0
+    missing = [k for k in SPLITS if not data.get(k)]
+    if missing:
+        raise UserError(f"{path}: needs '{missing[0]}', its image folder")
+    splits = []
+    for key in SPLITS:
+        images = _data_folder(root, data[key], key, path)
+        splits.append(Split(key, images, label_folder(images, path), output_dir))
+    for split in splits:
+        split.check_output()
+    read = [read_yolo(s.image_dir, s.label_dir, path, names, keypoint_columns)[0] for s in splits]
+    return [(s.name, *write_split(s, items, names)) for s, items in zip(splits, read)]
+
+
+def report(coco: Dict, counts: Dict[str, int], output_dir: str, split: str) -> None:
+    """What was written, as print lines."""
+    without = len(coco["images"]) - len({ann["image_id"] for ann in coco["annotations"]})
+    print(f"wrote {len(coco['images'])} images ({without} without boxes) and {len(coco['annotations'])} boxes to "
+          f"{os.path.join(output_dir, 'annotations', f'instances_{split}2017.json')} and "
+          f"{os.path.join(output_dir, f'{split}2017')}")
+    if counts["clipped"]:
+        print(f"clipped {counts['clipped']} boxes to their image ({counts['dropped']} left empty, dropped)")
 
 
 def main() -> None:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--format", required=True, choices=("voc", "yolo"), help="label format")
-    p.add_argument("--images", required=True, help="folder of the images")
-    p.add_argument("--labels", required=True, help="folder of the .xml (voc) or .txt (yolo) label files")
+    p.add_argument("--data", default="", help="an ultralytics data YAML: converts its train and val splits")
+    p.add_argument("--format", choices=("voc", "yolo"), help="label format")
+    p.add_argument("--images", help="folder of the images")
+    p.add_argument("--labels", help="folder of the .xml (voc) or .txt (yolo) label files")
     p.add_argument("--output_dir", required=True, help="data set root to write (COCO layout)")
-    p.add_argument("--split", required=True, choices=("train", "val"), help="which split to write")
-    p.add_argument("--classes", default="", help="class names, one a line (yolo default: LABELS/classes.txt)")
+    p.add_argument("--split", choices=SPLITS, help="which split to write")
+    p.add_argument("--classes", default="", help="class names, one a line, or an ultralytics data YAML "
+                                                 "(yolo default: LABELS/classes.txt)")
     a = p.parse_args()
-    coco, counts = convert(a.format, a.images, a.labels, a.output_dir, a.split, a.classes)
-    names = [c["name"] for c in coco["categories"]]
-    without = len(coco["images"]) - len({ann["image_id"] for ann in coco["annotations"]})
-    print(f"wrote {len(coco['images'])} images ({without} without boxes) and {len(coco['annotations'])} boxes to "
-          f"{os.path.join(a.output_dir, 'annotations', f'instances_{a.split}2017.json')} and "
-          f"{os.path.join(a.output_dir, f'{a.split}2017')}")
-    if counts["clipped"]:
-        print(f"clipped {counts['clipped']} boxes to their image ({counts['dropped']} left empty, dropped)")
+    if a.data:
+        given = [f"--{k}" for k in ("format", "images", "labels", "split", "classes") if getattr(a, k)]
+        if given:
+            raise UserError(f"--data takes the splits, folders and names from the YAML; leave out {', '.join(given)}")
+        written = convert_data_yaml(a.data, a.output_dir)
+    else:
+        lacking = [f"--{k}" for k in ("format", "images", "labels", "split") if not getattr(a, k)]
+        if lacking:
+            raise UserError(f"give --data DATA.yaml, or {', '.join(lacking)} (see --help)")
+        written = [(a.split, *convert(a.format, a.images, a.labels, a.output_dir, a.split, a.classes))]
+    for split, coco, counts in written:
+        report(coco, counts, a.output_dir, split)
+    names = [c["name"] for c in written[0][1]["categories"]]
     print(f"{len(names)} classes, category ids 1..{len(names)}: {', '.join(names)}")
     if a.format == "voc" and not a.classes:
         print("category ids follow the sorted class names found; convert other splits with --classes "

@@ -31,6 +31,7 @@ class CocoTrainSet:
         if not os.path.isdir(image_dir):
             raise UserError(f"training image directory not found: {image_dir}")
         coco = load_coco(ann_file)
+        self.coco, self.ann_file = coco, ann_file
         self.cat_ids = category_ids(coco)
         self.names = [coco.cats[c].get("name", str(c)) for c in self.cat_ids]
         label_of = {c: i for i, c in enumerate(self.cat_ids)}
@@ -62,6 +63,14 @@ class CocoTrainSet:
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def order_classes(self, cat_ids: List[int]) -> None:
+        """Make label k the category cat_ids[k] (an order of the same category ids)."""
+        new_label = {c: k for k, c in enumerate(cat_ids)}
+        relabel = np.array([new_label[c] for c in self.cat_ids], np.int64)
+        self.names = [self.names[self.cat_ids.index(c)] for c in cat_ids]
+        self.cat_ids = list(cat_ids)
+        self.records = [(path, boxes, relabel[labels]) for path, boxes, labels in self.records]
 
     def load(self, index: int) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
         path, boxes, labels = self.records[index]

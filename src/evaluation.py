@@ -1,7 +1,7 @@
 """The COCO evaluation of a model on an annotated image set, shared by eval.py and train.py's eval during
-training: batched detection (split over the ranks when distributed), labels mapped to the file's category
-ids by the model's own ids or names, pycocotools' metrics, the per-class table, predictions.json,
-stats.json and pr_curve.png."""
+training: batched detection (split over the ranks when distributed), labels mapped to the file's categories
+by name, else id (src.coco.label_to_category), COCO metrics (faster-coco-eval), the per-class table,
+predictions.json, stats.json and pr_curve.png."""
 import os
 import sys
 import time
@@ -15,8 +15,8 @@ from tqdm import tqdm
 
 from model_utils.device_adapter import all_gather_rows, all_reduce_sum
 from src.checkpoint import Weights
-from src.coco import (coco_result, evaluate, label_to_category, load_coco, model_categories, per_class_stats,
-                      per_class_table)
+from src.coco import (category_ids, coco_result, evaluate, label_to_category, load_coco, model_categories,
+                      per_class_stats, per_class_table)
 from src.detector import Detector
 from src.fileio import write_json
 from src.plots import pr_curves
@@ -86,7 +86,7 @@ def check_categories(config, ann_file: str) -> Dict[int, int]:
 def evaluate_model(config, weights: Weights, ann_file: str, image_dir: str, eval_dir: str,
                    logger) -> Optional[dict]:
     """Detect on every image of `ann_file` (this rank's share when distributed) with `weights` (a .ckpt,
-    darknet .weights or named parameters), score with pycocotools and write the results to `eval_dir`.
+    darknet .weights or named parameters), score and write the results to `eval_dir`.
 
     Returns the stats (None on ranks other than 0 in distributed eval); every rank must call it."""
     coco = load_coco(ann_file)
@@ -114,7 +114,7 @@ def evaluate_model(config, weights: Weights, ann_file: str, image_dir: str, eval
     else:
         per_class = [{"category_id": c, "name": coco.cats[c].get("name", str(c)), "instances": n,
                       "AP": 0.0 if n else None, "AP50": 0.0 if n else None}
-                     for c in sorted(coco.getCatIds()) for n in [len(coco.getAnnIds(catIds=[c], iscrowd=False))]]
+                     for c in category_ids(coco) for n in [len(coco.getAnnIds(catIds=[c], iscrowd=False))]]
     stats.update(images=len(paths) - skipped, skipped_images=skipped, seconds=round(seconds, 3), per_class=per_class)
     write_json(os.path.join(eval_dir, "stats.json"), stats)
     logger.info("\n=============coco eval result=========\n%s", summary)

@@ -195,3 +195,115 @@ def test_images_already_in_place(tmp_path):
     _, got = load_split(root, "val")
     assert_round_trip(got)
     assert sorted(os.listdir(root)) == ["annotations", "val2017"]
+
+
+def write_ultralytics(root, names_yaml: str, data_lines: str = "path: .\ntrain: images/train\nval: images/val\n"):
+    """An ultralytics layout: images/{train,val}, labels/{train,val} (YOLO lines of write_yolo), data.yaml."""
+    for split in ("train", "val"):
+        write_images(root / "images" / split)
+        write_yolo(root / "labels" / split)
+        os.remove(root / "labels" / split / "classes.txt")
+    (root / "data.yaml").write_text(data_lines + names_yaml)
+    return root / "data.yaml"
+
+
+@pytest.mark.parametrize("names_yaml", [
+    "names: [dog, cat, bird]\n",
+    "names:\n  0: dog\n  1: cat\n  2: bird\n",
+    "names: {2: bird, 0: dog, 1: cat}\n",
+    "names: {'0': dog, '1': cat, '2': bird}\n"])
+def test_data_yaml_writes_both_splits(tmp_path, names_yaml):
+    """--data: names as a list or an {index: name} map (in any key order), train and val in one command."""
+    data = write_ultralytics(tmp_path / "ds", names_yaml)
+    proc = convert("--data", str(data), "--output_dir", str(tmp_path / "coco"))
+    assert proc.stdout.count("3 images (1 without boxes) and 5 boxes") == 2
+    for split in ("train", "val"):
+        coco, got = load_split(tmp_path / "coco", split)
+        assert [(c["id"], c["name"]) for c in coco["categories"]] == [(1, "dog"), (2, "cat"), (3, "bird")]
+        assert_round_trip(got)
+
+
+def test_roboflow_data_yaml_and_classes_from_yaml(tmp_path):
+    """Roboflow's YOLO export: train/images, valid/images, given as ../ paths; and --classes DATA.yaml."""
+    root = tmp_path / "rf"
+    for split, folder in (("train", "train"), ("val", "valid")):
+        write_images(root / folder / "images")
+        write_yolo(root / folder / "labels")
+        os.remove(root / folder / "labels" / "classes.txt")
+    (root / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\nnc: 3\n"
+                                    "names: ['dog', 'cat', 'bird']\n")
+    convert("--data", str(root / "data.yaml"), "--output_dir", str(tmp_path / "coco"))
+    assert_round_trip(load_split(tmp_path / "coco", "val")[1])
+    convert("--format", "yolo", "--images", str(root / "train" / "images"), "--labels",
+            str(root / "train" / "labels"), "--output_dir", str(tmp_path / "one"), "--split", "train",
+            "--classes", str(root / "data.yaml"))
+    coco, got = load_split(tmp_path / "one")
+    assert [c["name"] for c in coco["categories"]] == YOLO_CLASSES
+    assert_round_trip(got)
+
+
+def polygon(x1, y1, x2, y2, w, h):
+    """A hexagon touching all four sides of the box, as normalised 'x y' pairs."""
+    xm, ym = (x1 + x2) / 2, (y1 + y2) / 2
+    points = [(x1, ym), ((x1 + xm) / 2, y1), (x2, y1), (x2, ym), (xm, y2), (x1, y2)]
+    return " ".join(f"{x / w:.6f} {y / h:.6f}" for x, y in points)
+
+
+def test_segmentation_lines_become_their_boxes(tmp_path):
+    """ultralytics' and Roboflow's polygon lines give the same boxes as the box lines (mixed in one file too)."""
+    write_images(tmp_path / "images")
+    write_yolo(tmp_path / "labels")
+    for name, w, h, boxes in IMAGES:
+        if boxes:
+            lines = [f"{YOLO_CLASSES.index(c)} {polygon(x1, y1, x2, y2, w, h)}" for c, x1, y1, x2, y2 in boxes]
+            with open(tmp_path / "labels" / (os.path.splitext(name)[0] + ".txt"), "w") as f:
+                f.write("\n".join(lines) + "\n")
+    convert("--format", "yolo", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"),
+            "--output_dir", str(tmp_path / "coco"), "--split", "train")
+    assert_round_trip(load_split(tmp_path / "coco")[1])
+
+
+def test_keypoint_lines_need_kpt_shape(tmp_path):
+    """A keypoint line (box + 3 points x y v = 14 columns) is an error without kpt_shape, its box with it."""
+    data = write_ultralytics(tmp_path / "ds", "names: [dog, cat, bird]\n")
+    label = tmp_path / "ds" / "labels" / "val" / "street.txt"
+    street_boxes = label.read_text().splitlines()
+    label.write_text("".join(f"{line} 0.1 0.2 2 0.3 0.4 1 0.5 0.6 0\n" for line in street_boxes))
+    proc = convert("--data", str(data), "--output_dir", str(tmp_path / "coco"), check=False)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    assert "street.txt: line 1: expected 5 columns" in proc.stderr and "kpt_shape" in proc.stderr
+    assert not (tmp_path / "coco").exists()  # the train split was fine, but nothing is written
+    data.write_text(data.read_text() + "kpt_shape: [3, 3]\n")
+    convert("--data", str(data), "--output_dir", str(tmp_path / "coco"))
+    assert_round_trip(load_split(tmp_path / "coco", "val")[1])
+
+
+SPLITS_YAML = "path: .\ntrain: images/train\nval: images/val\n"
+
+
+@pytest.mark.parametrize("content, expected", [
+    (SPLITS_YAML + "names: {0: dog, 2: cat}\n", "'names' must map each index 0..1 to a name"),
+    (SPLITS_YAML + "nc: 3\n", "needs 'names'"),
+    (SPLITS_YAML + "names: [dog, dog]\n", "class 'dog' is listed twice"),
+    ("- dog\n", "expected a YAML mapping"),
+    ("path: .\nval: images/val\nnames: [dog, cat, bird]\n", "needs 'train', its image folder"),
+    ("path: .\ntrain: images/nowhere\nval: images/val\nnames: [dog, cat, bird]\n",
+     "the train image folder images/nowhere is not a folder")])
+def test_bad_data_yaml_is_a_one_line_error(tmp_path, content, expected):
+    data = write_ultralytics(tmp_path / "ds", "")
+    data.write_text(content)
+    proc = convert("--data", str(data), "--output_dir", str(tmp_path / "coco"), check=False)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], proc.stderr
+    assert not (tmp_path / "coco").exists()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--format", "yolo", "--images", "x"], "give --data DATA.yaml, or --labels, --split"),
+    (["--data", "d.yaml", "--split", "val"], "--data takes the splits, folders and names from the YAML; leave out "
+                                             "--split")])
+def test_data_or_split_options(tmp_path, args, expected):
+    proc = convert(*args, "--output_dir", str(tmp_path / "coco"), check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and expected in lines[0], proc.stderr

@@ -120,7 +120,7 @@ def test_category_the_model_cannot_map_is_an_error(tiny_ckpt, tmp_path):
     assert not (tmp_path / "out" / "stats.json").exists()
 
 
-def test_labels_map_by_id_then_by_name(tmp_path):
+def test_labels_map_by_name_then_by_id(tmp_path):
     from src.coco import label_to_category, load_coco
     from src.errors import UserError
     (tmp_path / "a.json").write_text(json.dumps({"images": [], "annotations": [], "categories": [
