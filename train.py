@@ -123,6 +123,9 @@ class Trainer:
         self.cfg = config
         self.main_rank = config.rank == 0 or not config.is_save_on_master
         self.logger = get_logger(log_dir=os.path.join(config.ckpt_path, "log"), rank=config.rank)
+        self.logger.info("%s", config.recipe_note)
+        for line in config.provenance():
+            self.logger.info("config from %s", line)
         if not config.data_dir or not os.path.isdir(config.data_dir):
             raise UserError(f"data_dir not found: {config.data_dir or '(not given)'}")
         ann = os.path.join(config.data_dir, "annotations", "instances_train2017.json")
