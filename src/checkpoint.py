@@ -12,6 +12,7 @@ from src.errors import UserError
 from src.layers import HeadConv, center_input
 
 Weights = Union[str, Dict[str, Any]]
+EMA_PREFIX = "ema."  # a train.py checkpoint's averaged weights (src/ema.py), beside the weights it trains on
 
 
 def network_parameters(network: nn.Cell) -> Dict[str, ms.Parameter]:
@@ -40,6 +41,14 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
         return ms.load_checkpoint(path)
     except (ValueError, RuntimeError, TypeError) as e:
         raise UserError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
+
+
+def model_weights(ckpt: Dict[str, Any]) -> Dict[str, Any]:
+    """A checkpoint's model: where it holds averaged weights (train.py with `ema`), those under the network's names
+    in place of the weights training went on with; otherwise the checkpoint as it is."""
+    if not any(k.startswith(EMA_PREFIX) for k in ckpt):
+        return ckpt
+    return {k: ckpt.get(EMA_PREFIX + k, v) for k, v in ckpt.items() if not k.startswith(EMA_PREFIX)}
 
 
 def head_parameter_names(network: nn.Cell) -> Set[str]:
@@ -128,7 +137,7 @@ def load_for_finetuning(network: nn.Cell, path: str, config, build: Callable, wh
         load_darknet_weights(file_network, path, config.model_name, allow_prefix=False)
         ckpt = network_parameters(file_network)
     else:
-        ckpt = read_checkpoint(path)
+        ckpt = model_weights(read_checkpoint(path))
         if whole_model:
             apply_anchors(config, ckpt)
         apply_input_centering(config, ckpt)
@@ -180,7 +189,8 @@ def build_with_weights(config, path: Weights, build) -> nn.Cell:
     """`build(config)` a network and load a whole model into it from a .ckpt or darknet .weights file, or
     from named parameters (a dict, e.g. the network being trained).
 
-    A checkpoint written by train.py also sets num_classes, labels, coco_ids and the anchors (apply_training_info).
+    A checkpoint written by train.py also sets num_classes, labels, coco_ids and the anchors (apply_training_info);
+    of one holding averaged weights (`ema`), those are the model.
     """
     if isinstance(path, dict):
         network = build(config)
@@ -193,7 +203,7 @@ def build_with_weights(config, path: Weights, build) -> nn.Cell:
         network = build(config)
         load_darknet_weights(network, path, config.model_name, allow_prefix=False)
         return network
-    ckpt = read_checkpoint(path)
+    ckpt = model_weights(read_checkpoint(path))
     apply_training_info(config, ckpt)
     network = build(config)
     load_checkpoint_into(network, path, config.model_name, ckpt=ckpt)

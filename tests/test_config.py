@@ -94,7 +94,8 @@ NEW_KEYS = {"recipe", "recipe_scratch", "recipe_finetune", "ema", "ema_decay", "
 
 
 def shipped_configs():
-    return sorted(os.path.join(folder, f) for folder, _, files in os.walk(CONFIGS) for f in files if f.endswith(".yaml"))
+    return sorted(os.path.join(folder, f) for folder, _, files in os.walk(CONFIGS) for f in files
+                  if f.endswith(".yaml"))
 
 
 def built_on(path):
@@ -132,8 +133,9 @@ def effective(config):
     return {k: v for k, v in config.to_dict().items() if v != base[k] and k not in NEW_KEYS}
 
 
-@pytest.mark.parametrize("name", ["default_config.yaml", "configs/yolov3_tiny.yaml", "configs/yolov3_tiny_finetune.yaml",
-                                  "configs/yolov3_mobilenetv2.yaml", "configs/yolov3_spp.yaml"])
+@pytest.mark.parametrize("name", ["default_config.yaml", "configs/yolov3_tiny.yaml",
+                                  "configs/yolov3_tiny_finetune.yaml", "configs/yolov3_mobilenetv2.yaml",
+                                  "configs/yolov3_spp.yaml"])
 def test_each_config_from_scratch_has_the_values_it_had_before_configs_composed(name):
     """tests/effective_configs.json: each file's values that differ from default_config.yaml, as the loader of
     commit 9971494 (one file, no bases, no recipes) gave them."""

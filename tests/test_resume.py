@@ -1,4 +1,4 @@
-"""Runs that are killed and resumed end exactly where the uninterrupted run ends.
+"""Runs that are killed and resumed end exactly where the uninterrupted run ends, averaged weights (ema) included.
 
 yolov3-tiny, 3 epochs of 16 tiny synthetic images: one process (SIGKILL in
 epoch 2, SIGTERM) and 2 CPU workers through the launcher (SIGKILL in epoch 2).
@@ -29,7 +29,7 @@ def shapes16(tmp_path_factory):
 
 
 def train_args(data, out, *extra):
-    return tiny_train_args(data, out, 64, 2, 1, 1, "--max_epoch", "3", *extra)
+    return tiny_train_args(data, out, 64, 2, 1, 1, "--max_epoch", "3", "--ema", "True", *extra)
 
 
 def train(*args, check=True):
@@ -51,6 +51,9 @@ def assert_same_state(path, baseline_path, step):
     # the tiny config trains with AdamWeightDecay: both of its moments resume (momentum SGD's: test_train.py)
     assert len(tensors) > 50
     assert all(any(n.startswith(f"optimizer.{m}.") for n in tensors) for m in ("adam_m", "adam_v"))
+    weights = [n for n in tensors if not n.startswith(("optimizer.", "ema."))]
+    assert sorted(n for n in tensors if n.startswith("ema.")) == sorted(f"ema.{n}" for n in weights)
+    assert any(not np.array_equal(want[n].asnumpy(), want[f"ema.{n}"].asnumpy()) for n in weights)
     assert set(tensors) <= set(got)
     diff = max(float(np.abs(got[n].asnumpy() - want[n].asnumpy()).max()) for n in tensors)
     assert diff <= 1e-5, diff
@@ -118,6 +121,13 @@ def test_sigkill_in_epoch_2_then_resume(shapes16, baseline, tmp_path):
     assert_same_state(os.path.join(out, "ckpt_0", "0-3_24.ckpt"), baseline, 24)
 
 
+def test_resuming_with_ema_a_run_without_it_is_a_clear_error(shapes16, baseline, tmp_path):
+    out = str(tmp_path / "run")
+    train(*tiny_train_args(shapes16, out, 64, 2, 1, 1, "--max_epoch", "1", "--ema", "False"))
+    proc = train(*train_args(shapes16, out, "--resume", "True"), check=False)
+    assert_clean_error(proc, "has no averaged weights (ema.", "resume it with --ema False")
+
+
 def test_sigterm_then_resume(shapes16, baseline, tmp_path):
     out = str(tmp_path / "run")
     argv = [sys.executable, os.path.join(REPO, "train.py"), *train_args(shapes16, out)]
@@ -143,7 +153,7 @@ def launch(cwd, port, *args, check=True):
 
 def dist_args(data, *extra):
     return [data, "2", "--config_path", TINY_CFG, "--training_shape", "64", "--per_batch_size", "2",
-            "--log_interval", "1", "--num_parallel_workers", "1", *extra]
+            "--log_interval", "1", "--num_parallel_workers", "1", "--ema", "True", *extra]
 
 
 def test_two_workers_killed_in_epoch_2_then_resumed(shapes16, tmp_path):
