@@ -211,19 +211,31 @@ def _choose_recipe(values: Dict[str, Any], sources: Dict[str, str]) -> Tuple[str
     return "scratch", "training starts from scratch (no resume_yolo or pretrained_backbone)"
 
 
-def _recipe_layers(values: Dict[str, Any], sources: Dict[str, str]) -> Tuple[List[Layer], str]:
-    """The chosen recipe file and its bases, and the log's line saying which and why."""
+def _recipe_layers(values: Dict[str, Any], sources: Dict[str, str]) -> Tuple[str, List[Layer], str]:
+    """The chosen recipe's name, its file and the file's bases, and the log's line saying which and why."""
     name, why = _choose_recipe(values, sources)
     path = values[RECIPE_FILES[name]]
     if not path:
-        return [], f"recipe {name}: {why}; {values['model_name']} names no {RECIPE_FILES[name]}, so " \
-                   f"default_config.yaml's training values hold"
+        return name, [], f"recipe {name}: {why}; {values['model_name']} names no {RECIPE_FILES[name]}, so " \
+                         f"default_config.yaml's training values hold"
     layers = read_layers(path)
     for file, layer in layers:
         named = sorted(set(layer) & {"recipe", *RECIPE_FILES.values()})
         if named:
             raise UserError(f"{file}: a recipe cannot choose recipes ({', '.join(named)})")
-    return layers, f"recipe {name} ({_shown(path)}): {why}; the config files and command line win over it"
+    return name, layers, f"recipe {name} ({_shown(path)}): {why}; the config files and command line win over it"
+
+
+def _apply(layers: List[Layer], given: Dict[str, Any], defaults: Dict[str, Any]
+           ) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """The defaults, then the layers, then the command line's values; and where each value that is not a default
+    came from, in the order they apply."""
+    values, sources = dict(defaults), {}
+    _merge(layers, defaults, values, sources)
+    values.update(given)
+    sources.update({key: COMMAND_LINE for key in given})
+    order = [_shown(f) for f, _ in layers] + [COMMAND_LINE]
+    return values, dict(sorted(sources.items(), key=lambda item: order.index(item[1])))
 
 
 def _command_line_values(argv: Sequence[str], defaults: Dict[str, Any]) -> Dict[str, Any]:
@@ -273,20 +285,11 @@ def load_config(argv: Optional[Sequence[str]] = None, description: str = "") -> 
     user_layers = read_layers(known.config_path) if os.path.abspath(known.config_path) != DEFAULT_CONFIG else []
     given = _command_line_values(argv, defaults)
 
-    user, user_sources = dict(defaults), {}
-    _merge(user_layers, defaults, user, user_sources)
-    user.update(given)
-    user_sources.update({key: COMMAND_LINE for key in given})
+    user, user_sources = _apply(user_layers, given, defaults)
     _check_choices(user, choices)
-    recipe, recipe_note = _recipe_layers(user, user_sources)
-
-    values, sources = dict(defaults), {}
-    _merge(recipe + user_layers, defaults, values, sources)
-    values.update(given)
-    sources.update({key: COMMAND_LINE for key in given})
-    values["recipe"] = _choose_recipe(user, user_sources)[0]
-    layer_order = [_shown(f) for f, _ in recipe + user_layers] + [COMMAND_LINE]
-    sources = dict(sorted(sources.items(), key=lambda item: layer_order.index(item[1])))
+    recipe, recipe_layers, recipe_note = _recipe_layers(user, user_sources)
+    values, sources = _apply(recipe_layers + user_layers, given, defaults)
+    values["recipe"] = recipe
 
     parser = _help_parser(description, values, sources, helps, choices, recipe_note)
     _, unknown = parser.parse_known_args(argv)
