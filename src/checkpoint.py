@@ -118,7 +118,8 @@ def load_for_finetuning(network: nn.Cell, path: str, config, build: Callable, wh
     --resume_yolo) also requires every other parameter to be present; without
     it (--pretrained_backbone) a file may cover only the first layers, and
     with it a checkpoint's anchors become the config's (apply_anchors). The
-    first layer takes input_centering as the weights were trained.
+    first layer takes input_centering as the weights were trained. Of a
+    checkpoint holding averaged weights (ema), those load.
     Returns (parameters loaded, parameters re-initialised); for a darknet file
     that fits exactly, (conv layers loaded, []).
     """

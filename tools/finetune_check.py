@@ -22,6 +22,9 @@ from typing import Dict, List
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import mindspore as ms  # noqa: E402
+
+from src.checkpoint import EMA_PREFIX, save_checkpoint  # noqa: E402
 from src.errors import UserError, run_cli  # noqa: E402
 
 TRAIN_GAIN = 1.5  # train AP at least this times its start
@@ -49,13 +52,16 @@ def score(config: str, weights: str, data_dir: str, split: str, out: str) -> Dic
 
 def without_averages(path: str, out: str) -> str:
     """A copy of a train.py checkpoint without its averaged weights (and optimiser state): the raw weights."""
-    import mindspore as ms
-    from src.checkpoint import EMA_PREFIX, save_checkpoint
     ckpt = ms.load_checkpoint(path)
     params = {k: v for k, v in ckpt.items() if isinstance(v, ms.Parameter) and not k.startswith(EMA_PREFIX)
               and not k.startswith("optimizer.")}
     save_checkpoint(params, out, {k: v for k, v in ckpt.items() if not isinstance(v, ms.Parameter)})
     return out
+
+
+def last_checkpoint(folder: str) -> str:
+    steps = {int(f[:-len(".ckpt")].rsplit("_", 1)[1]): f for f in os.listdir(folder) if f[0].isdigit()}
+    return os.path.join(folder, steps[max(steps)])
 
 
 def judge(start: Dict[str, Dict[str, float]], end: Dict[str, Dict[str, float]]) -> Dict[str, object]:
@@ -77,11 +83,9 @@ def check(args, extra: List[str]) -> bool:
         out = os.path.join(args.output_dir, name)
         run(["train.py", "--config_path", config, "--data_dir", args.data_dir, "--resume_yolo", args.weights,
              *COMMAND, "--ckpt_path", out, *extra], out + ".log")
-        final = os.path.join(out, "ckpt_0", sorted((f for f in os.listdir(os.path.join(out, "ckpt_0"))
-                                                    if f[0].isdigit()), key=lambda f: int(f[:-5].split("_")[1]))[-1])
+        final = last_checkpoint(os.path.join(out, "ckpt_0"))
         weights = {"model": final}
-        import mindspore as ms
-        if any(k.startswith("ema.") for k in ms.load_checkpoint(final)):
+        if any(k.startswith(EMA_PREFIX) for k in ms.load_checkpoint(final)):
             weights["raw"] = without_averages(final, os.path.join(out, "raw.ckpt"))
         config = os.path.relpath(config, ROOT) if config.startswith(ROOT + os.sep) else config
         results["runs"][config] = {}
