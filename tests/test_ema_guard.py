@@ -153,3 +153,23 @@ def test_a_fine_tuning_run_wrecking_its_weights_says_so(tiny_ckpt, tmp_path):
     assert f"epoch[0]: val AP {after:.6f} is below half of the {start:.6f} the weights started with" in proc.stdout
     ckpt = ms.load_checkpoint(str(tmp_path / "run" / "ckpt_0" / "0-1_2.ckpt"))
     assert float(ckpt["guard_start_ap"].asnumpy()) == pytest.approx(start, abs=1e-6)
+
+
+def test_finetune_check_judges_by_the_issue_criteria_and_scores_the_raw_weights_apart(tmp_path):
+    import sys
+    from conftest import REPO
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    from finetune_check import judge, without_averages
+    start = {"train": {"AP": 0.2}, "val": {"AP": 0.1}}
+    assert judge(start, {"train": {"AP": 0.31}, "val": {"AP": 0.051}})["passed"]
+    assert not judge(start, {"train": {"AP": 0.29}, "val": {"AP": 0.1}})["passed"]
+    assert not judge(start, {"train": {"AP": 0.4}, "val": {"AP": 0.049}})["passed"]
+    from src.checkpoint import save_checkpoint
+    w = ms.Parameter(ms.Tensor(np.ones(3, np.float32)), name="w")
+    averaged = ms.Parameter(ms.Tensor(np.zeros(3, np.float32)), name="ema.w")
+    moments = ms.Parameter(ms.Tensor(np.zeros(3, np.float32)), name="optimizer.moments.w")
+    save_checkpoint({"w": w, "ema.w": averaged, "optimizer.moments.w": moments}, str(tmp_path / "run.ckpt"),
+                    {"labels": "a\nb"})
+    raw = ms.load_checkpoint(without_averages(str(tmp_path / "run.ckpt"), str(tmp_path / "raw.ckpt")))
+    assert sorted(raw) == ["labels", "w"] and raw["labels"] == "a\nb"
+    np.testing.assert_array_equal(raw["w"].asnumpy(), np.ones(3))
