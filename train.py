@@ -412,12 +412,19 @@ class Trainer:
             self.save(epoch)
         if self.global_step % self.steps_per_epoch == 0:
             self.close_bar()
-            if self.epoch_losses:
-                self.guard.check_loss(epoch, float(np.mean(self.epoch_losses)))
-            self.epoch_losses = []
+            self.check_epoch_loss(epoch)
             if not saved:
                 self.save(epoch)
             self.evaluate(epoch)
+
+    def check_epoch_loss(self, epoch: int) -> None:
+        """The guard on the epoch's mean loss, averaged over the ranks (every rank keeps the same guard state in its
+        checkpoints); every rank must call it."""
+        mean = np.array([np.mean(self.epoch_losses)])  # called after a step: never empty
+        if self.cfg.is_distributed:
+            mean = all_reduce_sum(mean) / self.cfg.group_size
+        self.guard.check_loss(epoch, float(mean[0]))
+        self.epoch_losses = []
 
     def close_bar(self) -> None:
         if self.bar is not None:
