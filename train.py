@@ -24,12 +24,14 @@ from model_utils.config import load_config
 from model_utils.device_adapter import all_reduce_sum, init_distributed, setup_device
 from model_utils.moxing_adapter import run_with_modelarts
 from src.anchors import fit_to_training_set
-from src.checkpoint import (head_parameter_names, load_checkpoint_into, load_for_finetuning, network_parameters,
-                            read_checkpoint, save_checkpoint, state_checksum, training_info)
+from src.checkpoint import (EMA_PREFIX, head_parameter_names, load_checkpoint_into, load_for_finetuning,
+                            network_parameters, read_checkpoint, save_checkpoint, state_checksum, training_info)
 from src.coco import label_to_category, model_categories
 from src.dataset import CocoTrainSet, RunSource, create_train_dataset
+from src.ema import WeightAverage
 from src.errors import UserError, run_cli
 from src.evaluation import check_categories, evaluate_model
+from src.guard import RunGuard
 from src.layers import use_cpu_training_kernels
 from src.logger import get_logger
 from src.loss import YoloWithLoss
@@ -63,13 +65,14 @@ def init_new_heads(network: nn.Cell, config, names: List[str]) -> None:
             p.set_data(Tensor((rng.standard_normal(p.shape) * config.head_init_std).astype(np.float32)))
 
 
-def load_initial_weights(network: nn.Cell, config, logger) -> None:
+def load_initial_weights(network: nn.Cell, config, logger) -> List[str]:
     """--resume_yolo (a whole model) or --pretrained_backbone (any part of one), of any class count; heads
-    that start anew get head_init_std."""
+    that start anew get head_init_std. Returns the names of the parameters that start anew."""
     path = config.resume_yolo or config.pretrained_backbone
     if not path:
-        init_new_heads(network, config, sorted(head_parameter_names(network)))
-        return
+        heads = sorted(head_parameter_names(network))
+        init_new_heads(network, config, heads)
+        return heads
     loaded, reinitialised = load_for_finetuning(network, path, config, build_network, bool(config.resume_yolo))
     init_new_heads(network, config, reinitialised)
     what = "darknet conv layers" if path.endswith(".weights") and not reinitialised else "parameters"
@@ -78,6 +81,7 @@ def load_initial_weights(network: nn.Cell, config, logger) -> None:
     if reinitialised:
         logger.info("re-initialised %d parameters whose shapes differ in %s (another class count) or that it "
                     "lacks, as for a new model: %s", len(reinitialised), path, ", ".join(reinitialised))
+    return reinitialised
 
 
 class LogWindow:
@@ -124,6 +128,9 @@ class Trainer:
         self.cfg = config
         self.main_rank = config.rank == 0 or not config.is_save_on_master
         self.logger = get_logger(log_dir=os.path.join(config.ckpt_path, "log"), rank=config.rank)
+        self.logger.info("%s", config.recipe_note)
+        for line in config.provenance():
+            self.logger.info("config from %s", line)
         if not config.data_dir or not os.path.isdir(config.data_dir):
             raise UserError(f"data_dir not found: {config.data_dir or '(not given)'}")
         ann = os.path.join(config.data_dir, "annotations", "instances_train2017.json")
@@ -134,7 +141,8 @@ class Trainer:
             self._fit_anchors(ann)
         self.network = build_network(config)
         use_cpu_training_kernels(self.network)
-        load_initial_weights(self.network, config, self.logger)
+        self.starts_as_detector = not load_initial_weights(self.network, config, self.logger)
+        self.ema = WeightAverage(self.network, config.ema_decay) if config.ema else None
         self.sampler = DistributedSampler(len(self.data), config.group_size, config.rank, True, config.seed)
         self.steps_per_epoch = len(self.sampler) // config.per_batch_size
         if self.steps_per_epoch == 0:
@@ -154,6 +162,8 @@ class Trainer:
         self.train_cell.set_train(True)
         self.ckpt_dir = os.path.join(config.ckpt_path, f"ckpt_{config.rank}")
         self.val = self._val_set() if config.run_eval else None
+        self.guard = RunGuard(self.logger)
+        self.epoch_losses: List[float] = []
         self.global_step = self._resume_or_check()
         self.best = self._best_so_far()
         self.interrupted = False
@@ -248,10 +258,16 @@ class Trainer:
         return float(ckpt["AP"].asnumpy()), int(ckpt["epoch"].asnumpy())
 
     def state(self) -> Dict[str, ms.Parameter]:
+        """Everything a checkpoint holds to resume exactly: the weights, the optimiser state, the averages."""
         params = network_parameters(self.network)
         params.update({f"optimizer.{n}": p for n, p in self.optimizer.parameters_and_names()
                        if n.startswith(OPTIMIZER_STATE) or n == "global_step"})
+        params.update(self.ema.state() if self.ema is not None else {})
         return params
+
+    def model_weights(self) -> Dict[str, ms.Parameter]:
+        """The model that eval during training scores and best.ckpt keeps: the averaged weights with `ema`."""
+        return self.ema.model() if self.ema is not None else network_parameters(self.network)
 
     def resume_dir(self) -> str:
         """Where --resume reads: rank 0's folder on every rank of a data-parallel run, so that all ranks
@@ -280,6 +296,12 @@ class Trainer:
                     why = "resume it with the --optimizer it was trained with" if other else "it cannot be resumed"
                     raise UserError(f"{path} has no {self.cfg.optimizer} optimiser state ({name}); {why}")
                 p.set_data(Tensor(ckpt[name].asnumpy(), p.dtype))
+            elif name.startswith(EMA_PREFIX):
+                if name not in ckpt:
+                    raise UserError(f"{path} has no averaged weights ({name}): its run trained without ema; resume "
+                                    f"it with --ema False")
+                p.set_data(Tensor(ckpt[name].asnumpy(), p.dtype))
+        self.guard = RunGuard.restore(self.logger, ckpt)
         step = int(ckpt["global_step"].asnumpy())
         if self.cfg.is_distributed and all_reduce_sum(np.array([step]))[0] != step * self.cfg.group_size:
             raise UserError(f"the ranks found different newest checkpoints in {folder} (global_step {step} "
@@ -291,8 +313,7 @@ class Trainer:
     def sync_bn_statistics(self) -> None:
         """Average BN running statistics over the ranks (data parallel keeps one set per rank), so that
         every rank's checkpoint holds the same model. Every rank must call it."""
-        stats = [p for n, p in network_parameters(self.network).items()
-                 if n.endswith(".moving_mean") or n.endswith(".moving_variance")]
+        stats = [p for n, p in self.state().items() if n.endswith(".moving_mean") or n.endswith(".moving_variance")]
         flat = np.concatenate([p.asnumpy().reshape(-1) for p in stats])
         mean = all_reduce_sum(flat) / self.cfg.group_size
         offset = 0
@@ -310,7 +331,8 @@ class Trainer:
         step = int(self.optimizer.global_step.asnumpy().reshape(-1)[0])
         path = os.path.join(self.ckpt_dir, f"{self.cfg.rank}-{epoch + 1}_{step}.ckpt")
         state = self.state()
-        save_checkpoint(state, path, {"epoch": epoch, "global_step": step, **training_info(self.cfg)})
+        save_checkpoint(state, path, {"epoch": epoch, "global_step": step, **training_info(self.cfg),
+                                      **self.guard.state()})
         for _, old in list_checkpoints(self.ckpt_dir)[:-self.cfg.keep_checkpoint_max]:
             os.remove(old)
         self.logger.info("saved %s, state checksum %s", path, state_checksum(state))
@@ -322,18 +344,13 @@ class Trainer:
         cfg, done = self.cfg, epoch + 1
         if self.val is None or done < cfg.eval_start_epoch or (done - cfg.eval_start_epoch) % cfg.eval_interval:
             return
-        stats = evaluate_model(cfg, network_parameters(self.network), *self.val,
-                               os.path.join(cfg.ckpt_path, "eval"), self.logger)
-        values = np.array([stats["AP"], stats["AP50"]] if stats is not None else [0.0, 0.0])
-        if cfg.is_distributed:
-            values = all_reduce_sum(values)
-        ap, ap50 = (float(v) for v in values)
+        ap, ap50 = self._val_ap()
         if ap > self.best[0]:
             self.best = (ap, epoch)
             if self.main_rank:
                 path = os.path.join(self.ckpt_dir, "best.ckpt")
                 step = int(self.optimizer.global_step.asnumpy().reshape(-1)[0])
-                save_checkpoint(network_parameters(self.network), path,
+                save_checkpoint(self.model_weights(), path,
                                 {"epoch": epoch, "global_step": step, "AP": ap, "AP50": ap50,
                                  **training_info(self.cfg)})
                 self.logger.info("saved best checkpoint %s (epoch[%d], AP:%.6f)", path, epoch, ap)
@@ -341,10 +358,31 @@ class Trainer:
             self.logger.info("epoch[%d], val AP:%.6f, AP50:%.6f, best AP:%.6f at epoch[%d]", epoch, ap, ap50,
                              self.best[0], self.best[1])
             self.log_metrics(step=self.global_step, epoch=epoch, AP=ap, AP50=ap50)
+        self.guard.check_ap(epoch, ap)
+
+    def _val_ap(self) -> Tuple[float, float]:
+        """(AP, AP50) of the model on the val set, every rank scoring its share."""
+        stats = evaluate_model(self.cfg, self.model_weights(), *self.val, os.path.join(self.cfg.ckpt_path, "eval"),
+                               self.logger)
+        values = np.array([stats["AP"], stats["AP50"]] if stats is not None else [0.0, 0.0])
+        if self.cfg.is_distributed:
+            values = all_reduce_sum(values)
+        return float(values[0]), float(values[1])
+
+    def evaluate_start(self) -> None:
+        """Eval during training from a whole pretrained detector (none of it starting anew): its val AP before the
+        first step, which the guard compares later ones with."""
+        if self.val is None or self.global_step or not self.starts_as_detector:
+            return
+        ap, ap50 = self._val_ap()
+        self.guard.start_ap = ap
+        if self.main_rank:
+            self.logger.info("val AP at the start (the weights loaded): AP:%.6f, AP50:%.6f", ap, ap50)
 
     def train(self) -> None:
         """The loop: one step per batch, then the log line, checkpoints and eval when they are due; Ctrl-C or
         SIGTERM saves and stops after the current step."""
+        self.evaluate_start()
         source = RunSource(self.data, self.sampler, self.cfg, self.global_step,
                            self.cfg.max_epoch * self.steps_per_epoch)
         batches = create_train_dataset(source, self.cfg.num_parallel_workers).create_tuple_iterator(num_epochs=1) \
@@ -371,12 +409,16 @@ class Trainer:
         if self.bar is None:
             self.bar = self._epoch_bar(epoch)
         loss, overflow, _ = self.train_cell(*batch)
-        self._arm_interrupt()
         self.global_step += 1
+        if self.ema is not None:
+            self.ema.update(self.global_step)
+        self._arm_interrupt()
         self.bar.update()
         if bool(overflow.asnumpy()):
             self.logger.warning("iter[%d]: gradient overflow, step skipped", self.global_step)
-        window.add(float(loss.asnumpy()), self.loss_parts.asnumpy())
+        value = float(loss.asnumpy())
+        window.add(value, self.loss_parts.asnumpy())
+        self.epoch_losses.append(value)
 
     def log_if_due(self, epoch: int, window: "LogWindow") -> None:
         """Every log_interval steps (saving ranks): the model zoo's log line and a metrics row."""
@@ -399,9 +441,19 @@ class Trainer:
             self.save(epoch)
         if self.global_step % self.steps_per_epoch == 0:
             self.close_bar()
+            self.check_epoch_loss(epoch)
             if not saved:
                 self.save(epoch)
             self.evaluate(epoch)
+
+    def check_epoch_loss(self, epoch: int) -> None:
+        """The guard on the epoch's mean loss, averaged over the ranks (every rank keeps the same guard state in its
+        checkpoints); every rank must call it."""
+        mean = np.array([np.mean(self.epoch_losses)])  # called after a step: never empty
+        if self.cfg.is_distributed:
+            mean = all_reduce_sum(mean) / self.cfg.group_size
+        self.guard.check_loss(epoch, float(mean[0]))
+        self.epoch_losses = []
 
     def close_bar(self) -> None:
         if self.bar is not None:

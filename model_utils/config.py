@@ -1,17 +1,24 @@
-"""The one config loader: default_config.yaml, then --config_path, then --key value.
+"""The one config loader: default_config.yaml, then the start's recipe, then --config_path, then --key value.
 
 default_config.yaml holds every key with its default (first YAML document), its
 help text (second) and allowed choices (third), as in the MindSpore model zoo.
-A --config_path file overrides only the keys it names. Every key can then be
-given on the command line; a value's type is the type of its default:
+A --config_path file overrides only the keys it names; it may name the files it
+builds on in `_base_` (a path or a list, relative to it; later ones and the file
+itself win), as mmdetection's configs do, so that a model's keys live in one
+file and a training recipe in another. The recipe (configs/recipes/) is chosen
+by the start: `recipe_finetune` when training from weights (--resume_yolo or
+--pretrained_backbone), else `recipe_scratch`, unless `recipe` names one; every
+key of the user's config files or command line wins over the recipe's. Every
+key can be given on the command line; a value's type is the type of its default:
 booleans as True/False or 1/0 alike (also in YAML files), lists as 1,2,3 (a
-list of pairs as 10,13,16,30 or "[[10,13],[16,30]]").
+list of pairs as 10,13,16,30 or "[[10,13],[16,30]]"). Config.source(key) says
+where each value came from.
 """
 import argparse
 import ast
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -20,15 +27,22 @@ from src.yolo import MODELS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(ROOT, "default_config.yaml")
+BASE_KEY = "_base_"
+RECIPE_FILES = {"scratch": "recipe_scratch", "finetune": "recipe_finetune"}
+COMMAND_LINE = "command line"
+Layer = Tuple[str, Dict[str, Any]]  # (file, the values it names)
 
 
 class Config:
     """Attribute access to a flat dict of settings."""
 
-    def __init__(self, values: Dict[str, Any], explicit: Sequence[str] = (), command_line: Sequence[str] = ()):
+    def __init__(self, values: Dict[str, Any], explicit: Sequence[str] = (), command_line: Sequence[str] = (),
+                 sources: Optional[Dict[str, str]] = None, recipe_note: str = ""):
         self.__dict__.update(values)
         self._explicit = frozenset(explicit)
         self._command_line = frozenset(command_line)
+        self._sources = dict(sources or {})
+        self.recipe_note = recipe_note
 
     def is_set(self, key: str) -> bool:
         """Whether `key` was given by --config_path or on the command line (not a default)."""
@@ -38,8 +52,20 @@ class Config:
         """Whether `key` was given on the command line (it then wins over what a checkpoint says)."""
         return key in self._command_line
 
+    def source(self, key: str) -> str:
+        """Where the value of `key` came from: default_config.yaml, a config or recipe file, or the command line."""
+        return self._sources.get(key, _shown(DEFAULT_CONFIG))
+
+    def provenance(self) -> List[str]:
+        """One line per file (and the command line) that set values, naming them: `SOURCE: key value, ...`, in the
+        order they apply (the recipe, the config files, the command line)."""
+        by_source: Dict[str, List[str]] = {}
+        for key, source in self._sources.items():
+            by_source.setdefault(source, []).append(f"{key} {getattr(self, key)}")
+        return [f"{source}: {', '.join(by_source[source])}" for source in by_source]
+
     def to_dict(self) -> Dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_") and k != "recipe_note"}
 
     def __repr__(self) -> str:
         return "\n".join(f"{k}: {v!r}" for k, v in sorted(self.to_dict().items()))
@@ -135,8 +161,118 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
     return value
 
 
+def _shown(path: str) -> str:
+    """A config file's path as the log and --help show it: relative to the repository when inside it."""
+    path = os.path.abspath(path)
+    return os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
+
+
+def _bases(path: str, values: Dict[str, Any]) -> List[str]:
+    bases = values.pop(BASE_KEY, [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
+        raise UserError(f"{path}: {BASE_KEY} must be a file name or a list of them, got {bases!r}")
+    return [os.path.normpath(os.path.join(os.path.dirname(path), b)) for b in bases]
+
+
+def read_layers(path: str, chain: Tuple[str, ...] = ()) -> List[Layer]:
+    """The files `path` builds on (each `_base_`, after its own bases), then `path`: (file, values), lowest first.
+    Paths of recipe files a file names become absolute (they are relative to that file)."""
+    path = os.path.abspath(path)
+    if path in chain:
+        raise UserError(f"config files build on each other in a circle: {' -> '.join(map(_shown, chain + (path,)))}")
+    values = dict(_read_yaml(path)[0])
+    layers: List[Layer] = []
+    for base in _bases(path, values):
+        layers += [layer for layer in read_layers(base, chain + (path,)) if layer[0] not in {f for f, _ in layers}]
+    for key in RECIPE_FILES.values():
+        if isinstance(values.get(key), str) and values[key]:
+            values[key] = os.path.normpath(os.path.join(os.path.dirname(path), values[key]))
+    return layers + [(path, values)]
+
+
+def _merge(layers: List[Layer], defaults: Dict[str, Any], values: Dict[str, Any], sources: Dict[str, str]) -> None:
+    """Apply each layer's values (type-checked against the defaults) in order, noting which file set each key."""
+    for path, layer in layers:
+        for key, value in layer.items():
+            if key not in defaults:
+                raise UserError(f"{path}: unknown config key '{key}'")
+            values[key] = _coerce(key, value, defaults[key], path)
+            sources[key] = _shown(path)
+
+
+def _choose_recipe(values: Dict[str, Any], sources: Dict[str, str]) -> Tuple[str, str]:
+    """(recipe name, why) for these values: `recipe` if it names one, else by the start."""
+    if values["recipe"] != "auto":
+        return values["recipe"], f"{sources.get('recipe', COMMAND_LINE)} names it"
+    start = next((key for key in ("resume_yolo", "pretrained_backbone") if values[key]), "")
+    if start:
+        return "finetune", f"training starts from the weights of {start} {values[start]}"
+    return "scratch", "training starts from scratch (no resume_yolo or pretrained_backbone)"
+
+
+def _recipe_layers(values: Dict[str, Any], sources: Dict[str, str]) -> Tuple[str, List[Layer], str]:
+    """The chosen recipe's name, its file and the file's bases, and the log's line saying which and why."""
+    name, why = _choose_recipe(values, sources)
+    path = values[RECIPE_FILES[name]]
+    if not path:
+        return name, [], f"recipe {name}: {why}; {values['model_name']} names no {RECIPE_FILES[name]}, so " \
+                         f"default_config.yaml's training values hold"
+    layers = read_layers(path)
+    for file, layer in layers:
+        named = sorted(set(layer) & {"recipe", *RECIPE_FILES.values()})
+        if named:
+            raise UserError(f"{file}: a recipe cannot choose recipes ({', '.join(named)})")
+    return name, layers, f"recipe {name} ({_shown(path)}): {why}; the config files and command line win over it"
+
+
+def _apply(layers: List[Layer], given: Dict[str, Any], defaults: Dict[str, Any]
+           ) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """The defaults, then the layers, then the command line's values; and where each value that is not a default
+    came from, in the order they apply."""
+    values, sources = dict(defaults), {}
+    _merge(layers, defaults, values, sources)
+    values.update(given)
+    sources.update({key: COMMAND_LINE for key in given})
+    order = [_shown(f) for f, _ in layers] + [COMMAND_LINE]
+    return values, dict(sorted(sources.items(), key=lambda item: order.index(item[1])))
+
+
+def _command_line_values(argv: Sequence[str], defaults: Dict[str, Any]) -> Dict[str, Any]:
+    """--key value options, parsed and type-checked (unknown options are left to the full parser)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for key in defaults:
+        parser.add_argument(f"--{key}", type=str, default=None)
+    args, _ = parser.parse_known_args(argv)
+    given = {key: _coerce(key, getattr(args, key), defaults[key], f"--{key}")
+             for key in defaults if getattr(args, key) is not None}
+    for key in RECIPE_FILES.values():
+        if given.get(key):
+            given[key] = os.path.abspath(given[key])
+    return given
+
+
+def _check_choices(values: Dict[str, Any], choices: Dict[str, list]) -> None:
+    for key, allowed in choices.items():
+        if key in values and values[key] not in allowed:
+            raise UserError(f"{key} must be one of {', '.join(map(str, allowed))}, got {values[key]!r}")
+
+
+def _help_parser(description: str, values: Dict[str, Any], sources: Dict[str, str], helps: Dict[str, str],
+                 choices: Dict[str, list], recipe_note: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, epilog=recipe_note, allow_abbrev=False)
+    parser.add_argument("--config_path", default=DEFAULT_CONFIG, help="YAML file overriding default_config.yaml "
+                        f"(it may name files it builds on in {BASE_KEY})")
+    for key, value in values.items():
+        allowed = f"; one of {', '.join(map(str, choices[key]))}" if key in choices else ""
+        source = f", from {sources[key]}" if key in sources else ""
+        parser.add_argument(f"--{key}", type=str, default=None, metavar=type(value).__name__.upper(),
+                            help=f"{helps.get(key, '')} (default: {value}{source}{allowed})")
+    return parser
+
+
 def load_config(argv: Optional[Sequence[str]] = None, description: str = "") -> Config:
-    """Build the config for a script from default_config.yaml, --config_path and argv."""
+    """Build the config for a script from default_config.yaml, the recipe, --config_path (and its bases) and argv."""
     argv = list(sys.argv[1:] if argv is None else argv)
     docs = _read_yaml(DEFAULT_CONFIG)
     defaults = docs[0]
@@ -146,37 +282,22 @@ def load_config(argv: Optional[Sequence[str]] = None, description: str = "") -> 
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config_path", default=DEFAULT_CONFIG)
     known, _ = pre.parse_known_args(argv)
-    values = dict(defaults)
-    explicit = set()
-    if os.path.abspath(known.config_path) != DEFAULT_CONFIG:
-        override = _read_yaml(known.config_path)[0]
-        for key, value in override.items():
-            if key not in defaults:
-                raise UserError(f"{known.config_path}: unknown config key '{key}'")
-            values[key] = _coerce(key, value, defaults[key], known.config_path)
-            explicit.add(key)
+    user_layers = read_layers(known.config_path) if os.path.abspath(known.config_path) != DEFAULT_CONFIG else []
+    given = _command_line_values(argv, defaults)
 
-    parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
-    parser.add_argument("--config_path", default=DEFAULT_CONFIG, help="YAML file overriding default_config.yaml")
-    for key, value in values.items():
-        allowed = f"; one of {', '.join(map(str, choices[key]))}" if key in choices else ""
-        parser.add_argument(f"--{key}", type=str, default=None, metavar=type(value).__name__.upper(),
-                            help=f"{helps.get(key, '')} (default: {value}{allowed})")
-    args, unknown = parser.parse_known_args(argv)
+    user, user_sources = _apply(user_layers, given, defaults)
+    _check_choices(user, choices)
+    recipe, recipe_layers, recipe_note = _recipe_layers(user, user_sources)
+    values, sources = _apply(recipe_layers + user_layers, given, defaults)
+    values["recipe"] = recipe
+
+    parser = _help_parser(description, values, sources, helps, choices, recipe_note)
+    _, unknown = parser.parse_known_args(argv)
     if unknown:
         raise UserError(f"unknown option {unknown[0]} (see --help)")
-    command_line = set()
-    for key in values:
-        text = getattr(args, key)
-        if text is not None:
-            values[key] = _coerce(key, text, defaults[key], f"--{key}")
-            command_line.add(key)
-    explicit |= command_line
-    for key, allowed in choices.items():
-        if key in values and values[key] not in allowed:
-            raise UserError(f"{key} must be one of {', '.join(map(str, allowed))}, got {values[key]!r}")
+    _check_choices(values, choices)
     shape = values.get("training_shape", 0)
     if shape < 0 or shape % 32:
         raise UserError(f"training_shape must be 0 (multi-scale) or a positive multiple of 32, got {shape}")
     values["config_path"] = os.path.abspath(known.config_path)
-    return Config(values, explicit, command_line)
+    return Config(values, user_sources, given, sources, recipe_note)

@@ -13,6 +13,7 @@ from src.errors import UserError
 from src.layers import HeadConv, center_input
 
 Weights = Union[str, Dict[str, Any]]
+EMA_PREFIX = "ema."  # a train.py checkpoint's averaged weights (src/ema.py), beside the weights it trains on
 
 
 def network_parameters(network: nn.Cell) -> Dict[str, ms.Parameter]:
@@ -52,6 +53,14 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
         return ms.load_checkpoint(path)
     except (ValueError, RuntimeError, TypeError) as e:
         raise UserError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
+
+
+def model_weights(ckpt: Dict[str, Any]) -> Dict[str, Any]:
+    """A checkpoint's model: where it holds averaged weights (train.py with `ema`), those under the network's names
+    in place of the weights training went on with; otherwise the checkpoint as it is."""
+    if not any(k.startswith(EMA_PREFIX) for k in ckpt):
+        return ckpt
+    return {k: ckpt.get(EMA_PREFIX + k, v) for k, v in ckpt.items() if not k.startswith(EMA_PREFIX)}
 
 
 def head_parameter_names(network: nn.Cell) -> Set[str]:
@@ -121,7 +130,8 @@ def load_for_finetuning(network: nn.Cell, path: str, config, build: Callable, wh
     --resume_yolo) also requires every other parameter to be present; without
     it (--pretrained_backbone) a file may cover only the first layers, and
     with it a checkpoint's anchors become the config's (apply_anchors). The
-    first layer takes input_centering as the weights were trained.
+    first layer takes input_centering as the weights were trained. Of a
+    checkpoint holding averaged weights (ema), those load.
     Returns (parameters loaded, parameters re-initialised); for a darknet file
     that fits exactly, (conv layers loaded, []).
     """
@@ -140,7 +150,7 @@ def load_for_finetuning(network: nn.Cell, path: str, config, build: Callable, wh
         load_darknet_weights(file_network, path, config.model_name, allow_prefix=False)
         ckpt = network_parameters(file_network)
     else:
-        ckpt = read_checkpoint(path)
+        ckpt = model_weights(read_checkpoint(path))
         if whole_model:
             apply_anchors(config, ckpt)
         apply_input_centering(config, ckpt)
@@ -192,7 +202,8 @@ def build_with_weights(config, path: Weights, build) -> nn.Cell:
     """`build(config)` a network and load a whole model into it from a .ckpt or darknet .weights file, or
     from named parameters (a dict, e.g. the network being trained).
 
-    A checkpoint written by train.py also sets num_classes, labels, coco_ids and the anchors (apply_training_info).
+    A checkpoint written by train.py also sets num_classes, labels, coco_ids and the anchors (apply_training_info);
+    of one holding averaged weights (`ema`), those are the model.
     """
     if isinstance(path, dict):
         network = build(config)
@@ -205,7 +216,7 @@ def build_with_weights(config, path: Weights, build) -> nn.Cell:
         network = build(config)
         load_darknet_weights(network, path, config.model_name, allow_prefix=False)
         return network
-    ckpt = read_checkpoint(path)
+    ckpt = model_weights(read_checkpoint(path))
     apply_training_info(config, ckpt)
     network = build(config)
     load_checkpoint_into(network, path, config.model_name, ckpt=ckpt)

@@ -25,7 +25,7 @@ ENV = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
 LAUNCHER = os.path.join(REPO, "scripts", "run_distribute_train_cpu.sh")
 FINETUNE_CFG = os.path.join(REPO, "configs", "yolov3_tiny_finetune.yaml")
 CHECKSUM = re.compile(r"saved \S+/(\d+-\d+_\d+\.ckpt), state checksum ([0-9a-f]{16})")
-OPTIMISER_STATE = {"tiny": ("adam_m", "adam_v"), "finetune": ("moments",)}
+OPTIMISER_STATE = {"tiny": ("adam_m", "adam_v"), "finetune": ("moments",)}  # the finetune recipe averages (ema.)
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +62,8 @@ def assert_identical_state(path, baseline_path, step, optimiser_state):
     tensors = [n for n, v in want.items() if isinstance(v, ms.Parameter)]
     assert len(tensors) > 50
     assert all(any(n.startswith(f"optimizer.{m}.") for n in tensors) for m in optimiser_state)
+    if optimiser_state == OPTIMISER_STATE["finetune"]:  # the fine-tuning recipe's averaged weights resume too
+        assert sum(n.startswith("ema.") for n in tensors) > 50
     assert set(tensors) == {n for n, v in got.items() if isinstance(v, ms.Parameter)}
     differing = [n for n in tensors if not np.array_equal(got[n].asnumpy(), want[n].asnumpy())]
     diff = max(float(np.abs(got[n].asnumpy().astype(np.float64) - want[n].asnumpy()).max()) for n in tensors)
@@ -176,6 +178,15 @@ def test_sigterm_then_resume(runs, recipe, tmp_path):
     resumed = train(*runs.args(recipe, out, "--resume", "True"))
     assert f"at global_step {saved[-1]}" in resumed.stdout
     assert_identical_state(os.path.join(out, "ckpt_0", "0-3_12.ckpt"), baseline, 12, OPTIMISER_STATE[recipe])
+
+
+def test_resuming_with_ema_a_run_without_it_is_a_clear_error(shapes16, tmp_path):
+    out = str(tmp_path / "run")
+    args = ["--config_path", TINY_CFG, "--data_dir", shapes16, "--training_shape", "64", "--per_batch_size", "2",
+            "--ckpt_path", out, "--num_parallel_workers", "1", "--max_epoch", "1"]
+    train(*args, "--ema", "False")
+    proc = train(*args, "--ema", "True", "--resume", "True", check=False)
+    assert_clean_error(proc, "has no averaged weights (ema.", "resume it with --ema False")
 
 
 def launch(cwd, port, *args, check=True):
