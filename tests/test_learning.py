@@ -36,12 +36,19 @@ def test_a_few_dozen_steps_learn_the_images(tmp_path, optimizer):
     data = CocoTrainSet(str(tmp_path / "annotations" / "instances_train2017.json"), str(tmp_path / "train2017"))
     network = build_network(cfg)
     lr = get_lr("cosine_annealing", 0.001, 1, STEPS, 5, [], 0.1, STEPS, 0.0)
-    step = make_train_step(YoloWithLoss.from_config(network, cfg), make_optimizer(network, cfg, lr), cfg.loss_scale)
+    loss = YoloWithLoss.from_config(network, cfg)
+    step = make_train_step(loss, make_optimizer(network, cfg, lr), cfg.loss_scale)
     step.set_train(True)
-    losses = []
+    losses, parts = [], []
     for i in range(STEPS):  # each step: both images, flipped or not (the only augmentation left on)
         losses.append(float(step(*[Tensor(a) for a in BatchSource(data, [0, 1], cfg, epoch=i)[0]])[0].asnumpy()))
-    assert np.mean(losses[-5:]) < 0.3 * np.mean(losses[:2]), losses
+        parts.append(loss.parts.asnumpy().copy())  # box, objectness, class
+    # Bounds with room for the CPU's rounding (over seeds: total 0.20-0.36 of its start, objectness + class
+    # 0.002-0.04). The box part is not bounded: at this size and step count the sizes are not learned yet
+    # (docs/training.md, "The learning test").
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:2]), losses
+    first, last = parts[0][1:].sum(), np.mean([p[1:].sum() for p in parts[-5:]])
+    assert last < 0.1 * first, (first, last)
 
     weights = str(tmp_path / "learned.ckpt")
     save_checkpoint(network_parameters(network), weights, training_info(cfg))  # as train.py saves it

@@ -152,6 +152,12 @@ def test_two_runs_of_the_same_command_are_bit_identical(runs, recipe, tmp_path):
     assert len(set(sums.values())) == 3  # the checksum follows the state
 
 
+def test_the_number_of_data_workers_does_not_change_the_weights(runs, tmp_path):
+    _, log = runs.run("tiny")
+    one_worker = train(*runs.args("tiny", str(tmp_path / "run"), "--num_parallel_workers", "1"))
+    assert checksums(one_worker.stdout) == checksums(log)
+
+
 @pytest.mark.parametrize("recipe", ["tiny", "finetune"])
 def test_sigkill_in_epoch_2_then_resume(runs, recipe, tmp_path):
     baseline, log = runs.run(recipe)
