@@ -30,26 +30,29 @@ import tempfile
 import time
 from typing import Callable, Dict, List, Optional
 
-import model_utils  # noqa: F401  first: sets the OpenMP spin count before cv2 and MindSpore load it
+from src.cpu.process import set_up_process
+
+set_up_process()  # first: OpenMP reads its spin count when cv2 or MindSpore loads it
 import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn
 
 from model_utils.config import ROOT, load_config
 from model_utils.device_adapter import setup_device
-from src import cpu_kernels, onednn
-from src.checkpoint import network_parameters, save_checkpoint
-from src.dataset import BatchSource, CocoTrainSet, create_train_dataset
-from src.detector import build_detection_model, check_input_size
+from src.cpu import cpu_kernels
+from src.cpu import onednn
+from src.data.dataset import BatchSource, CocoTrainSet, create_train_dataset
+from src.data.synthetic import make_dataset
+from src.data.targets import build_targets
+from src.engine.detector import build_detection_model, check_input_size
+from src.engine.loss import YoloWithLoss
+from src.engine.train_step import make_optimizer, make_train_step
 from src.errors import ArgumentParser, UserError, run_cli
-from src.export import export_graph
 from src.fileio import write_json
-from src.layers import use_cpu_inference_kernels, use_cpu_training_kernels
-from src.loss import YoloWithLoss
-from src.synthetic import make_dataset
-from src.targets import build_targets
-from src.train_step import make_optimizer, make_train_step
-from src.yolo import build_network
+from src.formats.checkpoint import network_parameters, save_checkpoint
+from src.formats.export import export_graph
+from src.models.layers import use_cpu_inference_kernels, use_cpu_training_kernels
+from src.models.yolo import build_network
 
 SHARED_COCO = os.path.join(os.path.dirname(ROOT), "shared", "data", "coco_tiny")
 

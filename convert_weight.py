@@ -5,11 +5,11 @@ DarkNet-53 backbone) converts the layers it covers; the checkpoint then holds
 only those layers' parameters, for --pretrained_backbone.
 """
 from model_utils.config import load_config
-from src.checkpoint import network_parameters, save_checkpoint
-from src.darknet_weights import load_darknet_weights
 from src.errors import UserError, run_cli
+from src.formats.checkpoint import network_parameters, save_checkpoint
+from src.formats.darknet_weights import load_darknet_weights
 from src.logger import get_logger
-from src.yolo import build_network
+from src.models.yolo import build_network
 
 
 def main() -> None:

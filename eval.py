@@ -2,13 +2,15 @@
 import os
 from typing import Optional, Tuple
 
-import model_utils  # noqa: F401  first: sets the OpenMP spin count before cv2 and MindSpore load it
+from src.cpu.process import set_up_process
+
+set_up_process()  # first: OpenMP reads its spin count when cv2 or MindSpore loads it
 
 from model_utils.config import load_config
 from model_utils.device_adapter import init_distributed, setup_device
 from model_utils.moxing_adapter import run_with_modelarts
+from src.engine.evaluation import evaluate_model
 from src.errors import UserError, run_cli
-from src.evaluation import evaluate_model
 from src.logger import get_logger
 
 

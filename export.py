@@ -5,16 +5,18 @@ The graph takes a float32 RGB NCHW batch in [0, 1] and returns one tensor
 (y, x, anchor), columns cx, cy, w, h in input pixels, objectness, class
 probabilities.
 """
-import model_utils  # noqa: F401  first: sets the OpenMP spin count before cv2 and MindSpore load it
+from src.cpu.process import set_up_process
+
+set_up_process()  # first: OpenMP reads its spin count when cv2 or MindSpore loads it
 import numpy as np
 import mindspore as ms
 
 from model_utils.config import load_config
 from model_utils.device_adapter import setup_device
 from model_utils.moxing_adapter import run_with_modelarts
-from src.detector import build_detection_model, check_input_size
+from src.engine.detector import build_detection_model, check_input_size
 from src.errors import UserError, run_cli
-from src.export import export_graph
+from src.formats.export import export_graph
 from src.logger import get_logger
 
 

@@ -5,8 +5,8 @@ from mindspore import nn
 
 from model_utils.config import ROOT, load_config
 from src.errors import UserError
-from src.yolo import MODELS, build_network
-from src.yolo_head import DetectionModel, YoloDecode
+from src.models.yolo import MODELS, build_network
+from src.models.yolo_head import DetectionModel, YoloDecode
 
 
 def _as_option(value) -> str:

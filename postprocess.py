@@ -21,10 +21,10 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from model_utils.config import load_config
-from src.checkpoint import apply_training_info, read_checkpoint
-from src.coco import coco_result, evaluate, label_to_category, load_coco, model_categories
+from src.data.coco import coco_result, evaluate, label_to_category, load_coco, model_categories
 from src.errors import UserError, run_cli
 from src.fileio import write_json, write_text
+from src.formats.checkpoint import apply_training_info, read_checkpoint
 from src.logger import get_logger
 
 RESULT_SUFFIX = ".txt"

@@ -11,18 +11,20 @@ import os
 import sys
 from typing import List
 
-import model_utils  # noqa: F401  first: sets the OpenMP spin count before cv2 and MindSpore load it
+from src.cpu.process import set_up_process
+
+set_up_process()  # first: OpenMP reads its spin count when cv2 or MindSpore loads it
 import cv2
 from tqdm import tqdm
 
 from model_utils.config import ROOT, load_config
 from model_utils.device_adapter import setup_device
-from src.detector import Detections, Detector
+from src.engine.detector import Detections, Detector
+from src.engine.visualize import draw_detections
 from src.errors import UserError, run_cli
 from src.fileio import atomic_path, temp_path_beside, write_json
+from src.formats.pretrained import tiny_checkpoint
 from src.logger import get_logger
-from src.pretrained import tiny_checkpoint
-from src.visualize import draw_detections
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")

@@ -14,7 +14,9 @@ import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
-import model_utils  # noqa: F401  first: sets the OpenMP spin count before cv2 and MindSpore load it
+from src.cpu.process import set_up_process
+
+set_up_process()  # first: OpenMP reads its spin count when cv2 or MindSpore loads it
 import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn
@@ -23,22 +25,22 @@ from tqdm import tqdm
 from model_utils.config import load_config
 from model_utils.device_adapter import all_reduce_sum, init_distributed, setup_device
 from model_utils.moxing_adapter import run_with_modelarts
-from src.anchors import fit_to_training_set
-from src.checkpoint import (EMA_PREFIX, head_parameter_names, load_checkpoint_into, load_for_finetuning,
-                            network_parameters, read_checkpoint, save_checkpoint, state_checksum, training_info)
-from src.coco import label_to_category, model_categories
-from src.dataset import CocoTrainSet, RunSource, create_train_dataset
-from src.ema import WeightAverage
+from src.data.anchors import fit_to_training_set
+from src.formats.checkpoint import (EMA_PREFIX, head_parameter_names, load_checkpoint_into, load_for_finetuning,
+                                    network_parameters, read_checkpoint, save_checkpoint, state_checksum, training_info)
+from src.data.coco import label_to_category, model_categories
+from src.data.dataset import CocoTrainSet, RunSource, create_train_dataset
+from src.data.sampler import DistributedSampler
+from src.engine.ema import WeightAverage
+from src.engine.evaluation import check_categories, evaluate_model
+from src.engine.guard import RunGuard
+from src.engine.loss import YoloWithLoss
+from src.engine.lr_scheduler import get_lr
+from src.engine.train_step import OPTIMIZER_STATE, make_optimizer, make_train_step
 from src.errors import UserError, run_cli
-from src.evaluation import check_categories, evaluate_model
-from src.guard import RunGuard
-from src.layers import use_cpu_training_kernels
 from src.logger import get_logger
-from src.loss import YoloWithLoss
-from src.lr_scheduler import get_lr
-from src.sampler import DistributedSampler
-from src.train_step import OPTIMIZER_STATE, make_optimizer, make_train_step
-from src.yolo import build_network
+from src.models.layers import use_cpu_training_kernels
+from src.models.yolo import build_network
 
 CKPT_NAME = re.compile(r"^(\d+)-(\d+)_(\d+)\.ckpt$")
 
@@ -217,7 +219,7 @@ class Trainer:
                                                           max(self.data.cat_ids) + 1 + cfg.num_classes - n))
 
     def _fit_anchors(self, ann: str) -> None:
-        """auto_anchor: train with anchors fitted to the training boxes (src.anchors), unless the anchors are given
+        """auto_anchor: train with anchors fitted to the training boxes (src.data.anchors), unless the anchors are given
         on the command line or come with --resume_yolo's model. Seeded: a resumed run fits the same ones."""
         cfg = self.cfg
         if cfg.resume_yolo or cfg.on_command_line("anchor_scales"):
@@ -465,7 +467,7 @@ class Trainer:
                     desc=f"epoch {epoch}", leave=False, disable=not (sys.stderr.isatty() and self.main_rank))
 
     def log_metrics(self, **values) -> None:
-        """One JSON line per log interval in CKPT_PATH/metrics_rankN.jsonl (for `python -m src.plots`)."""
+        """One JSON line per log interval in CKPT_PATH/metrics_rankN.jsonl (for `python -m src.engine.plots`)."""
         with open(os.path.join(self.cfg.ckpt_path, f"metrics_rank{self.cfg.rank}.jsonl"), "a",
                   encoding="utf-8") as f:
             f.write(json.dumps(values) + "\n")

@@ -28,11 +28,11 @@ sys.path.insert(0, os.path.dirname(INFER_DIR))
 from model_utils.config import load_config  # noqa: E402
 from model_utils.device_adapter import setup_device  # noqa: E402
 from onnx_for_opencv import lower_file  # noqa: E402
-from src.detector import Detector, build_detection_model, check_input_size  # noqa: E402
+from src.data.transforms import preprocess  # noqa: E402
+from src.engine.detector import Detector, build_detection_model, check_input_size  # noqa: E402
 from src.errors import ArgumentParser, UserError, run_cli  # noqa: E402
-from src.export import export_graph  # noqa: E402
 from src.fileio import write_json  # noqa: E402
-from src.transforms import preprocess  # noqa: E402
+from src.formats.export import export_graph  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # those the app reads
 

@@ -23,7 +23,7 @@ else
   read -r -a HOST_IDS <<< "$( { hostname -I 2>/dev/null; ip -o addr show 2>/dev/null | awk '{sub(/\/.*/, "", $4); print $4}'; } \
     | tr ' ' '\n' | sort -u | tr '\n' ' ')"
 fi
-TABLE=$(PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m src.rank_table "$RANK_TABLE_FILE" "${HOST_IDS[@]}" 2>&1) \
+TABLE=$(PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m model_utils.rank_table "$RANK_TABLE_FILE" "${HOST_IDS[@]}" 2>&1) \
   || die "${TABLE#error: }"
 RANK_SIZE=$(head -n 1 <<< "$TABLE")
 mapfile -t DEVICES < <(tail -n +2 <<< "$TABLE")

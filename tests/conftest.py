@@ -1,7 +1,7 @@
 """Shared fixtures: paths to ../shared, darknet's weights and cfgs, the darknet reference, and script runners.
 
 Without ../shared the darknet parity tests still run: yolov3-tiny's weights come as the demo gets them
-(src/pretrained.py, cached), the cfgs and the reference runner are in tests/darknet/, and the reference
+(src/formats/pretrained.py, cached), the cfgs and the reference runner are in tests/darknet/, and the reference
 environment is created on first use in the project cache. Only what needs the COCO subset skips.
 """
 import hashlib
@@ -24,6 +24,9 @@ OPENCV_REFERENCE = os.path.join(DARKNET_CFGS, "opencv_reference.py")
 SAMPLES = os.path.join(REPO, "samples")
 REF_REQUIREMENTS = ["opencv-python-headless<5", "numpy"]
 sys.path.insert(0, REPO)
+from src.cpu.process import set_up_process  # noqa: E402
+
+set_up_process()  # as every entry point does
 
 
 def _need(what: str, ok: bool):
@@ -45,7 +48,7 @@ def tiny_weights_file() -> str:
     if os.path.isfile(os.path.join(DARKNET, "yolov3-tiny.weights")):
         return os.path.join(DARKNET, "yolov3-tiny.weights")
     from src.errors import UserError
-    from src.pretrained import tiny_weights
+    from src.formats.pretrained import tiny_weights
     lines = []
     try:
         return tiny_weights(log=lines.append)
@@ -137,7 +140,7 @@ def tiny_ckpt(shared, tmp_path_factory):
 def sample_blob(tmp_path_factory):
     """One of samples/ as a stretched 416x416 RGB NCHW blob in [0, 1]."""
     import cv2
-    from src.transforms import preprocess
+    from src.data.transforms import preprocess
     name = sorted(f for f in os.listdir(SAMPLES) if f.endswith(".jpg"))[0]
     chw, _ = preprocess(cv2.imread(os.path.join(SAMPLES, name)), 416, use_letterbox=False)
     path = str(tmp_path_factory.mktemp("blob") / "blob.npy")
@@ -158,8 +161,8 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def shapes_set(tmp_path_factory, num_train: int, num_val: int, size: int, min_size: int, max_size: int) -> str:
-    """A small src.synthetic data set in a fresh temporary folder."""
-    from src.synthetic import make_dataset
+    """A small src.data.synthetic data set in a fresh temporary folder."""
+    from src.data.synthetic import make_dataset
     root = tmp_path_factory.mktemp(f"shapes{num_train}_{size}")
     make_dataset(str(root), num_train, num_val, size=size, min_size=min_size, max_size=max_size)
     return str(root)

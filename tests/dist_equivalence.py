@@ -8,18 +8,20 @@ BN layers use their running statistics, so that the only difference between
 import os
 import sys
 
-import numpy as np
-import mindspore as ms
-from mindspore import nn
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from src.cpu.process import set_up_process  # noqa: E402
+
+set_up_process()
+import numpy as np  # noqa: E402
+import mindspore as ms  # noqa: E402
+from mindspore import nn  # noqa: E402
 from model_utils.config import load_config  # noqa: E402
 from model_utils.device_adapter import init_distributed, setup_device  # noqa: E402
-from src.dataset import BatchSource, CocoTrainSet  # noqa: E402
-from src.loss import YoloWithLoss  # noqa: E402
-from src.sampler import DistributedSampler  # noqa: E402
-from src.train_step import make_train_step  # noqa: E402
-from src.yolo import build_network  # noqa: E402
+from src.data.dataset import BatchSource, CocoTrainSet  # noqa: E402
+from src.data.sampler import DistributedSampler  # noqa: E402
+from src.engine.loss import YoloWithLoss  # noqa: E402
+from src.engine.train_step import make_train_step  # noqa: E402
+from src.models.yolo import build_network  # noqa: E402
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Small 3-class COCO-format sets whose category ids are not 1..3, in two styles, for fine-tuning tests and
 the measurement in the README ("Train on your own data"):
 
-- "shapes": src/synthetic.py's circles, squares and triangles on textured noise (28-120 px), with ids
+- "shapes": src/data/synthetic.py's circles, squares and triangles on textured noise (28-120 px), with ids
   remapped to 7, 12, 40 and the categories listed in another order;
 - "signs": a generator of its own: rings, crosses and diamonds, outlined or filled, on smooth gradients
   with stripes, mostly small (14-56 px), ids 40, 7, 12 (another class order), images 256x384.
@@ -19,15 +19,15 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from src.data.synthetic import make_dataset  # noqa: E402
 from src.fileio import write_json  # noqa: E402
-from src.synthetic import make_dataset  # noqa: E402
 
 SHAPE_IDS = {1: 7, 2: 12, 3: 40}
 SIGN_CATEGORIES = [(40, "ring"), (7, "cross"), (12, "diamond")]
 
 
 def remap_shapes(root: str, num_train: int, num_val: int, seed: int = 0) -> None:
-    """src/synthetic.py's set with category ids 7, 12, 40, categories listed in reverse order."""
+    """src/data/synthetic.py's set with category ids 7, 12, 40, categories listed in reverse order."""
     make_dataset(root, num_train, num_val, size=320, seed=seed)
     for split in ("train2017", "val2017"):
         path = os.path.join(root, "annotations", f"instances_{split}.json")

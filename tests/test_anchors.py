@@ -1,4 +1,4 @@
-"""src.anchors: k-means (1 - IoU) recovers planted box clusters and reports the current anchors' fit."""
+"""src.data.anchors: k-means (1 - IoU) recovers planted box clusters and reports the current anchors' fit."""
 import json
 import re
 import shlex
@@ -38,7 +38,7 @@ def iou_wh(a, b):
 
 
 def anchors_cli(*args):
-    return run_script(sys.executable, "-m", "src.anchors", *args)
+    return run_script(sys.executable, "-m", "src.data.anchors", *args)
 
 
 def test_recovers_planted_clusters(tmp_path):
@@ -82,7 +82,7 @@ def test_seeded_and_stretch_and_new_mask(tmp_path):
 
 
 def test_boxes_scaled_as_the_network_input(tmp_path):
-    from src.anchors import training_box_sizes
+    from src.data.anchors import training_box_sizes
     ann = tmp_path / "train.json"
     sizes = write_planted(ann)
     np.testing.assert_allclose(training_box_sizes(str(ann), 320, True), sizes)
@@ -91,7 +91,7 @@ def test_boxes_scaled_as_the_network_input(tmp_path):
 
 
 def test_errors_are_one_line(tmp_path):
-    proc = run_script(sys.executable, "-m", "src.anchors", "--data_dir", str(tmp_path), check=False)
+    proc = run_script(sys.executable, "-m", "src.data.anchors", "--data_dir", str(tmp_path), check=False)
     assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0
     assert "annotation file not found" in proc.stderr
     ann = tmp_path / "few.json"
@@ -99,5 +99,5 @@ def test_errors_are_one_line(tmp_path):
                                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 9, 9],
                                                 "iscrowd": 0}],
                                "categories": [{"id": 1, "name": "a"}]}))
-    proc = run_script(sys.executable, "-m", "src.anchors", "--ann_file", str(ann), check=False)
+    proc = run_script(sys.executable, "-m", "src.data.anchors", "--ann_file", str(ann), check=False)
     assert proc.returncode != 0 and "1 distinct box sizes are too few for 9 anchors" in proc.stderr

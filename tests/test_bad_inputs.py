@@ -19,7 +19,7 @@ def digest(folder):
 
 @pytest.fixture
 def shapes(tmp_path):
-    from src.synthetic import make_dataset
+    from src.data.synthetic import make_dataset
     make_dataset(str(tmp_path / "data"), 4, 0, size=64, min_size=16, max_size=30)
     return tmp_path / "data"
 

@@ -8,7 +8,7 @@ KEYS = {"ms_infer_b1_ms", "ort_infer_b1_ms", "ms_infer_b8_ips", "ort_infer_b8_ip
 
 
 def test_benchmark_writes_all_keys(tmp_path):
-    from src.synthetic import make_dataset
+    from src.data.synthetic import make_dataset
     make_dataset(str(tmp_path / "data"), 16, 8, size=128, min_size=20, max_size=40)
     out = tmp_path / "bench.json"
     proc = run_script("benchmark.py", "--config_path", TINY_CFG, "--shape", "128", "--repeats", "1",
@@ -34,7 +34,7 @@ def test_gflops_match_darknet(tmp_path):
     """The conv FLOP count of the exported graph is darknet's own figure for yolov3-tiny at 416 (5.56 BFLOPs)."""
     import benchmark
     from model_utils.config import load_config
-    from src.detector import build_detection_model
+    from src.engine.detector import build_detection_model
     path = benchmark.export_onnx(build_detection_model(load_config(["--config_path", TINY_CFG]), None), 416, 1,
                                  str(tmp_path))
     assert abs(benchmark.conv_gflops(path) - 5.56) < 0.01

@@ -1,4 +1,4 @@
-"""A file's categories meet the model's labels by name first (src.coco.label_to_category), in eval.py, eval
+"""A file's categories meet the model's labels by name first (src.data.coco.label_to_category), in eval.py, eval
 during training and postprocess.py: coco_tiny val2017 renumbered as other tools number it scores exactly as
 with COCO's ids, and the ids that point at another class are logged once."""
 import json
@@ -182,7 +182,7 @@ def test_label_to_category_rules(tmp_path):
     """Name first (darknet's VOC-style names are COCO's), id where the name is unknown, a placeholder parent
     left out, and two categories on one label an error."""
     from model_utils.config import load_config
-    from src.coco import label_to_category, load_coco
+    from src.data.coco import label_to_category, load_coco
     from src.errors import UserError
     config = load_config(["--config_path", TINY_CFG])
     ids, names = [int(i) for i in config.coco_ids], list(config.labels)
@@ -208,7 +208,7 @@ def test_label_to_category_rules(tmp_path):
 def test_placeholder_is_a_parent_without_boxes(tmp_path):
     """Left out: a category without boxes named as another's supercategory. Kept: one that is only its own
     supercategory (COCO's 'person'), a parent with boxes, a category without boxes that groups nothing."""
-    from src.coco import category_ids, load_coco
+    from src.data.coco import category_ids, load_coco
     categories = [{"id": 0, "name": "my-set", "supercategory": "none"},
                   {"id": 1, "name": "person", "supercategory": "person"},
                   {"id": 2, "name": "vehicle", "supercategory": "my-set"},
@@ -247,7 +247,7 @@ def test_ultralytics_layout_of_coco_scores_as_coco(tiny_ckpt, tmp_path):
     names = names_of(VAL_ANN)
     (root / "coco8like.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames:\n" + "".join(
         f"  {k}: {names[c]}\n" for k, c in enumerate(coco_order())))
-    run_script(sys.executable, "-m", "src.convert_labels", "--data", str(root / "coco8like.yaml"),
+    run_script(sys.executable, "-m", "src.data.convert_labels", "--data", str(root / "coco8like.yaml"),
                "--output_dir", str(tmp_path / "data"))
     converted = str(tmp_path / "data" / "annotations" / "instances_val2017.json")
     proc, stats, _ = run_eval(tiny_ckpt, converted, tmp_path / "eval")

@@ -44,7 +44,7 @@ def test_backbone_prefix_converts_covered_layers(shared, tmp_path):
     """A file ending at a layer boundary (like darknet53.conv.74) converts just those layers."""
     sys.path.insert(0, REPO)
     from model_utils.config import load_config
-    from src.yolo import build_network
+    from src.models.yolo import build_network
     net = build_network(load_config(["--config_path", TINY_CFG]))
     floats = sum(int(np.prod(c.weight.shape)) + 4 * c.weight.shape[0] for c, _ in net.darknet_layers()[:7])
     data = open(os.path.join(DARKNET, "yolov3-tiny.weights"), "rb").read()

@@ -1,4 +1,4 @@
-"""src.coco.evaluate (faster-coco-eval) against pycocotools' COCOeval, the original, on the converted darknet
+"""src.data.coco.evaluate (faster-coco-eval) against pycocotools' COCOeval, the original, on the converted darknet
 yolov3-tiny's detections on coco_tiny val2017: the same stats, precision, recall and per-class table."""
 import contextlib
 import io
@@ -23,7 +23,7 @@ def detections(tiny_ckpt, tmp_path_factory):
 
 def pycocotools_eval(results):
     from pycocotools.cocoeval import COCOeval
-    from src.coco import load_coco
+    from src.data.coco import load_coco
     coco = load_coco(VAL_ANN)
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator = COCOeval(coco, coco.loadRes(results), "bbox")
@@ -37,7 +37,7 @@ def test_scores_as_pycocotools(detections):
     """pycocotools divides tp / (tp + fp + eps): one true positive alone gives 1 - 2**-52 where faster-coco-eval
     gives 1.0. That one-ulp difference is the only one in the precision array; recall and scores are equal, every
     stat is within 1e-15 and the per-class table is the same text."""
-    from src.coco import STAT_KEYS, evaluate, load_coco, per_class_stats, per_class_table
+    from src.data.coco import STAT_KEYS, evaluate, load_coco, per_class_stats, per_class_table
     coco = load_coco(VAL_ANN)
     stats, summary, fast = evaluate(coco, json.loads(json.dumps(detections)))
     ref_coco, ref = pycocotools_eval(json.loads(json.dumps(detections)))
@@ -59,7 +59,7 @@ def test_scores_as_pycocotools(detections):
 def test_evaluate_leaves_out_placeholder_categories(detections, tmp_path):
     """A Roboflow-style parent category (no boxes, the supercategory of the others) is not scored: the same stats,
     and no row for it."""
-    from src.coco import evaluate, load_coco
+    from src.data.coco import evaluate, load_coco
     ann = json.loads(open(VAL_ANN).read())
     ann["categories"] = [{"id": 0, "name": "coco-tiny", "supercategory": "none"}] + \
         [dict(c, supercategory="coco-tiny") for c in ann["categories"]]

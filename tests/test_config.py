@@ -1,6 +1,8 @@
 """The config loader: defaults, per-model overrides, command-line values and their errors."""
 import ast
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -70,7 +72,7 @@ def test_every_boolean_key_takes_true_false_and_1_0(key, tmp_path):
 
 
 def test_model_names_come_from_the_registry():
-    from src.yolo import MODELS
+    from src.models.yolo import MODELS
     assert load_config(["--model_name", "yolov3_tiny"]).model_name == "yolov3_tiny"
     with pytest.raises(UserError, match=", ".join(MODELS)):
         load_config(["--model_name", "yolov9"])
@@ -78,14 +80,38 @@ def test_model_names_come_from_the_registry():
 
 @pytest.mark.parametrize("script", ["train.py", "eval.py", "predict.py", "export.py", "benchmark.py"])
 def test_scripts_set_the_openmp_spin_count_before_mindspore_loads_openmp(script):
-    """libgomp reads GOMP_SPINCOUNT once, when `import mindspore` (or cv2) loads it: model_utils, which sets it,
-    must come first (a training step here took 1.2 s instead of 1.0 s beside another process without it)."""
+    """libgomp reads GOMP_SPINCOUNT once, when `import mindspore` (or cv2) loads it: set_up_process, which sets it,
+    must run before anything that may load them (a training step here took 1.2 s instead of 1.0 s beside another
+    process without it)."""
     tree = ast.parse(open(os.path.join(REPO, script)).read())
-    names = [node.names[0].name if isinstance(node, ast.Import) else node.module for node in tree.body
-             if isinstance(node, (ast.Import, ast.ImportFrom))]
-    # the package's own modules load MindSpore too; importing model_utils.x runs model_utils first
-    loaders = [name.split(".")[0] for name in names if name.split(".")[0] in ("mindspore", "cv2", "src", "model_utils")]
-    assert loaders[0] == "model_utils", names
+    statements = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            statements.append(node.names[0].name)
+        elif isinstance(node, ast.ImportFrom):
+            statements.append(node.module)
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+            statements.append(f"{ast.unparse(node.value.func)}()")
+    loaders = [s for s in statements if s.split(".")[0] in ("mindspore", "cv2", "src", "model_utils", "numpy")
+               or s.endswith("()")]
+    assert loaders[:2] == ["src.cpu.process", "set_up_process()"], statements
+
+
+def test_importing_the_package_changes_nothing_in_the_process():
+    """Imports have no side effects: the OpenMP spin count and the oneDNN cap come from set_up_process only."""
+    code = ("import os, model_utils.config, src.models.yolo, src.engine.detector, src.engine.train_step; "
+            "from src.cpu import onednn; lib = onednn._mindspore_dnnl(); "
+"print(os.environ.get('GOMP_SPINCOUNT'), "
+            "onednn.isa_name(lib.dnnl_get_effective_cpu_isa()) if lib else 'none')")
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    spin, isa = out.stdout.split()[-2:]
+    assert spin == "None"
+    with open("/proc/cpuinfo") as f:
+        avx512 = "avx512f" in f.read().split()
+    assert isa == "none" or (isa != "AVX2") == avx512, isa
 
 
 CONFIGS = os.path.join(REPO, "configs")

@@ -1,4 +1,4 @@
-"""src.convert_labels: VOC XML and YOLO txt written here come back as the same COCO boxes; bad files are
+"""src.data.convert_labels: VOC XML and YOLO txt written here come back as the same COCO boxes; bad files are
 one-line errors naming the file, with nothing written."""
 import json
 import os
@@ -21,7 +21,7 @@ YOLO_CLASSES = ["dog", "cat", "bird"]  # deliberately not sorted: ids must follo
 
 
 def convert(*args: str, check: bool = True):
-    return run_script(sys.executable, "-m", "src.convert_labels", *args, check=check)
+    return run_script(sys.executable, "-m", "src.data.convert_labels", *args, check=check)
 
 
 def write_images(folder):
@@ -125,7 +125,7 @@ def test_yolo_round_trip(tmp_path):
     coco, got = load_split(out)
     assert [(c["id"], c["name"]) for c in coco["categories"]] == [(1, "dog"), (2, "cat"), (3, "bird")]
     assert_round_trip(got)
-    from src.dataset import CocoTrainSet
+    from src.data.dataset import CocoTrainSet
     data = CocoTrainSet(str(out / "annotations" / "instances_train2017.json"), str(out / "train2017"))
     assert data.names == YOLO_CLASSES and len(data) == 2 and data.load(0) is not None
 

@@ -12,9 +12,9 @@ import pytest
 
 from conftest import COCO_TINY, REPO, TINY_CFG, _need, run_script
 from postprocess import read_result_file
-from src.detector import clip_to_image
-from src.nms import nms, select_detections
-from src.transforms import boxes_to_image, letterbox, preprocess, stretch
+from src.data.transforms import boxes_to_image, letterbox, preprocess, stretch
+from src.engine.detector import clip_to_image
+from src.engine.nms import nms, select_detections
 
 INFER_DIR = os.path.join(REPO, "ascend310_infer")
 RUN_INFER = os.path.join(REPO, "scripts", "run_infer_cpp.sh")
@@ -392,7 +392,7 @@ def test_postprocess_maps_labels_as_the_exported_checkpoint_does(tmp_path):
     """A model of three categories (ids 40, 7, 12 in label order, as train.py saved them) on an annotation file
     holding two of them: each label goes to its category by id; with COCO's default ids the file cannot map."""
     import mindspore as ms
-    from src.checkpoint import save_checkpoint
+    from src.formats.checkpoint import save_checkpoint
     from src.fileio import write_json
     cats = [{"id": 7, "name": "kite"}, {"id": 12, "name": "sign"}]
     write_json(str(tmp_path / "ann.json"), {

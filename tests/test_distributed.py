@@ -25,7 +25,7 @@ def msrun(args, cwd, log_dir="msrun_logs", port="8131"):
 
 @pytest.fixture(scope="module")
 def shapes64(tmp_path_factory):
-    from src.synthetic import make_dataset
+    from src.data.synthetic import make_dataset
     root = tmp_path_factory.mktemp("shapes64")
     make_dataset(str(root), 64, 8, size=320)
     return str(root)

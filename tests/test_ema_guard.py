@@ -19,16 +19,16 @@ def tiny(*args):
 
 
 def test_decay_ramps_up_to_ema_decay():
-    from src.ema import ema_decay_at
+    from src.engine.ema import ema_decay_at
     assert ema_decay_at(1, 0.9999) == pytest.approx(2 / 11)
     assert ema_decay_at(90, 0.9999) == pytest.approx(0.91)
     assert ema_decay_at(10 ** 6, 0.9999) == 0.9999
 
 
 def test_averages_follow_the_weights_by_the_decay():
-    from src.checkpoint import network_parameters
-    from src.ema import WeightAverage
-    from src.yolo import build_network
+    from src.formats.checkpoint import network_parameters
+    from src.engine.ema import WeightAverage
+    from src.models.yolo import build_network
     network = build_network(tiny())
     ema = WeightAverage(network, 0.9999)
     params = network_parameters(network)
@@ -50,8 +50,8 @@ def test_averages_follow_the_weights_by_the_decay():
 def test_readers_take_the_averaged_weights(tmp_path):
     """eval.py, predict.py and export.py (build_with_weights) and fine-tuning (load_for_finetuning) read a
     checkpoint's averages as the model; --resume reads the raw weights (test_resume.py)."""
-    from src.checkpoint import build_with_weights, load_for_finetuning, network_parameters, save_checkpoint
-    from src.yolo import build_network
+    from src.formats.checkpoint import build_with_weights, load_for_finetuning, network_parameters, save_checkpoint
+    from src.models.yolo import build_network
     network = build_network(tiny())
     raw = network_parameters(network)
     averaged = {f"ema.{n}": ms.Parameter(ms.Tensor(p.asnumpy() + 1, p.dtype), name=f"ema.{n}") for n, p in raw.items()}
@@ -67,7 +67,7 @@ def test_readers_take_the_averaged_weights(tmp_path):
 
 
 def test_guard_warns_once_when_val_ap_falls_below_half_its_start():
-    from src.guard import RunGuard
+    from src.engine.guard import RunGuard
     records = []
     logger = logging.getLogger("guard-test")
     logger.addHandler(type("H", (logging.Handler,), {"emit": lambda self, r: records.append(r.getMessage())})())
@@ -164,7 +164,7 @@ def test_finetune_check_judges_by_the_issue_criteria_and_scores_the_raw_weights_
     assert judge(start, {"train": {"AP": 0.31}, "val": {"AP": 0.051}})["passed"]
     assert not judge(start, {"train": {"AP": 0.29}, "val": {"AP": 0.1}})["passed"]
     assert not judge(start, {"train": {"AP": 0.4}, "val": {"AP": 0.049}})["passed"]
-    from src.checkpoint import save_checkpoint
+    from src.formats.checkpoint import save_checkpoint
     w = ms.Parameter(ms.Tensor(np.ones(3, np.float32)), name="w")
     averaged = ms.Parameter(ms.Tensor(np.zeros(3, np.float32)), name="ema.w")
     moments = ms.Parameter(ms.Tensor(np.zeros(3, np.float32)), name="optimizer.moments.w")

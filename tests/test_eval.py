@@ -71,7 +71,7 @@ def subset_annotations(path, cat_ids):
 def test_subset_of_categories_scores_as_the_reference_and_per_class_table(tiny_ckpt, ref_python, tmp_path):
     """A COCO model on a file of four COCO categories: labels go to the file's categories by the model's
     ids (converted darknet weights: COCO's), whatever the file's order; per-class APs average to AP."""
-    from src.coco import evaluate, load_coco
+    from src.data.coco import evaluate, load_coco
     ann_file = subset_annotations(tmp_path / "subset.json", SUBSET)
     out = tmp_path / "eval"
     proc = run_script("eval.py", "--config_path", TINY_CFG, "--pretrained", tiny_ckpt, "--ann_file", ann_file,
@@ -121,7 +121,7 @@ def test_category_the_model_cannot_map_is_an_error(tiny_ckpt, tmp_path):
 
 
 def test_labels_map_by_name_then_by_id(tmp_path):
-    from src.coco import label_to_category, load_coco
+    from src.data.coco import label_to_category, load_coco
     from src.errors import UserError
     (tmp_path / "a.json").write_text(json.dumps({"images": [], "annotations": [], "categories": [
         {"id": 40, "name": "Triangle"}, {"id": 7, "name": "circle"}, {"id": 12, "name": "square"}]}))

@@ -22,8 +22,8 @@ def test_coco_weights_load_into_a_3_class_model(tiny_ckpt, source, whole_model):
     """Everything but the heads' output convs comes from the file; those keep a new model's initialisation
     (the bias priors), as a 3-class model built without weights has them."""
     import mindspore as ms
-    from src.checkpoint import load_for_finetuning, network_parameters
-    from src.yolo import build_network
+    from src.formats.checkpoint import load_for_finetuning, network_parameters
+    from src.models.yolo import build_network
     config = tiny_config("--num_classes", "3")
     ms.set_seed(5)
     fresh = {n: p.asnumpy() for n, p in network_parameters(build_network(config)).items()}
@@ -46,8 +46,8 @@ def test_coco_weights_load_into_a_3_class_model(tiny_ckpt, source, whole_model):
 def test_new_heads_take_head_init_std(tiny_ckpt):
     import logging
     import mindspore as ms
-    from src.checkpoint import network_parameters
-    from src.yolo import build_network
+    from src.formats.checkpoint import network_parameters
+    from src.models.yolo import build_network
     from train import load_initial_weights
     config = tiny_config("--num_classes", "3", "--resume_yolo", tiny_ckpt, "--head_init_std", "0.01")
     network = build_network(config)
@@ -63,7 +63,7 @@ def test_new_heads_take_head_init_std(tiny_ckpt):
 
 def test_another_architecture_is_an_error(tiny_ckpt, tmp_path):
     from test_train import train_args
-    from src.synthetic import make_dataset
+    from src.data.synthetic import make_dataset
     make_dataset(str(tmp_path / "data"), 4, 0, size=96, min_size=20, max_size=40)
     for cfg, path, message in [(MBV2_CFG, tiny_ckpt, "does not fit yolov3_mobilenetv2"),
                                (MBV2_CFG, os.path.join(DARKNET, "yolov3-tiny.weights"), "has no darknet counterpart"),
@@ -80,7 +80,7 @@ def test_eval_during_training_keeps_the_best_checkpoint(tiny_ckpt, tmp_path):
     """Fine-tune the COCO model on 16 coco_tiny training images with eval on val2017 after each epoch:
     best.ckpt holds the best epoch and its AP, which eval.py on best.ckpt reproduces."""
     import mindspore as ms
-    from src.plots import training_curves
+    from src.engine.plots import training_curves
     ann = json.loads(open(os.path.join(COCO_TINY, "annotations", "instances_train2017.json")).read())
     ann["images"] = ann["images"][:16]
     keep = {im["id"] for im in ann["images"]}
@@ -138,7 +138,7 @@ def test_val_categories_checked_before_training(shapes_3, tmp_path):
 
 @pytest.fixture(scope="module")
 def shapes_3(tmp_path_factory):
-    from src.synthetic import make_dataset
+    from src.data.synthetic import make_dataset
     root = tmp_path_factory.mktemp("shapes3")
     make_dataset(str(root), 4, 2, size=96, min_size=20, max_size=40)
     return str(root)

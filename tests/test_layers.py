@@ -7,9 +7,9 @@ import mindspore as ms
 import pytest
 from mindspore import Tensor, nn
 
-from src import cpu_kernels
-from src.layers import (ConvBN, ConvBNLeaky, HeadConv, LeakyReLU, MaxPool, use_cpu_inference_kernels,
-                        use_cpu_training_kernels)
+from src.cpu import cpu_kernels
+from src.models.layers import (ConvBN, ConvBNLeaky, HeadConv, LeakyReLU, MaxPool, use_cpu_inference_kernels,
+                               use_cpu_training_kernels)
 
 ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", jit_config={"jit_level": "O0"})
 
@@ -348,7 +348,7 @@ def test_an_unwritable_cache_falls_back_with_a_warning(cache, monkeypatch):
 def test_building_a_network_builds_no_kernels(cache):
     from conftest import TINY_CFG
     from model_utils.config import load_config
-    from src.yolo import build_network
+    from src.models.yolo import build_network
     network = build_network(load_config(["--config_path", TINY_CFG]))
     assert not any(isinstance(c, MaxPool) and c.kernel is not None for _, c in network.cells_and_names())
     assert not (cache / "kernels").exists()  # building a network for inference compiles nothing

@@ -18,15 +18,15 @@ STEPS = 40
 def test_a_few_dozen_steps_learn_the_images(tmp_path, optimizer):
     from mindspore import Tensor
     from model_utils.config import load_config
-    from src.checkpoint import network_parameters, save_checkpoint, training_info
-    from src.dataset import BatchSource, CocoTrainSet
-    from src.detector import build_detection_model
-    from src.loss import YoloWithLoss
-    from src.lr_scheduler import get_lr
-    from src.synthetic import make_dataset
-    from src.train_step import make_optimizer, make_train_step
-    from src.transforms import preprocess
-    from src.yolo import build_network
+    from src.formats.checkpoint import network_parameters, save_checkpoint, training_info
+    from src.data.dataset import BatchSource, CocoTrainSet
+    from src.engine.detector import build_detection_model
+    from src.engine.loss import YoloWithLoss
+    from src.engine.lr_scheduler import get_lr
+    from src.data.synthetic import make_dataset
+    from src.engine.train_step import make_optimizer, make_train_step
+    from src.data.transforms import preprocess
+    from src.models.yolo import build_network
 
     make_dataset(str(tmp_path), 2, 0, size=96, min_size=40, max_size=60)
     cfg = load_config(["--config_path", TINY_CFG, "--num_classes", "3", "--per_batch_size", "2",

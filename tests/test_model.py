@@ -5,8 +5,8 @@ import pytest
 
 from conftest import MBV2_CFG, TINY_CFG
 from model_utils.config import load_config
-from src.yolo import build_network
-from src.yolo_head import YoloDecode
+from src.models.yolo import build_network
+from src.models.yolo_head import YoloDecode
 
 ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", jit_config={"jit_level": "O0"})
 
@@ -106,7 +106,7 @@ def randomize_bn(net, rng: np.random.Generator, low: float, high: float) -> None
 @pytest.mark.parametrize("config", [TINY_CFG, MBV2_CFG])
 def test_folding_batchnorm_keeps_the_outputs(config):
     """Inference folds BN into the convs: same raw outputs (to float rounding) as the BN graph."""
-    from src.layers import fold_batchnorm
+    from src.models.layers import fold_batchnorm
     cfg = load_config(["--config_path", config, "--num_classes", "3"])
     rng = np.random.default_rng(0)
     net = build_network(cfg)
@@ -128,8 +128,8 @@ def test_folding_batchnorm_keeps_the_outputs(config):
 @pytest.mark.parametrize("config", [TINY_CFG, MBV2_CFG, None])
 def test_cpu_inference_kernels_keep_the_outputs(config):
     """eval and predict on the CPU run every folded conv (bias, leaky ReLU) and the 2x2 max-pools as
-    src.cpu_kernels ops: the same raw outputs as MindSpore's ops, to 1e-5 of their range."""
-    from src.layers import ConvBN, HeadConv, fold_batchnorm, use_cpu_inference_kernels
+    src.cpu.cpu_kernels ops: the same raw outputs as MindSpore's ops, to 1e-5 of their range."""
+    from src.models.layers import ConvBN, HeadConv, fold_batchnorm, use_cpu_inference_kernels
     cfg = load_config((["--config_path", config] if config else []) + ["--num_classes", "3"])
     rng = np.random.default_rng(1)
     stock = build_network(cfg)
@@ -153,8 +153,8 @@ def test_mobilenetv2_exports_to_onnx(tmp_path):
     """export.py's ONNX of the MobileNetV2 variant (BN folded) in ONNX Runtime = the MindSpore graph."""
     import onnxruntime as ort
     from conftest import run_script
-    from src.checkpoint import network_parameters, save_checkpoint
-    from src.yolo_head import DetectionModel
+    from src.formats.checkpoint import network_parameters, save_checkpoint
+    from src.models.yolo_head import DetectionModel
     cfg = load_config(["--config_path", MBV2_CFG, "--num_classes", "3"])
     rng = np.random.default_rng(5)
     net = build_network(cfg)
@@ -180,9 +180,9 @@ def test_input_centering_subtracts_each_images_mean_colour_and_exports(tmp_path)
     training, in inference with the CPU kernels, and in the exported ONNX."""
     import onnxruntime as ort
     from conftest import run_script
-    from src.checkpoint import network_parameters, save_checkpoint
-    from src.layers import fold_batchnorm, use_cpu_inference_kernels
-    from src.yolo_head import DetectionModel
+    from src.formats.checkpoint import network_parameters, save_checkpoint
+    from src.models.layers import fold_batchnorm, use_cpu_inference_kernels
+    from src.models.yolo_head import DetectionModel
     rng = np.random.default_rng(6)
     plain_cfg = load_config(["--config_path", TINY_CFG, "--num_classes", "3"])
     centred_cfg = load_config(["--config_path", TINY_CFG, "--num_classes", "3", "--input_centering", "True"])

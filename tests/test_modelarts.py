@@ -85,7 +85,7 @@ def test_outputs_reach_train_url_when_the_run_fails(ending, fake_mox, tmp_path):
 
 def test_preempted_training_reaches_train_url(tmp_path):
     """SIGTERM (what a preempted container gets) during train.py: its checkpoint is copied to train_url."""
-    from src.synthetic import make_dataset
+    from src.data.synthetic import make_dataset
     make_dataset(str(tmp_path / "obs_data"), 8, 0, size=64, min_size=16, max_size=30)
     env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "tests", "fake_moxing"))
     proc = subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"), "--config_path", TINY_CFG,

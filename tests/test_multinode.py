@@ -53,7 +53,7 @@ def node1_netns():
 
 @pytest.fixture(scope="module")
 def shapes64(tmp_path_factory):
-    from src.synthetic import make_dataset
+    from src.data.synthetic import make_dataset
     root = tmp_path_factory.mktemp("shapes64")
     make_dataset(str(root), 64, 2, size=64, min_size=16, max_size=40)
     return str(root)
@@ -194,7 +194,7 @@ def test_rank_table_without_this_host(server_id, tmp_path):
 ])
 def test_rank_table_errors(edit, message, tmp_path):
     from src.errors import UserError
-    from src.rank_table import local_devices
+    from model_utils.rank_table import local_devices
     table = json.loads(open(rank_table(tmp_path / "table.json", "198.51.100.1", "198.51.100.2")).read())
     assert local_devices(table, ["198.51.100.2"]) == (4, [(2, 0), (3, 1)])
     edit(table)
@@ -206,9 +206,9 @@ def test_two_nodes_evaluate_without_a_shared_folder(node1_netns, shapes64, tmp_p
     """Distributed eval over the two nodes, each writing into its own eval_dir: the ranks' results meet over
     the collective layer, and node 0 writes the stats.json and predictions.json of a single process."""
     from model_utils.config import load_config
-    from src.checkpoint import network_parameters, save_checkpoint
-    from src.yolo import build_network
-    from src.layers import HeadConv
+    from src.formats.checkpoint import network_parameters, save_checkpoint
+    from src.models.yolo import build_network
+    from src.models.layers import HeadConv
     network = build_network(load_config(["--config_path", TINY_CFG]))
     for _, cell in network.cells_and_names():
         if isinstance(cell, HeadConv):  # objectness and classes near 0.7: boxes everywhere, whatever the weights

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from conftest import TINY_CFG, run_script
-from src.detector import Detections, clip_to_image
-from src.nms import select_detections
-from src.visualize import draw_detections
+from src.engine.detector import Detections, clip_to_image
+from src.engine.nms import select_detections
+from src.engine.visualize import draw_detections
 
 SIZE = 256  # network input: the stride-32 head is 8 x 8
 INF_ROWS_PER_IMAGE = 8 * 8  # anchor 0 of the stride-32 head
@@ -54,8 +54,8 @@ def write_diverged_checkpoint(path: str) -> None:
     """yolov3-tiny, untrained, with head biases that make anchor 0 of the stride-32 head decode to w = h = inf
     (exp overflows float32), anchor 1 to huge but finite boxes, all three confident of class 0."""
     from model_utils.config import load_config
-    from src.checkpoint import network_parameters, save_checkpoint
-    from src.yolo import build_network
+    from src.formats.checkpoint import network_parameters, save_checkpoint
+    from src.models.yolo import build_network
     import mindspore as ms
     config = load_config(["--config_path", TINY_CFG])
     network = build_network(config)
@@ -71,7 +71,7 @@ def write_diverged_checkpoint(path: str) -> None:
 
 def write_images(root: str) -> None:
     """Three 200 x 200 synthetic images in COCO layout (val2017 and its annotations)."""
-    from src.synthetic import make_dataset
+    from src.data.synthetic import make_dataset
     make_dataset(root, 0, 3, size=200)
 
 

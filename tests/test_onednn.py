@@ -8,8 +8,8 @@ import mindspore as ms
 import pytest
 
 from conftest import REPO, TINY_CFG
-from src import onednn
-from src.checkpoint import network_parameters, save_checkpoint
+from src.cpu import onednn
+from src.formats.checkpoint import network_parameters, save_checkpoint
 
 SAMPLE = os.path.join(REPO, "samples", sorted(os.listdir(os.path.join(REPO, "samples")))[0])
 
@@ -30,7 +30,7 @@ def run_verbose(*argv: str) -> str:
 
 def random_checkpoint(config_argv, path: str) -> str:
     from model_utils.config import load_config
-    from src.yolo import build_network
+    from src.models.yolo import build_network
     save_checkpoint(network_parameters(build_network(load_config(config_argv))), path)
     return path
 
@@ -48,7 +48,7 @@ def test_inference_runs_no_reference_convolution(config, tmp_path):
 @pytest.mark.parametrize("config", [TINY_CFG, os.path.join(REPO, "configs", "yolov3_mobilenetv2.yaml")],
                          ids=["yolov3_tiny", "yolov3_mobilenetv2"])
 def test_training_runs_no_reference_convolution(config, tmp_path):
-    from src.synthetic import make_dataset
+    from src.data.synthetic import make_dataset
     make_dataset(str(tmp_path / "data"), 4, 2, size=128, min_size=24, max_size=50)
     out = run_verbose("train.py", "--config_path", config, "--data_dir", str(tmp_path / "data"),
                       "--training_shape", "128", "--per_batch_size", "2", "--max_epoch", "1",
@@ -58,7 +58,8 @@ def test_training_runs_no_reference_convolution(config, tmp_path):
 
 
 def isa_in_subprocess(**env: str) -> str:
-    code = "import src.layers; from src import onednn; print(onednn.mindspore_isa())"
+    code = ("from src.cpu.process import set_up_process; set_up_process(); from src.cpu import onednn; "
+            "print(onednn.mindspore_isa())")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**clean_env(), "ONEDNN_VERBOSE": "0", **env})
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -71,7 +72,7 @@ def test_mindspore_is_capped_at_avx2_unless_the_user_says_otherwise():
 
 
 def test_the_kernels_sgemm_keeps_the_cpus_instruction_set():
-    from src import cpu_kernels
+    from src.cpu import cpu_kernels
     ms.set_context(device_target="CPU")
     with open("/proc/cpuinfo") as f:
         avx512 = "avx512f" in f.read().split()
@@ -96,7 +97,8 @@ def test_verbose_lines_are_parsed():
 def test_verbose_record_collects_the_convolutions_mindspore_runs():
     from mindspore import Tensor, nn
     import numpy as np
-    import src.layers  # noqa: F401  the cap, as every network gets it
+    from src.cpu.process import set_up_process
+    set_up_process()  # the cap, as every entry point sets it
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", jit_config={"jit_level": "O0"})
     conv = nn.Conv2d(4, 8, 3, 2, pad_mode="pad", padding=1)
     x = Tensor(np.ones((1, 4, 16, 16), np.float32))

@@ -1,8 +1,8 @@
 """Letterbox/stretch mapping, NMS and detection selection."""
 import numpy as np
 
-from src.nms import nms, select_detections
-from src.transforms import boxes_to_image, letterbox, preprocess, stretch
+from src.data.transforms import boxes_to_image, letterbox, preprocess, stretch
+from src.engine.nms import nms, select_detections
 
 
 def test_letterbox_keeps_aspect_and_pads_grey():
@@ -66,7 +66,7 @@ def test_select_detections_is_per_class_with_top_k():
 
 def test_nms_early_stop_gives_the_same_top_k():
     """Stopping each class's NMS after max_boxes kept changes nothing in the final top max_boxes."""
-    from src import nms as nms_module
+    from src.engine import nms as nms_module
     rng = np.random.default_rng(3)
     rows = np.concatenate([rng.uniform(0, 300, (3000, 2)), rng.uniform(5, 60, (3000, 2)),
                            rng.uniform(0, 1, (3000, 4))], 1).astype(np.float32)

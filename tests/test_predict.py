@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import COCO_TINY, DARKNET, REPO, SAMPLES, TINY_CFG, darknet_cfg, opencv_reference, reference, run_script
-from src.detector import clip_to_image
+from src.engine.detector import clip_to_image
 
 
 def _top(records, key):

@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from src import pretrained
 from src.errors import UserError
+from src.formats import pretrained
 
 MEMBER = pretrained.SDIST_MEMBER
 ROOT = MEMBER.split("/")[0]

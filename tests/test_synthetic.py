@@ -1,4 +1,4 @@
-"""src.synthetic: the textured and plain styles are unchanged for a seed; the plain and lowcontrast styles, the
+"""src.data.synthetic: the textured and plain styles are unchanged for a seed; the plain and lowcontrast styles, the
 size range."""
 import json
 import sys
@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 
 from conftest import run_script
-from src.synthetic import STYLES, make_dataset, make_image
+from src.data.synthetic import STYLES, make_dataset, make_image
 
-# make_image(np.random.default_rng(7), 96, 12, 40) four times, produced by src/synthetic.py before the styles
+# make_image(np.random.default_rng(7), 96, 12, 40) four times, produced by src/data/synthetic.py before the styles
 # were added (commit 1324d30): the objects exactly, and each image's per-channel pixel means (to 0.05, so that
 # OpenCV's resize rounding on another CPU does not matter; any change of the background moves them far more).
 GOLDEN = [
@@ -29,7 +29,7 @@ def test_default_style_unchanged():
         np.testing.assert_allclose(img.reshape(-1, 3).mean(axis=0), means, atol=0.05)
 
 
-# make_image(np.random.default_rng(7), 96, 12, 40, "plain") three times, produced by src/synthetic.py before the
+# make_image(np.random.default_rng(7), 96, 12, 40, "plain") three times, produced by src/data/synthetic.py before the
 # lowcontrast style was added (commit 59f7423), as GOLDEN above.
 GOLDEN_PLAIN = [
     ([(1, [36.0, 0.0, 22.0, 22.0]), (2, [18.0, 67.0, 27.0, 27.0]), (0, [62.0, 39.0, 13.0, 13.0])],
@@ -54,7 +54,7 @@ def high_frequency(img: np.ndarray) -> float:
 
 
 def test_plain_style_and_size_range(tmp_path):
-    proc = run_script(sys.executable, "-m", "src.synthetic", "--output_dir", str(tmp_path), "--num_train", "6",
+    proc = run_script(sys.executable, "-m", "src.data.synthetic", "--output_dir", str(tmp_path), "--num_train", "6",
                       "--num_val", "2", "--image_size", "128", "--style", "plain", "--min_size", "20",
                       "--max_size", "30", "--seed", "4")
     assert "wrote 6 train and 2 val plain images" in proc.stdout
@@ -78,8 +78,8 @@ def test_same_seed_same_set_and_bad_sizes(tmp_path):
     for split in ("train2017", "val2017"):
         a = (tmp_path / "a" / "annotations" / f"instances_{split}.json").read_text()
         assert a == (tmp_path / "b" / "annotations" / f"instances_{split}.json").read_text()
-    proc = run_script(sys.executable, "-m", "src.synthetic", "--output_dir", str(tmp_path / "c"), "--min_size", "50",
-                      "--max_size", "40", check=False)
+    proc = run_script(sys.executable, "-m", "src.data.synthetic", "--output_dir", str(tmp_path / "c"),
+                      "--min_size", "50", "--max_size", "40", check=False)
     assert proc.returncode == 1 and proc.stderr.strip() == (
         "error: object sizes need 2 <= min_size <= max_size < image_size, got 50, 40, 320")
     assert not (tmp_path / "c").exists()
@@ -104,9 +104,9 @@ def contrasts(style: str, seed: int, size: int, min_size: int, max_size: int) ->
 
 def test_lowcontrast_style(tmp_path):
     args = ["--num_train", "4", "--num_val", "2", "--image_size", "192", "--style", "lowcontrast", "--seed", "3"]
-    proc = run_script(sys.executable, "-m", "src.synthetic", "--output_dir", str(tmp_path / "a"), *args)
+    proc = run_script(sys.executable, "-m", "src.data.synthetic", "--output_dir", str(tmp_path / "a"), *args)
     assert "wrote 4 train and 2 val lowcontrast images" in proc.stdout
-    run_script(sys.executable, "-m", "src.synthetic", "--output_dir", str(tmp_path / "b"), *args)
+    run_script(sys.executable, "-m", "src.data.synthetic", "--output_dir", str(tmp_path / "b"), *args)
     names, data = read_set(tmp_path / "a")
     assert len(names) == 8 and read_set(tmp_path / "b") == (names, data)
     make_dataset(str(tmp_path / "p"), 4, 2, 192, seed=3, min_size=12, max_size=160, style="plain")

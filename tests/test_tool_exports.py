@@ -10,7 +10,7 @@ import pytest
 from conftest import TINY_CFG, run_script, shapes_set
 from test_train import train_args
 
-NAMES = ["circle", "square", "triangle"]  # src.synthetic's, ids 1, 2, 3
+NAMES = ["circle", "square", "triangle"]  # src.data.synthetic's, ids 1, 2, 3
 EXPORTS = {
     # the placeholder first, the real categories its children, as Roboflow writes them
     "roboflow": ([{"id": 0, "name": "shapes-2fq1x", "supercategory": "none"}]

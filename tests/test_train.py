@@ -73,7 +73,7 @@ def test_train_resume_and_eval(shapes, tmp_path):
     for r in rows:
         assert r["box_loss"] > 0 and r["obj_loss"] > 0 and r["cls_loss"] > 0
         assert r["box_loss"] + r["obj_loss"] + r["cls_loss"] == pytest.approx(r["loss"], rel=1e-4)
-    plots = subprocess.run([sys.executable, "-m", "src.plots", os.path.join(out, "metrics_rank0.jsonl"),
+    plots = subprocess.run([sys.executable, "-m", "src.engine.plots", os.path.join(out, "metrics_rank0.jsonl"),
                             "--out_dir", str(tmp_path / "plots")], cwd=REPO, capture_output=True, text=True)
     assert plots.returncode == 0, plots.stderr
     assert_chart(tmp_path / "plots" / "loss.png")
@@ -82,8 +82,8 @@ def test_train_resume_and_eval(shapes, tmp_path):
 
 def test_auto_anchor_trains_with_fitted_anchors_that_the_checkpoint_carries(shapes, tmp_path):
     from model_utils.config import load_config
-    from src.anchors import fit_to_training_set
-    from src.detector import build_detection_model
+    from src.data.anchors import fit_to_training_set
+    from src.engine.detector import build_detection_model
     out = str(tmp_path / "run")
     proc = run_script("train.py", *train_args(shapes, out, "--max_epoch", "1", "--auto_anchor", "True"))
     config = load_config(["--config_path", TINY_CFG, "--training_shape", "128"])
@@ -106,8 +106,8 @@ def test_input_centering_goes_with_the_weights(shapes, tmp_path):
     """A checkpoint records input_centering and whoever loads it follows; darknet .weights and checkpoints that do
     not say (converted, older) see raw pixels; the command line wins."""
     from model_utils.config import load_config
-    from src.checkpoint import build_with_weights, network_parameters, save_checkpoint
-    from src.yolo import build_network
+    from src.formats.checkpoint import build_with_weights, network_parameters, save_checkpoint
+    from src.models.yolo import build_network
     out = str(tmp_path / "run")
     run_script("train.py", *train_args(shapes, out, "--max_epoch", "1", "--input_centering", "True"))
     path = os.path.join(out, "ckpt_0", "0-1_4.ckpt")

@@ -10,14 +10,14 @@ from mindspore import Tensor, nn
 
 from conftest import TINY_CFG
 from model_utils.config import load_config
-from src.augment import hflip, jitter, letterbox_boxes
-from src.loss import YoloLoss, YoloWithLoss, giou
-from src.lr_scheduler import get_lr
-from src.sampler import DistributedSampler
-from src.targets import build_targets, shape_iou
-from src.train_step import make_train_step
-from src.transforms import boxes_to_image, letterbox
-from src.yolo import build_network
+from src.data.augment import hflip, jitter, letterbox_boxes
+from src.data.sampler import DistributedSampler
+from src.data.targets import build_targets, shape_iou
+from src.data.transforms import boxes_to_image, letterbox
+from src.engine.loss import YoloLoss, YoloWithLoss, giou
+from src.engine.lr_scheduler import get_lr
+from src.engine.train_step import make_train_step
+from src.models.yolo import build_network
 
 ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", jit_config={"jit_level": "O0"})
 TINY_ANCHORS = [[10, 14], [23, 27], [37, 58], [81, 82], [135, 169], [344, 319]]
@@ -201,8 +201,8 @@ def test_sampler_shards_are_disjoint_cover_and_reshuffle():
 
 
 def test_damaged_image_is_skipped_with_warning(tmp_path):
-    from src.dataset import BatchSource, CocoTrainSet
-    from src.synthetic import make_dataset
+    from src.data.dataset import BatchSource, CocoTrainSet
+    from src.data.synthetic import make_dataset
     make_dataset(str(tmp_path), 4, 0, size=64, min_size=16, max_size=30)
     (tmp_path / "train2017" / "000001.jpg").write_bytes(b"broken")
     data = CocoTrainSet(str(tmp_path / "annotations" / "instances_train2017.json"), str(tmp_path / "train2017"))
@@ -221,8 +221,8 @@ def test_damaged_image_is_skipped_with_warning(tmp_path):
 
 
 def test_run_source_chains_the_epochs_from_any_step(tmp_path):
-    from src.dataset import BatchSource, CocoTrainSet, RunSource
-    from src.synthetic import make_dataset
+    from src.data.dataset import BatchSource, CocoTrainSet, RunSource
+    from src.data.synthetic import make_dataset
     make_dataset(str(tmp_path), 5, 0, size=64, min_size=16, max_size=30)
     data = CocoTrainSet(str(tmp_path / "annotations" / "instances_train2017.json"), str(tmp_path / "train2017"))
     cfg = load_config(["--config_path", TINY_CFG, "--num_classes", "3", "--per_batch_size", "2",

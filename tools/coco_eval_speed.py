@@ -1,5 +1,5 @@
 """Time COCO bbox scoring at val2017 scale: pycocotools' COCOeval (what eval.py used) against
-src.coco.evaluate (faster-coco-eval), on the same synthetic files; print both stats and whether they agree.
+src.data.coco.evaluate (faster-coco-eval), on the same synthetic files; print both stats and whether they agree.
 
     python tools/coco_eval_speed.py [--output_dir DIR] [--images 5000] [--boxes 36781] [--detections 100]
 
@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from src.coco import STAT_KEYS, evaluate, load_coco  # noqa: E402
+from src.data.coco import STAT_KEYS, evaluate, load_coco  # noqa: E402
 from src.fileio import write_json  # noqa: E402
 
 COCO_IDS = [i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]
@@ -67,7 +67,7 @@ def make_files(num_images: int, num_boxes: int, per_image: int, seed: int = 0) -
 
 
 def pycocotools_stats(coco, results: List[dict]) -> np.ndarray:
-    """pycocotools' COCOeval, as src.coco.evaluate ran it before faster-coco-eval."""
+    """pycocotools' COCOeval, as src.data.coco.evaluate ran it before faster-coco-eval."""
     from pycocotools.cocoeval import COCOeval
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator = COCOeval(coco, coco.loadRes(results), "bbox")
@@ -78,7 +78,7 @@ def pycocotools_stats(coco, results: List[dict]) -> np.ndarray:
 
 
 def package_stats(coco, results: List[dict]) -> np.ndarray:
-    """src.coco.evaluate, as eval.py scores."""
+    """src.data.coco.evaluate, as eval.py scores."""
     stats = evaluate(coco, results)[0]
     return np.array([stats[k] for k in STAT_KEYS])
 

@@ -24,8 +24,8 @@ sys.path.insert(0, ROOT)
 
 import mindspore as ms  # noqa: E402
 
-from src.checkpoint import EMA_PREFIX, save_checkpoint  # noqa: E402
 from src.errors import UserError, run_cli  # noqa: E402
+from src.formats.checkpoint import EMA_PREFIX, save_checkpoint  # noqa: E402
 
 TRAIN_GAIN = 1.5  # train AP at least this times its start
 VAL_KEPT = 0.5  # val AP at least this fraction of its start

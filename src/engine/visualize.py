@@ -4,7 +4,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from src.detector import Detections
+from src.engine.detector import Detections
 
 
 def class_color(label: int) -> tuple:

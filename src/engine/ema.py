@@ -6,7 +6,7 @@ from typing import Dict
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
-from src.checkpoint import EMA_PREFIX, network_parameters
+from src.formats.checkpoint import EMA_PREFIX, network_parameters
 
 
 def ema_decay_at(step: int, decay: float) -> float:

@@ -11,11 +11,11 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from src.augment import clip_boxes, hflip, hsv, jitter, letterbox_boxes, mosaic
-from src.coco import category_ids, load_coco
+from src.data.augment import clip_boxes, hflip, hsv, jitter, letterbox_boxes, mosaic
+from src.data.coco import category_ids, load_coco
+from src.data.sampler import DistributedSampler
+from src.data.targets import build_targets
 from src.errors import UserError
-from src.sampler import DistributedSampler
-from src.targets import build_targets
 
 MULTI_SCALES = tuple(range(320, 609, 32))
 

@@ -240,9 +240,9 @@ def tiny_weights(log: Log = print) -> str:
 
 def tiny_checkpoint(config, log: Log = print) -> str:
     """The converted yolov3-tiny checkpoint in the cache (converted on first use)."""
-    from src.checkpoint import network_parameters, save_checkpoint
-    from src.darknet_weights import load_darknet_weights
-    from src.yolo import build_network
+    from src.formats.checkpoint import network_parameters, save_checkpoint
+    from src.formats.darknet_weights import load_darknet_weights
+    from src.models.yolo import build_network
     ckpt = os.path.join(cache_dir(), "yolov3_tiny.ckpt")
     if not os.path.isfile(ckpt):
         weights = tiny_weights(log)

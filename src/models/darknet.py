@@ -3,7 +3,7 @@ from typing import List, Sequence, Tuple
 
 from mindspore import nn
 
-from src.layers import ConvBNLeaky, MaxPool
+from src.models.layers import ConvBNLeaky, MaxPool
 
 
 class ResidualBlock(nn.Cell):

@@ -4,10 +4,10 @@ On a CPU exposing AVX-512, MindSpore 2.10's oneDNN runs every NCHW convolution
 with a kernel larger than 1x1 as `jit_uni_ncsp:conv+ref` (0.2-1.5 GFLOP/s,
 forward and backward); capped at AVX2 it picks `gemm:jit` (about 100x faster).
 On an AVX2-only CPU the cap changes nothing. The cap must be set before that
-oneDNN makes its first primitive, so src.layers sets it on import. A user's own
+oneDNN makes its first primitive: src.cpu.process.set_up_process sets it. A user's own
 ONEDNN_MAX_CPU_ISA (or DNNL_MAX_CPU_ISA) is left as it is.
 
-The project's CPU kernels (src/cpu_kernels.py) load their own copy of the
+The project's CPU kernels (src/cpu/cpu_kernels.py) load their own copy of the
 library, which this cap does not reach: their sgemm keeps AVX-512.
 """
 import contextlib
@@ -52,8 +52,9 @@ def limit_mindspore_isa() -> None:
     if lib is None or any(os.environ.get(name) for name in USER_SETTINGS):
         return
     if lib.dnnl_set_max_cpu_isa(ISA_AVX2) != 0 and lib.dnnl_get_effective_cpu_isa() > ISA_AVX2:
-        warnings.warn("MindSpore's oneDNN ran before src.onednn could cap it at AVX2: on this CPU its "
-                      "convolutions may use oneDNN's slow reference kernels (import src.layers earlier)")
+        warnings.warn("MindSpore's oneDNN ran before src.cpu.onednn could cap it at AVX2: on this CPU its "
+                      "convolutions may use oneDNN's slow reference kernels (call src.cpu.process.set_up_process "
+                      "first)")
 
 
 def mindspore_isa() -> str:

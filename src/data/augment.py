@@ -8,7 +8,7 @@ from typing import Sequence, Tuple
 import cv2
 import numpy as np
 
-from src.transforms import PAD_VALUE, letterbox
+from src.data.transforms import PAD_VALUE, letterbox
 
 MIN_BOX_PX = 2.0
 

@@ -9,7 +9,7 @@ from typing import Tuple
 
 from mindspore import nn
 
-from src.layers import ConvBN, LeakyReLU
+from src.models.layers import ConvBN, LeakyReLU
 
 STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 

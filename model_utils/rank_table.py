@@ -1,6 +1,6 @@
 """This server's devices in an Ascend (hccl) rank table, for scripts/run_distribute_train.sh.
 
-    python -m src.rank_table RANK_TABLE_FILE SERVER_ID_OR_ADDRESS...
+    python -m model_utils.rank_table RANK_TABLE_FILE SERVER_ID_OR_ADDRESS...
 
 prints the table's device count (RANK_SIZE) on the first line, then "rank_id device_id" for each device of
 the one server whose server_id is among the given ids/addresses (SERVER_ID, or this host's addresses).
@@ -64,7 +64,7 @@ def local_devices(table: dict, addresses: Sequence[str]) -> Tuple[int, List[Tupl
 
 def main() -> None:
     if len(sys.argv) < 2:
-        raise UserError("usage: python -m src.rank_table RANK_TABLE_FILE SERVER_ID_OR_ADDRESS...")
+        raise UserError("usage: python -m model_utils.rank_table RANK_TABLE_FILE SERVER_ID_OR_ADDRESS...")
     path = sys.argv[1]
     try:
         with open(path) as f:

@@ -1,8 +1,8 @@
 """A synthetic COCO-format data set: solid circles, squares and triangles on a choice of backgrounds.
 
 For tests and a quick training demo:
-    python -m src.synthetic --output_dir data/shapes --num_train 300 --num_val 100 --image_size 320
-    python -m src.synthetic --output_dir data/plain --style plain --min_size 16 --max_size 160
+    python -m src.data.synthetic --output_dir data/shapes --num_train 300 --num_val 100 --image_size 320
+    python -m src.data.synthetic --output_dir data/plain --style plain --min_size 16 --max_size 160
 
 Styles (shapes of any colour, sides 28-120 px, unless said otherwise):
     textured     smoothed colour noise and 3-7 random lines (the default)

@@ -1,6 +1,6 @@
 """Anchor priors fitted to a data set: k-means on the training boxes with 1 - IoU as the distance.
 
-    python -m src.anchors --data_dir D [--num_anchors 9] [--size 416] [--config_path configs/x.yaml]
+    python -m src.data.anchors --data_dir D [--num_anchors 9] [--size 416] [--config_path configs/x.yaml]
 
 reads D/annotations/instances_train2017.json (or --ann_file), scales every box
 as the network input of --size sees it (letterboxed, or stretched with
@@ -18,8 +18,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from model_utils.config import load_config
-from src.augment import MIN_BOX_PX
-from src.coco import load_coco
+from src.data.augment import MIN_BOX_PX
+from src.data.coco import load_coco
 from src.errors import UserError, run_cli
 
 RESTARTS = 5

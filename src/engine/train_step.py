@@ -6,7 +6,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-from src.loss import total
+from src.engine.loss import total
 
 
 def param_groups(network: nn.Cell, weight_decay: float) -> List[Dict]:

@@ -1,7 +1,7 @@
 """Charts as PNG, drawn with OpenCV (no plotting dependency): PR curves from eval, loss, lr and val AP
 curves from train.py's metrics log.
 
-    python -m src.plots OUTPUTS/metrics_rank0.jsonl [--out_dir DIR]
+    python -m src.engine.plots OUTPUTS/metrics_rank0.jsonl [--out_dir DIR]
 """
 import argparse
 import json

@@ -1,6 +1,6 @@
 """The COCO evaluation of a model on an annotated image set, shared by eval.py and train.py's eval during
 training: batched detection (split over the ranks when distributed), labels mapped to the file's categories
-by name, else id (src.coco.label_to_category), COCO metrics (faster-coco-eval), the per-class table,
+by name, else id (src.data.coco.label_to_category), COCO metrics (faster-coco-eval), the per-class table,
 predictions.json, stats.json and pr_curve.png."""
 import os
 import sys
@@ -14,12 +14,12 @@ import numpy as np
 from tqdm import tqdm
 
 from model_utils.device_adapter import all_gather_rows, all_reduce_sum
-from src.checkpoint import Weights
-from src.coco import (category_ids, coco_result, evaluate, label_to_category, load_coco, model_categories,
-                      per_class_stats, per_class_table)
-from src.detector import Detector
+from src.data.coco import (category_ids, coco_result, evaluate, label_to_category, load_coco, model_categories,
+                           per_class_stats, per_class_table)
+from src.engine.detector import Detector
+from src.engine.plots import pr_curves
 from src.fileio import write_json
-from src.plots import pr_curves
+from src.formats.checkpoint import Weights
 
 
 def read_image(path: str) -> Optional[np.ndarray]:

@@ -6,10 +6,7 @@ from typing import Optional
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
-from src import cpu_kernels
-from src.onednn import limit_mindspore_isa
-
-limit_mindspore_isa()  # before any network runs: see src/onednn.py
+from src.cpu import cpu_kernels
 
 # darknet normalises with eps 1e-6 (OpenCV's importer too); converted weights expect it.
 BN_EPS = 1e-6
@@ -122,7 +119,7 @@ def center_input(network: nn.Cell, on: bool) -> None:
 
 
 def kernel_conv(cell: nn.Cell) -> bool:
-    """A ConvBN whose convolution src.cpu_kernels runs, forward and both gradients: one group, stride 1 or 2."""
+    """A ConvBN whose convolution src.cpu.cpu_kernels runs, forward and both gradients: one group, stride 1 or 2."""
     return isinstance(cell, ConvBN) and cell.conv.group == 1 and cell.conv.stride in ((1, 1), (2, 2))
 
 
@@ -136,9 +133,9 @@ def depthwise_conv(cell: nn.Cell) -> bool:
 def use_cpu_training_kernels(network: nn.Cell) -> int:
     """Route the 2x2 max-pools (stride 2, and darknet's stride 1), the convolutions of one group (stride 1 or 2)
     and MobileNetV2's depthwise ones, the heads' output convolutions with their bias, and every BN with its leaky
-    ReLU (or none) through src.cpu_kernels (on CPU, if it builds): MindSpore's MaxPoolGrad is the slowest op of a
+    ReLU (or none) through src.cpu.cpu_kernels (on CPU, if it builds): MindSpore's MaxPoolGrad is the slowest op of a
     CPU training step, its convolutions do 2.25x the multiplications of Winograd's on the wide 3x3 layers, its
-    oneDNN runs at AVX2 at most (src/onednn.py), and its BatchNorm, BatchNormGrad and the leaky ReLU's elementwise
+    oneDNN runs at AVX2 at most (src/cpu/onednn.py), and its BatchNorm, BatchNormGrad and the leaky ReLU's elementwise
     ops made about fifteen passes over each activation. Returns how many cells use a kernel."""
     cells = [cell for _, cell in network.cells_and_names()]
     pools = [cell for cell in cells if isinstance(cell, MaxPool) and cell.size == 2 and cell.stride in (1, 2)]
@@ -162,7 +159,7 @@ def use_cpu_training_kernels(network: nn.Cell) -> int:
 
 def use_cpu_inference_kernels(network: nn.Cell) -> int:
     """On the CPU (if the kernels build), run every convolution of a BN-folded network (stride 1 or 2, depthwise
-    too), each with its bias and leaky ReLU, and its 2x2 max-pools as src.cpu_kernels ops. Inference only (these
+    too), each with its bias and leaky ReLU, and its 2x2 max-pools as src.cpu.cpu_kernels ops. Inference only (these
     ops have no gradient), and call it after any export from the same network and before its first run. Returns
     how many cells use a kernel."""
     if network.training:

@@ -7,7 +7,7 @@ same arithmetic in one pass. It also runs every convolution of the networks
 one op, and MobileNetV2's depthwise ones) over the oneDNN sgemm that MindSpore
 ships: MindSpore's Conv2D, BiasAdd and LeakyReLU took yolov3-tiny's forward to
 2.6x ONNX Runtime's time, and on AVX-512 CPUs its oneDNN picks reference
-convolution kernels (src/onednn.py). 3x3 stride-1 layers with 32 channels or
+convolution kernels (src/cpu/onednn.py). 3x3 stride-1 layers with 32 channels or
 more run as Winograd F(2x2, 3x3), 2.25x fewer multiplications, in inference
 and, with both gradients, in training. The sgemm comes from a private copy of
 MindSpore's libdnnl, so that it keeps AVX-512 while MindSpore's own instance is
@@ -33,8 +33,8 @@ from typing import List, Optional
 import mindspore as ms
 from mindspore import ops
 
+from src.cpu.onednn import isa_name, mindspore_dnnl_path
 from src.fileio import atomic_path, cache_dir
-from src.onednn import isa_name, mindspore_dnnl_path
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "cpu_kernels.cc")
 FLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]

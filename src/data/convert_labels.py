@@ -1,10 +1,10 @@
 """Pascal VOC XML or YOLO txt labels -> the COCO layout train.py and eval.py read.
 
-    python -m src.convert_labels --format voc --images VOC2007/JPEGImages --labels VOC2007/Annotations \\
+    python -m src.data.convert_labels --format voc --images VOC2007/JPEGImages --labels VOC2007/Annotations \\
         --output_dir data/voc --split train [--classes voc_names.txt]
-    python -m src.convert_labels --format yolo --images ds/images/train --labels ds/labels/train \\
+    python -m src.data.convert_labels --format yolo --images ds/images/train --labels ds/labels/train \\
         --output_dir data/ds --split train [--classes ds/classes.txt | ds/data.yaml]
-    python -m src.convert_labels --data ds/data.yaml --output_dir data/ds
+    python -m src.data.convert_labels --data ds/data.yaml --output_dir data/ds
 
 writes OUTPUT_DIR/annotations/instances_SPLIT2017.json and puts the images in
 OUTPUT_DIR/SPLIT2017/ (hard links where the file system allows, else copies;

@@ -8,10 +8,10 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from mindspore import nn, ops
 
-from src.darknet import DarkNet53, TinyDarkNet, conv_cells
 from src.errors import UserError
-from src.layers import ConvBNLeaky, HeadConv, MaxPool, Upsample2x, center_input
-from src.mobilenetv2 import MobileNetV2
+from src.models.darknet import DarkNet53, TinyDarkNet, conv_cells
+from src.models.layers import ConvBNLeaky, HeadConv, MaxPool, Upsample2x, center_input
+from src.models.mobilenetv2 import MobileNetV2
 
 ConvPair = Tuple[nn.Conv2d, Optional[nn.Cell]]
 

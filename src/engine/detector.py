@@ -6,14 +6,14 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn
 
-from src.checkpoint import Weights, build_with_weights
+from src.data.transforms import Mapping, boxes_to_image, preprocess
+from src.engine.nms import select_detections
 from src.errors import UserError
-from src.layers import fold_batchnorm, use_cpu_inference_kernels
+from src.formats.checkpoint import Weights, build_with_weights
 from src.logger import get_logger
-from src.nms import select_detections
-from src.transforms import Mapping, boxes_to_image, preprocess
-from src.yolo import build_network
-from src.yolo_head import DetectionModel, YoloDecode
+from src.models.layers import fold_batchnorm, use_cpu_inference_kernels
+from src.models.yolo import build_network
+from src.models.yolo_head import DetectionModel, YoloDecode
 
 
 @dataclass

@@ -8,12 +8,12 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 import mindspore as ms
 from mindspore import nn
 
-from src.darknet_weights import layer_sizes, load_darknet_weights, read_weights_file
 from src.errors import UserError
-from src.layers import HeadConv, center_input
+from src.formats.darknet_weights import layer_sizes, load_darknet_weights, read_weights_file
+from src.models.layers import HeadConv, center_input
 
 Weights = Union[str, Dict[str, Any]]
-EMA_PREFIX = "ema."  # a train.py checkpoint's averaged weights (src/ema.py), beside the weights it trains on
+EMA_PREFIX = "ema."  # a train.py checkpoint's averaged weights (src/engine/ema.py), beside the weights it trains on
 
 
 def network_parameters(network: nn.Cell) -> Dict[str, ms.Parameter]:
