@@ -52,6 +52,7 @@ from src.fileio import write_json
 from src.formats.checkpoint import network_parameters, save_checkpoint
 from src.formats.export import export_graph
 from src.models.layers import use_cpu_inference_kernels, use_cpu_training_kernels
+from src.models.spec import ModelSpec
 from src.models.yolo import build_network
 
 SHARED_COCO = os.path.join(os.path.dirname(ROOT), "shared", "data", "coco_tiny")
@@ -156,36 +157,37 @@ def sgemm_gflops(repeats: int, n: int = 2048) -> float:
         return best_gflops(lambda: list(pool.map(part, range(0, n, step))), n, repeats)
 
 
-def synthetic_batch(config, size: int, batch: int) -> List[Tensor]:
+def synthetic_batch(config, spec: ModelSpec, size: int, batch: int) -> List[Tensor]:
     rng = np.random.default_rng(0)
     targets = []
     for _ in range(batch):
         xy = rng.uniform(0, size * 0.7, (4, 2))
         wh = rng.uniform(size * 0.05, size * 0.3, (4, 2))
         boxes = np.concatenate([xy, np.minimum(xy + wh, size)], 1).astype(np.float32)
-        targets.append(build_targets(boxes, rng.integers(0, config.num_classes, 4), size, config.anchor_scales,
-                                     config.anchor_mask, config.num_classes, config.max_box))
+        targets.append(build_targets(boxes, rng.integers(0, spec.num_classes, 4), size, spec.anchor_scales,
+                                     spec.anchor_mask, spec.num_classes, config.max_box))
     images = rng.uniform(0, 1, (batch, 3, size, size)).astype(np.float32)
     return [Tensor(images)] + [Tensor(np.stack([t[i] for t in targets])) for i in range(len(targets[0]))]
 
 
 def bench_train(config, size: int, batch: int, repeats: int, convolutions: List[str]) -> float:
-    network = build_network(config)
+    spec = ModelSpec.from_config(config)
+    network = build_network(spec)
     use_cpu_training_kernels(network)
-    step = make_train_step(YoloWithLoss.from_config(network, config), make_optimizer(network, config, 1e-4),
+    step = make_train_step(YoloWithLoss.from_config(network, spec, config), make_optimizer(network, config, 1e-4),
                            config.loss_scale)
     step.set_train(True)
-    inputs = synthetic_batch(config, size, batch)
+    inputs = synthetic_batch(config, spec, size, batch)
     return median_seconds(recorded(lambda: step(*inputs)[0].asnumpy(), convolutions), repeats, warmup=2)
 
 
 def bench_data(config, data_dir: str, size: int, batch: int, batches: int) -> float:
     data = CocoTrainSet(os.path.join(data_dir, "annotations", "instances_train2017.json"),
                         os.path.join(data_dir, "train2017"))
-    config.per_batch_size = batch
-    config.training_shape = size
+    config = config.with_values(per_batch_size=batch, training_shape=size)
     indices = [i % len(data) for i in range(batch * (batches + 1))]
-    dataset = create_train_dataset(BatchSource(data, indices, config, epoch=0), config.num_parallel_workers)
+    source = BatchSource(data, indices, config, ModelSpec.from_config(config), epoch=0)
+    dataset = create_train_dataset(source, config.num_parallel_workers)
     it = dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)
     next(it)  # workers started
     t = time.perf_counter()
@@ -226,7 +228,7 @@ def run(config, size: int, repeats: int, json_path: Optional[str]) -> Dict[str, 
     results["matmul_gflops"] = max(results["numpy_matmul_gflops"], results["sgemm_gflops"])
     convolutions: List[str] = []
     with tempfile.TemporaryDirectory() as tmp:
-        network = build_network(config)
+        network = build_network(ModelSpec.from_config(config))
         results["params_m"] = sum(int(np.prod(p.shape)) for p in network.trainable_params()) / 1e6
         data_dir = config.data_dir
         if not data_dir:
@@ -234,7 +236,7 @@ def run(config, size: int, repeats: int, json_path: Optional[str]) -> Dict[str, 
             if data_dir != SHARED_COCO:
                 make_dataset(data_dir, 64, 32, size=size)
         weights = config.pretrained or random_weights(network, data_dir, os.path.join(tmp, "random.ckpt"))
-        model = build_detection_model(config, weights)
+        _, model = build_detection_model(config, weights)
         onnx_paths = {batch: export_onnx(model, size, batch, tmp) for batch in (1, 8)}
         results["gflops"] = conv_gflops(onnx_paths[1])
         use_cpu_inference_kernels(model)  # as eval.py and predict.py run it; after the export (stock ops)

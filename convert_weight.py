@@ -9,6 +9,7 @@ from src.errors import UserError, run_cli
 from src.formats.checkpoint import network_parameters, save_checkpoint
 from src.formats.darknet_weights import load_darknet_weights
 from src.logger import get_logger
+from src.models.spec import ModelSpec
 from src.models.yolo import build_network
 
 
@@ -16,7 +17,7 @@ def main() -> None:
     config = load_config(description=__doc__)
     if not config.input_file or not config.output_file:
         raise UserError("usage: convert_weight.py --config_path C --input_file X.weights --output_file Y.ckpt")
-    network = build_network(config)
+    network = build_network(ModelSpec.from_config(config))
     layers = network.darknet_layers()
     count = load_darknet_weights(network, config.input_file, config.model_name)
     covered = set()

@@ -38,8 +38,8 @@ def main() -> None:
     config = load_config(description=__doc__)
     setup_device(config)
     if config.is_distributed:
-        init_distributed(config)
-    run_with_modelarts(config, lambda: run_eval(config))
+        config = config.with_values(**init_distributed(config))
+    run_with_modelarts(config, run_eval)
 
 
 if __name__ == "__main__":

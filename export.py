@@ -31,7 +31,7 @@ def export_model(config) -> str:
     if config.batch_size < 1:
         raise UserError(f"batch_size must be at least 1, got {config.batch_size}")
     size = check_input_size(config.testing_shape)
-    model = build_detection_model(config, config.ckpt_file)
+    _, model = build_detection_model(config, config.ckpt_file)
     sample = ms.Tensor(np.zeros((config.batch_size, 3, size, size), np.float32))
     return export_graph(model, sample, config.file_name, fmt)
 
@@ -39,7 +39,7 @@ def export_model(config) -> str:
 def main() -> None:
     config = load_config(description=__doc__)
     setup_device(config)
-    run_with_modelarts(config, lambda: log_export(config, export_model(config)))
+    run_with_modelarts(config, lambda resolved: log_export(resolved, export_model(resolved)))
 
 
 def log_export(config, path: str) -> None:

@@ -5,6 +5,7 @@ from mindspore import nn
 
 from model_utils.config import ROOT, load_config
 from src.errors import UserError
+from src.models.spec import ModelSpec
 from src.models.yolo import MODELS, build_network
 from src.models.yolo_head import DetectionModel, YoloDecode
 
@@ -27,8 +28,8 @@ def create_network(name: str, *args, **kwargs) -> nn.Cell:
     argv = ["--config_path", os.path.join(ROOT, MODELS[name].config_file)]
     for key, value in kwargs.items():
         argv += [f"--{key}", _as_option(value)]
-    config = load_config(argv)
-    network = build_network(config)
+    spec = ModelSpec.from_config(load_config(argv))
+    network = build_network(spec)
     if with_decode:
-        return DetectionModel(network, YoloDecode(config.anchor_scales, config.anchor_mask, config.num_classes))
+        return DetectionModel(network, YoloDecode(spec.anchor_scales, spec.anchor_mask, spec.num_classes))
     return network

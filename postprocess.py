@@ -21,11 +21,12 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from model_utils.config import load_config
-from src.data.coco import coco_result, evaluate, label_to_category, load_coco, model_categories
+from src.data.coco import coco_result, evaluate, label_to_category, load_coco
 from src.errors import UserError, run_cli
 from src.fileio import write_json, write_text
-from src.formats.checkpoint import apply_training_info, read_checkpoint
+from src.formats.checkpoint import weights_spec
 from src.logger import get_logger
+from src.models.spec import ModelSpec
 
 RESULT_SUFFIX = ".txt"
 
@@ -77,9 +78,9 @@ def coco_results(coco, files: Dict[str, str], categories: Dict[int, int]) -> Tup
     return results, missing, nonfinite
 
 
-def run(result_dir: str, ann_file: str, output_dir: str, config) -> dict:
+def run(result_dir: str, ann_file: str, output_dir: str, spec: ModelSpec) -> dict:
     coco = load_coco(ann_file)
-    categories = label_to_category(coco, ann_file, *model_categories(config))
+    categories = label_to_category(coco, ann_file, *spec.categories())
     files = list_result_files(result_dir)
     known = {os.path.basename(im["file_name"]) for im in coco.imgs.values()}
     unmatched = sorted(set(files) - known)
@@ -114,9 +115,9 @@ def main() -> None:
         "--pretrained, --config_path, --coco_ids, --labels, --num_classes."))
     if not config.ann_file:
         raise UserError("give --ann_file, the COCO annotation file of the images")
-    if config.pretrained.endswith(".ckpt"):
-        apply_training_info(config, read_checkpoint(config.pretrained))
-    run(args.result_files, config.ann_file, args.output_dir, config)
+    spec = weights_spec(config, config.pretrained) if config.pretrained.endswith(".ckpt") \
+        else ModelSpec.from_config(config)
+    run(args.result_files, config.ann_file, args.output_dir, spec)
 
 
 if __name__ == "__main__":

@@ -25,18 +25,19 @@ from src.errors import UserError, run_cli
 from src.fileio import atomic_path, temp_path_beside, write_json
 from src.formats.pretrained import tiny_checkpoint
 from src.logger import get_logger
+from src.models.spec import ModelSpec
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
 
 class Labels:
-    """Class names and category ids for the configured classes."""
+    """Class names and category ids of the model's classes."""
 
-    def __init__(self, config):
-        n = config.num_classes
-        self.names = list(config.labels) if len(config.labels) == n else [f"class_{i}" for i in range(n)]
-        self.ids = list(config.coco_ids) if len(config.coco_ids) == n else list(range(n))
+    def __init__(self, spec: ModelSpec):
+        n = spec.num_classes
+        self.names = list(spec.labels) if len(spec.labels) == n else [f"class_{i}" for i in range(n)]
+        self.ids = list(spec.coco_ids) if len(spec.coco_ids) == n else list(range(n))
 
     def records(self, source: str, det: Detections, **extra) -> List[dict]:
         return [dict(file=source, **extra, bbox=[round(float(v), 2) for v in box], score=round(float(s), 4),
@@ -118,13 +119,14 @@ def main() -> None:
     if demo:  # no arguments: darknet's yolov3-tiny on the sample images
         config = load_config(["--config_path", os.path.join(ROOT, "configs", "yolov3_tiny.yaml"),
                               "--input", os.path.join(ROOT, "samples")])
-        config.pretrained = tiny_checkpoint(config, get_logger().info)
+        weights = tiny_checkpoint(config, get_logger().info)
     else:
         config = load_config(description=__doc__)
+        weights = config.pretrained
     source = config.input
     if not source:
         raise UserError("give --input IMAGE|DIR|VIDEO|CAMERA_INDEX")
-    if not config.pretrained:
+    if not weights:
         raise UserError("no weights given: --pretrained CKPT (.ckpt or darknet .weights)")
     if not source.isdigit() and not os.path.exists(source):
         raise UserError(f"input not found: {source}")
@@ -132,8 +134,8 @@ def main() -> None:
     paths = (list_images(source) if os.path.isdir(source) else [source]) if is_images else []
     check_output_dir(config.output_dir, paths)
     setup_device(config)
-    detector = Detector(config, config.pretrained, 1)
-    labels = Labels(config)
+    detector = Detector(config, weights, 1)
+    labels = Labels(detector.spec)
     out_dir = config.output_dir
     os.makedirs(out_dir, exist_ok=True)
     thr = config.score_threshold

@@ -26,9 +26,10 @@ from model_utils.config import load_config
 from model_utils.device_adapter import all_reduce_sum, init_distributed, setup_device
 from model_utils.moxing_adapter import run_with_modelarts
 from src.data.anchors import fit_to_training_set
-from src.formats.checkpoint import (EMA_PREFIX, head_parameter_names, load_checkpoint_into, load_for_finetuning,
-                                    network_parameters, read_checkpoint, save_checkpoint, state_checksum, training_info)
-from src.data.coco import label_to_category, model_categories
+from src.formats.checkpoint import (EMA_PREFIX, LiveWeights, finetuning_spec, head_parameter_names,
+                                    load_checkpoint_into, load_for_finetuning, network_parameters, read_checkpoint,
+                                    save_checkpoint, state_checksum, training_info)
+from src.data.coco import label_to_category
 from src.data.dataset import CocoTrainSet, RunSource, create_train_dataset
 from src.data.sampler import DistributedSampler
 from src.engine.ema import WeightAverage
@@ -40,6 +41,7 @@ from src.engine.train_step import OPTIMIZER_STATE, make_optimizer, make_train_st
 from src.errors import UserError, run_cli
 from src.logger import get_logger
 from src.models.layers import use_cpu_training_kernels
+from src.models.spec import ModelSpec
 from src.models.yolo import build_network
 
 CKPT_NAME = re.compile(r"^(\d+)-(\d+)_(\d+)\.ckpt$")
@@ -67,15 +69,16 @@ def init_new_heads(network: nn.Cell, config, names: List[str]) -> None:
             p.set_data(Tensor((rng.standard_normal(p.shape) * config.head_init_std).astype(np.float32)))
 
 
-def load_initial_weights(network: nn.Cell, config, logger) -> List[str]:
-    """--resume_yolo (a whole model) or --pretrained_backbone (any part of one), of any class count; heads
-    that start anew get head_init_std. Returns the names of the parameters that start anew."""
+def load_initial_weights(network: nn.Cell, spec: ModelSpec, config, logger) -> List[str]:
+    """--resume_yolo (a whole model) or --pretrained_backbone (any part of one), of any class count, into `network`
+    built from `spec`; heads that start anew get head_init_std. Returns the names of the parameters that start
+    anew."""
     path = config.resume_yolo or config.pretrained_backbone
     if not path:
         heads = sorted(head_parameter_names(network))
         init_new_heads(network, config, heads)
         return heads
-    loaded, reinitialised = load_for_finetuning(network, path, config, build_network, bool(config.resume_yolo))
+    loaded, reinitialised = load_for_finetuning(network, path, spec, bool(config.resume_yolo))
     init_new_heads(network, config, reinitialised)
     what = "darknet conv layers" if path.endswith(".weights") and not reinitialised else "parameters"
     logger.info("%s: loaded %d %s from %s", "fine-tuning" if config.resume_yolo else "pretrained backbone",
@@ -138,12 +141,10 @@ class Trainer:
         ann = os.path.join(config.data_dir, "annotations", "instances_train2017.json")
         self.data = CocoTrainSet(ann, os.path.join(config.data_dir, "train2017"))
         self._keep_start_model_classes()
-        self._set_classes()
-        if config.auto_anchor:
-            self._fit_anchors(ann)
-        self.network = build_network(config)
+        self.spec = self._model_spec(ann)
+        self.network = build_network(self.spec)
         use_cpu_training_kernels(self.network)
-        self.starts_as_detector = not load_initial_weights(self.network, config, self.logger)
+        self.starts_as_detector = not load_initial_weights(self.network, self.spec, config, self.logger)
         self.ema = WeightAverage(self.network, config.ema_decay) if config.ema else None
         self.sampler = DistributedSampler(len(self.data), config.group_size, config.rank, True, config.seed)
         self.steps_per_epoch = len(self.sampler) // config.per_batch_size
@@ -154,7 +155,7 @@ class Trainer:
                     config.lr_epochs, config.lr_gamma, config.t_max, config.eta_min)
         self.lr = lr
         self.optimizer = make_optimizer(self.network, config, lr)
-        net_loss = YoloWithLoss.from_config(self.network, config)
+        net_loss = YoloWithLoss.from_config(self.network, self.spec, config)
         self.loss_parts = net_loss.parts
         if config.amp_level != "O0":
             if config.device_target == "CPU":
@@ -193,7 +194,7 @@ class Trainer:
             ids = [int(i) for i in str(ckpt["coco_ids"]).split(",")]
             names = str(ckpt["labels"]).split("\n")
         else:  # converted darknet weights: the config's classes
-            ids, names = model_categories(cfg)
+            ids, names = ModelSpec.from_config(cfg).categories()
         if names is None or len(names) != len(self.data.cat_ids):
             return
         try:
@@ -206,38 +207,53 @@ class Trainer:
             self.logger.info("fine-tuning: the %d classes keep the label order of %s (categories matched by name, "
                              "else id)", len(order), path)
 
-    def _set_classes(self) -> None:
+    def _model_spec(self, ann: str) -> ModelSpec:
+        """The model this run trains, decided before the build: the config's, with the training set's classes, the
+        fitted anchors (auto_anchor) and what the start's weights were trained with (input_centering; with
+        --resume_yolo the anchors)."""
+        cfg = self.cfg
+        spec = ModelSpec.from_config(cfg).replace(**self._classes())
+        if cfg.auto_anchor:
+            spec = spec.replace(**self._fitted_anchors(ann))
+        path = cfg.resume_yolo or cfg.pretrained_backbone
+        return finetuning_spec(cfg, spec, path, bool(cfg.resume_yolo)) if path else spec
+
+    def _classes(self) -> Dict[str, object]:
+        """num_classes, labels and coco_ids from the training set, where the user did not set them."""
         cfg, n = self.cfg, len(self.data.cat_ids)
+        classes: Dict[str, object] = {}
         if not cfg.is_set("num_classes"):
-            cfg.num_classes = n
+            classes["num_classes"] = n
         elif cfg.num_classes < n:
             raise UserError(f"the annotations have {n} categories but num_classes is {cfg.num_classes}")
+        num_classes = classes.get("num_classes", cfg.num_classes)
         if not cfg.is_set("labels"):
-            cfg.labels = self.data.names + [f"class_{i}" for i in range(n, cfg.num_classes)]
+            classes["labels"] = self.data.names + [f"class_{i}" for i in range(n, num_classes)]
         if not cfg.is_set("coco_ids"):
-            cfg.coco_ids = self.data.cat_ids + list(range(max(self.data.cat_ids) + 1,
-                                                          max(self.data.cat_ids) + 1 + cfg.num_classes - n))
+            first_free = max(self.data.cat_ids) + 1
+            classes["coco_ids"] = self.data.cat_ids + list(range(first_free, first_free + num_classes - n))
+        return classes
 
-    def _fit_anchors(self, ann: str) -> None:
-        """auto_anchor: train with anchors fitted to the training boxes (src.data.anchors), unless the anchors are given
-        on the command line or come with --resume_yolo's model. Seeded: a resumed run fits the same ones."""
+    def _fitted_anchors(self, ann: str) -> Dict[str, object]:
+        """auto_anchor: anchors fitted to the training boxes (src.data.anchors), unless the anchors are given on the
+        command line or come with --resume_yolo's model. Seeded: a resumed run fits the same ones."""
         cfg = self.cfg
         if cfg.resume_yolo or cfg.on_command_line("anchor_scales"):
             self.logger.info("auto_anchor: keeping the anchors of %s",
                              "--resume_yolo" if cfg.resume_yolo else "--anchor_scales")
-            return
+            return {}
         try:
             fitted, fit, current_fit, count = fit_to_training_set(ann, cfg)
         except UserError as e:
             self.logger.info("auto_anchor: keeping the config's anchors (%s)", e)
-            return
+            return {}
         if fit <= current_fit:
             self.logger.info("auto_anchor: the config's anchors fit the %d training boxes best (mean best IoU %.3f, "
                              "k-means %.3f); keeping them", count, current_fit, fit)
-            return
+            return {}
         self.logger.info("auto_anchor: mean best IoU of the %d training boxes %.3f with the config's anchors, %.3f "
                          "with k-means ones; training with anchor_scales %s", count, current_fit, fit, fitted)
-        cfg.anchor_scales = fitted
+        return {"anchor_scales": fitted}
 
     def _val_set(self) -> Tuple[str, str]:
         """The val annotation file and images of eval during training, checked before training starts."""
@@ -248,7 +264,7 @@ class Trainer:
         images = cfg.val_image_dir or os.path.join(cfg.data_dir, "val2017")
         if not os.path.isdir(images):
             raise UserError(f"run_eval: val image directory not found: {images} (see --val_image_dir)")
-        check_categories(cfg, ann)
+        check_categories(self.spec, ann)
         return ann, images
 
     def _best_so_far(self) -> Tuple[float, int]:
@@ -333,7 +349,7 @@ class Trainer:
         step = int(self.optimizer.global_step.asnumpy().reshape(-1)[0])
         path = os.path.join(self.ckpt_dir, f"{self.cfg.rank}-{epoch + 1}_{step}.ckpt")
         state = self.state()
-        save_checkpoint(state, path, {"epoch": epoch, "global_step": step, **training_info(self.cfg),
+        save_checkpoint(state, path, {"epoch": epoch, "global_step": step, **training_info(self.spec),
                                       **self.guard.state()})
         for _, old in list_checkpoints(self.ckpt_dir)[:-self.cfg.keep_checkpoint_max]:
             os.remove(old)
@@ -354,7 +370,7 @@ class Trainer:
                 step = int(self.optimizer.global_step.asnumpy().reshape(-1)[0])
                 save_checkpoint(self.model_weights(), path,
                                 {"epoch": epoch, "global_step": step, "AP": ap, "AP50": ap50,
-                                 **training_info(self.cfg)})
+                                 **training_info(self.spec)})
                 self.logger.info("saved best checkpoint %s (epoch[%d], AP:%.6f)", path, epoch, ap)
         if self.main_rank:
             self.logger.info("epoch[%d], val AP:%.6f, AP50:%.6f, best AP:%.6f at epoch[%d]", epoch, ap, ap50,
@@ -364,8 +380,8 @@ class Trainer:
 
     def _val_ap(self) -> Tuple[float, float]:
         """(AP, AP50) of the model on the val set, every rank scoring its share."""
-        stats = evaluate_model(self.cfg, self.model_weights(), *self.val, os.path.join(self.cfg.ckpt_path, "eval"),
-                               self.logger)
+        stats = evaluate_model(self.cfg, LiveWeights(self.spec, self.model_weights()), *self.val,
+                               os.path.join(self.cfg.ckpt_path, "eval"), self.logger)
         values = np.array([stats["AP"], stats["AP50"]] if stats is not None else [0.0, 0.0])
         if self.cfg.is_distributed:
             values = all_reduce_sum(values)
@@ -385,7 +401,7 @@ class Trainer:
         """The loop: one step per batch, then the log line, checkpoints and eval when they are due; Ctrl-C or
         SIGTERM saves and stops after the current step."""
         self.evaluate_start()
-        source = RunSource(self.data, self.sampler, self.cfg, self.global_step,
+        source = RunSource(self.data, self.sampler, self.cfg, self.spec, self.global_step,
                            self.cfg.max_epoch * self.steps_per_epoch)
         batches = create_train_dataset(source, self.cfg.num_parallel_workers).create_tuple_iterator(num_epochs=1) \
             if len(source) else ()
@@ -478,10 +494,10 @@ def main() -> None:
     config = load_config(description=__doc__)
     setup_device(config)
     if config.is_distributed:
-        init_distributed(config)
+        config = config.with_values(**init_distributed(config))
     ms.set_seed(config.seed)
     np.random.seed(config.seed)
-    run_with_modelarts(config, lambda: Trainer(config).train())
+    run_with_modelarts(config, lambda resolved: Trainer(resolved).train())
 
 
 if __name__ == "__main__":

@@ -19,12 +19,14 @@ import tempfile
 import time
 from typing import Dict, List
 
-import cv2
-import mindspore as ms
-import numpy as np
-
 INFER_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(INFER_DIR))
+from src.cpu.process import set_up_process  # noqa: E402
+
+set_up_process()  # first: OpenMP reads its spin count when cv2 or MindSpore loads it
+import cv2  # noqa: E402
+import mindspore as ms  # noqa: E402
+import numpy as np  # noqa: E402
 from model_utils.config import load_config  # noqa: E402
 from model_utils.device_adapter import setup_device  # noqa: E402
 from onnx_for_opencv import lower_file  # noqa: E402
@@ -49,7 +51,7 @@ def build_app() -> str:
 def cpp_ms_per_image(config, image_dir: str, folder: str) -> Dict[str, float]:
     """Export, lower, run the app; its graph-only and end-to-end mean ms per image."""
     size = check_input_size(config.testing_shape)
-    model = build_detection_model(config, config.pretrained)
+    _, model = build_detection_model(config, config.pretrained)
     onnx_path = export_graph(model, ms.Tensor(np.zeros((1, 3, size, size), np.float32)),
                              os.path.join(folder, "model"), "ONNX")
     lowered = os.path.join(folder, "model_opencv.onnx")

@@ -64,6 +64,12 @@ class Config:
             by_source.setdefault(source, []).append(f"{key} {getattr(self, key)}")
         return [f"{source}: {', '.join(by_source[source])}" for source in by_source]
 
+    def with_values(self, **values: Any) -> "Config":
+        """A new config with `values` resolved when the run starts (the ranks, the ModelArts paths); this one is
+        left as it is, and where each other value came from is kept."""
+        return Config({**self.to_dict(), **values}, self._explicit, self._command_line, self._sources,
+                      self.recipe_note)
+
     def to_dict(self) -> Dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_") and k != "recipe_note"}
 

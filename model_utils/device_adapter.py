@@ -1,4 +1,6 @@
 """Device and graph-mode setup, selected by config.device_target."""
+from typing import Dict
+
 import numpy as np
 import mindspore as ms
 
@@ -18,18 +20,19 @@ def setup_device(config) -> None:
         raise UserError(f"device_target {config.device_target} is not usable here: {str(e).splitlines()[0]}") from None
 
 
-def init_distributed(config) -> None:
-    """Data-parallel setup over mindspore.communication; rank and group size come from the runtime."""
+def init_distributed(config) -> Dict[str, int]:
+    """Data-parallel setup over mindspore.communication; returns the rank and group size the runtime gives, as
+    config values (`config.with_values(**init_distributed(config))`)."""
     from mindspore.communication import get_group_size, get_rank, init
     try:
         init()
     except RuntimeError as e:
         raise UserError(f"is_distributed=1 but the collective runtime did not start (launch with msrun or "
                         f"the scripts/ launchers): {str(e).splitlines()[0]}") from None
-    config.rank = get_rank()
-    config.group_size = get_group_size()
+    ranks = {"rank": get_rank(), "group_size": get_group_size()}
     ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
-                                 device_num=config.group_size)
+                                 device_num=ranks["group_size"])
+    return ranks
 
 
 class _Collective(ms.nn.Cell):

@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from src.errors import UserError
 
@@ -72,32 +72,31 @@ def sync(mox, src: str, dst: str, copier: bool, timeout_s: float = 3600) -> None
         time.sleep(1)
 
 
-def run_with_modelarts(config, main: Callable[[], None]) -> None:
-    """Run `main` (which reads `config`), wrapped in the ModelArts copies when enable_modelarts."""
+def run_with_modelarts(config, main: Callable[[Any], None]) -> None:
+    """Run `main(config)`; when enable_modelarts, wrapped in the ModelArts copies and given the config with the
+    local paths they resolve (data_dir, the weights, the outputs)."""
     if not config.enable_modelarts:
-        main()
+        main(config)
         return
     mox = _moxing()
     copier = _copier(config)
+    resolved = {}
     if config.data_url:
         sync(mox, config.data_url, config.data_path, copier)
-        config.data_dir = config.data_path
+        resolved["data_dir"] = config.data_path
     if config.checkpoint_url:
         sync(mox, config.checkpoint_url, config.load_path, copier)
-        for key in WEIGHT_KEYS:
-            value = getattr(config, key)
-            if value and not os.path.isabs(value):
-                setattr(config, key, os.path.join(config.load_path, value))
-    for key in OUTPUT_KEYS:
-        value = getattr(config, key)
-        if not os.path.isabs(value):
-            setattr(config, key, os.path.join(config.output_path, value))
+        resolved.update({key: os.path.join(config.load_path, getattr(config, key)) for key in WEIGHT_KEYS
+                         if getattr(config, key) and not os.path.isabs(getattr(config, key))})
+    resolved.update({key: os.path.join(config.output_path, getattr(config, key)) for key in OUTPUT_KEYS
+                     if not os.path.isabs(getattr(config, key))})
+    config = config.with_values(**resolved)
     os.makedirs(config.output_path, exist_ok=True)
     saver = config.rank == 0 or not config.is_save_on_master
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
     try:
-        main()
+        main(config)
     finally:
         if on_main_thread:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -21,6 +21,7 @@ from src.data.dataset import BatchSource, CocoTrainSet  # noqa: E402
 from src.data.sampler import DistributedSampler  # noqa: E402
 from src.engine.loss import YoloWithLoss  # noqa: E402
 from src.engine.train_step import make_train_step  # noqa: E402
+from src.models.spec import ModelSpec  # noqa: E402
 from src.models.yolo import build_network  # noqa: E402
 
 
@@ -31,19 +32,20 @@ def main() -> None:
                        "--training_shape", "96"])
     setup_device(cfg)
     if "--distributed" in sys.argv:
-        cfg.is_distributed = True
-        init_distributed(cfg)
+        cfg = cfg.with_values(is_distributed=True)
+        cfg = cfg.with_values(**init_distributed(cfg))
     ms.set_seed(cfg.seed)
     data = CocoTrainSet(os.path.join(data_dir, "annotations", "instances_train2017.json"),
                         os.path.join(data_dir, "train2017"))
     sampler = DistributedSampler(len(data), cfg.group_size, cfg.rank, True, cfg.seed)
-    source = BatchSource(data, sampler.indices(0), cfg, epoch=0)
-    network = build_network(cfg)
+    spec = ModelSpec.from_config(cfg)
+    source = BatchSource(data, sampler.indices(0), cfg, spec, epoch=0)
+    network = build_network(spec)
     for _, cell in network.cells_and_names():
         if isinstance(cell, nn.BatchNorm2d):
             cell.use_batch_statistics = False
-    step = make_train_step(YoloWithLoss.from_config(network, cfg), nn.Momentum(network.trainable_params(), 0.01, 0.9),
-                           1024.0)
+    step = make_train_step(YoloWithLoss.from_config(network, spec, cfg),
+                           nn.Momentum(network.trainable_params(), 0.01, 0.9), 1024.0)
     step.set_train(True)
     np.savez(out.replace(".npz", f"_rank{cfg.rank}_init.npz"),
              **{n: p.asnumpy() for n, p in network.parameters_and_names()})

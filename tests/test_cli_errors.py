@@ -5,6 +5,7 @@ import sys
 import numpy as np
 
 from conftest import COCO_TINY, DARKNET, REPO, TINY_CFG, run_script
+from src.models.spec import ModelSpec
 
 
 def assert_clean_error(proc, *fragments):
@@ -45,7 +46,7 @@ def test_backbone_prefix_converts_covered_layers(shared, tmp_path):
     sys.path.insert(0, REPO)
     from model_utils.config import load_config
     from src.models.yolo import build_network
-    net = build_network(load_config(["--config_path", TINY_CFG]))
+    net = build_network(ModelSpec.from_config(load_config(["--config_path", TINY_CFG])))
     floats = sum(int(np.prod(c.weight.shape)) + 4 * c.weight.shape[0] for c, _ in net.darknet_layers()[:7])
     data = open(os.path.join(DARKNET, "yolov3-tiny.weights"), "rb").read()
     prefix = tmp_path / "tiny.conv.15"

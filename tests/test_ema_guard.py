@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_CFG, run_script
+from src.models.spec import ModelSpec
 from model_utils.config import load_config
 
 ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", jit_config={"jit_level": "O0"})
@@ -29,7 +30,7 @@ def test_averages_follow_the_weights_by_the_decay():
     from src.formats.checkpoint import network_parameters
     from src.engine.ema import WeightAverage
     from src.models.yolo import build_network
-    network = build_network(tiny())
+    network = build_network(ModelSpec.from_config(tiny()))
     ema = WeightAverage(network, 0.9999)
     params = network_parameters(network)
     assert set(ema.state()) == {f"ema.{n}" for n in params} and set(ema.model()) == set(params)
@@ -52,17 +53,16 @@ def test_readers_take_the_averaged_weights(tmp_path):
     checkpoint's averages as the model; --resume reads the raw weights (test_resume.py)."""
     from src.formats.checkpoint import build_with_weights, load_for_finetuning, network_parameters, save_checkpoint
     from src.models.yolo import build_network
-    network = build_network(tiny())
+    network = build_network(ModelSpec.from_config(tiny()))
     raw = network_parameters(network)
     averaged = {f"ema.{n}": ms.Parameter(ms.Tensor(p.asnumpy() + 1, p.dtype), name=f"ema.{n}") for n, p in raw.items()}
     path = str(tmp_path / "run.ckpt")
     save_checkpoint({**raw, **averaged}, path, {"num_classes": 80})
     name = "head1.conv.weight"
     want = raw[name].asnumpy() + 1
-    np.testing.assert_array_equal(network_parameters(build_with_weights(tiny(), path, build_network))[name].asnumpy(),
-                                  want)
-    target = build_network(tiny())
-    load_for_finetuning(target, path, tiny(), build_network, True)
+    np.testing.assert_array_equal(network_parameters(build_with_weights(tiny(), path)[1])[name].asnumpy(), want)
+    target = build_network(ModelSpec.from_config(tiny()))
+    load_for_finetuning(target, path, ModelSpec.from_config(tiny()), True)
     np.testing.assert_array_equal(network_parameters(target)[name].asnumpy(), want)
 
 

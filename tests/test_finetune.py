@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import COCO_TINY, DARKNET, MBV2_CFG, REPO, TINY_CFG, run_script
+from src.models.spec import ModelSpec
 from test_cli_errors import assert_clean_error
 from test_train import assert_chart
 
@@ -26,11 +27,12 @@ def test_coco_weights_load_into_a_3_class_model(tiny_ckpt, source, whole_model):
     from src.models.yolo import build_network
     config = tiny_config("--num_classes", "3")
     ms.set_seed(5)
-    fresh = {n: p.asnumpy() for n, p in network_parameters(build_network(config)).items()}
+    spec = ModelSpec.from_config(config)
+    fresh = {n: p.asnumpy() for n, p in network_parameters(build_network(spec)).items()}
     ms.set_seed(5)
-    network = build_network(config)
+    network = build_network(spec)
     path = tiny_ckpt if source == "ckpt" else os.path.join(DARKNET, "yolov3-tiny.weights")
-    loaded, reinitialised = load_for_finetuning(network, path, config, build_network, whole_model)
+    loaded, reinitialised = load_for_finetuning(network, path, spec, whole_model)
     heads = ["head1.conv.bias", "head1.conv.weight", "head2.conv.bias", "head2.conv.weight"]
     assert reinitialised == heads and loaded == len(fresh) - 4
     coco = ms.load_checkpoint(tiny_ckpt)
@@ -50,8 +52,9 @@ def test_new_heads_take_head_init_std(tiny_ckpt):
     from src.models.yolo import build_network
     from train import load_initial_weights
     config = tiny_config("--num_classes", "3", "--resume_yolo", tiny_ckpt, "--head_init_std", "0.01")
-    network = build_network(config)
-    load_initial_weights(network, config, logging.getLogger("test"))
+    spec = ModelSpec.from_config(config)
+    network = build_network(spec)
+    load_initial_weights(network, spec, config, logging.getLogger("test"))
     params = network_parameters(network)
     for name in ("head1.conv.weight", "head2.conv.weight"):
         assert params[name].asnumpy().std() == pytest.approx(0.01, rel=0.05)

@@ -7,6 +7,7 @@ import mindspore as ms
 import pytest
 from mindspore import Tensor, nn
 
+from src.models.spec import ModelSpec
 from src.cpu import cpu_kernels
 from src.models.layers import (ConvBN, ConvBNLeaky, HeadConv, LeakyReLU, MaxPool, use_cpu_inference_kernels,
                                use_cpu_training_kernels)
@@ -349,7 +350,7 @@ def test_building_a_network_builds_no_kernels(cache):
     from conftest import TINY_CFG
     from model_utils.config import load_config
     from src.models.yolo import build_network
-    network = build_network(load_config(["--config_path", TINY_CFG]))
+    network = build_network(ModelSpec.from_config(load_config(["--config_path", TINY_CFG])))
     assert not any(isinstance(c, MaxPool) and c.kernel is not None for _, c in network.cells_and_names())
     assert not (cache / "kernels").exists()  # building a network for inference compiles nothing
     # the tiny trunk shares one stride-2 max-pool cell and has darknet's stride-1 one; all eleven ConvBNLeaky cells

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_CFG
+from src.models.spec import ModelSpec
 
 ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", jit_config={"jit_level": "O0"})  # as setup_device does
 STEPS = 40
@@ -34,14 +35,15 @@ def test_a_few_dozen_steps_learn_the_images(tmp_path, optimizer):
                        "--saturation", "1", "--value", "1", "--optimizer", optimizer])
     ms.set_seed(cfg.seed)
     data = CocoTrainSet(str(tmp_path / "annotations" / "instances_train2017.json"), str(tmp_path / "train2017"))
-    network = build_network(cfg)
+    spec = ModelSpec.from_config(cfg)
+    network = build_network(spec)
     lr = get_lr("cosine_annealing", 0.001, 1, STEPS, 5, [], 0.1, STEPS, 0.0)
-    loss = YoloWithLoss.from_config(network, cfg)
+    loss = YoloWithLoss.from_config(network, spec, cfg)
     step = make_train_step(loss, make_optimizer(network, cfg, lr), cfg.loss_scale)
     step.set_train(True)
     losses, parts = [], []
     for i in range(STEPS):  # each step: both images, flipped or not (the only augmentation left on)
-        losses.append(float(step(*[Tensor(a) for a in BatchSource(data, [0, 1], cfg, epoch=i)[0]])[0].asnumpy()))
+        losses.append(float(step(*[Tensor(a) for a in BatchSource(data, [0, 1], cfg, spec, epoch=i)[0]])[0].asnumpy()))
         parts.append(loss.parts.asnumpy().copy())  # box, objectness, class
     # Bounds with room for the CPU's rounding (over seeds: total 0.20-0.36 of its start, objectness + class
     # 0.002-0.04). The box part is not bounded: at this size and step count the sizes are not learned yet
@@ -51,8 +53,8 @@ def test_a_few_dozen_steps_learn_the_images(tmp_path, optimizer):
     assert last < 0.1 * first, (first, last)
 
     weights = str(tmp_path / "learned.ckpt")
-    save_checkpoint(network_parameters(network), weights, training_info(cfg))  # as train.py saves it
-    model = build_detection_model(cfg, weights)
+    save_checkpoint(network_parameters(network), weights, training_info(spec))  # as train.py saves it
+    _, model = build_detection_model(cfg, weights)
     ann = json.loads((tmp_path / "annotations" / "instances_train2017.json").read_text())
     for image in ann["images"]:
         img = cv2.imread(str(tmp_path / "train2017" / image["file_name"]))

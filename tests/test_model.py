@@ -5,6 +5,7 @@ import pytest
 
 from conftest import MBV2_CFG, TINY_CFG
 from model_utils.config import load_config
+from src.models.spec import ModelSpec
 from src.models.yolo import build_network
 from src.models.yolo_head import YoloDecode
 
@@ -18,7 +19,7 @@ ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", jit_config={"jit_level":
 ])
 def test_darknet_layer_count_and_size(argv, convs, params):
     """Conv layers and parameter counts as in the darknet cfgs (weights file sizes / 4)."""
-    net = build_network(load_config(argv))
+    net = build_network(ModelSpec.from_config(load_config(argv)))
     layers = net.darknet_layers()
     assert len(layers) == convs
     n = sum(int(np.prod(c.weight.shape)) + (4 if bn is not None else 1) * c.weight.shape[0] for c, bn in layers)
@@ -27,7 +28,7 @@ def test_darknet_layer_count_and_size(argv, convs, params):
 
 def test_any_class_count_and_output_shapes():
     cfg = load_config(["--config_path", TINY_CFG, "--num_classes", "3"])
-    net = build_network(cfg)
+    net = build_network(ModelSpec.from_config(cfg))
     net.set_train(False)
     outs = net(ms.Tensor(np.zeros((2, 3, 320, 320), np.float32)))
     assert [tuple(o.shape) for o in outs] == [(2, 24, 10, 10), (2, 24, 20, 20)]
@@ -60,9 +61,10 @@ def test_decode_matches_paper_formulas():
 def test_bad_anchor_mask_is_an_error():
     from src.errors import UserError
     with pytest.raises(UserError, match="output scales"):
-        build_network(load_config(["--anchor_mask", "[[0,1,2],[3,4,5]]"]))
+        build_network(ModelSpec.from_config(load_config(["--anchor_mask", "[[0,1,2],[3,4,5]]"])))
     with pytest.raises(UserError, match="outside anchor_scales"):
-        build_network(load_config(["--config_path", TINY_CFG, "--anchor_mask", "[[3,4,9],[0,1,2]]"]))
+        build_network(ModelSpec.from_config(load_config(["--config_path", TINY_CFG,
+                                                         "--anchor_mask", "[[3,4,9],[0,1,2]]"])))
 
 
 def test_hub_entry_point():
@@ -82,12 +84,12 @@ def test_mobilenetv2_variant_shapes_and_size():
     (mmdetection lists 3.74 M, which includes MobileNetV2's unused 1280-channel last conv: 320*1280 + BN)."""
     from src.errors import UserError
     cfg = load_config(["--config_path", MBV2_CFG, "--num_classes", "3"])
-    net = build_network(cfg)
+    net = build_network(ModelSpec.from_config(cfg))
     net.set_train(False)
     outs = net(ms.Tensor(np.zeros((1, 3, 320, 320), np.float32)))
     assert [tuple(o.shape) for o in outs] == [(1, 24, 10, 10), (1, 24, 20, 20), (1, 24, 40, 40)]
     assert net.block1.head.conv.in_channels == 96 and net.block3.conv_out.conv.in_channels == 96
-    coco = build_network(load_config(["--config_path", MBV2_CFG]))
+    coco = build_network(ModelSpec.from_config(load_config(["--config_path", MBV2_CFG])))
     n = sum(int(np.prod(p.shape)) for p in coco.trainable_params())
     assert abs(n + 320 * 1280 + 2 * 1280 - 3.74e6) < 0.01e6
     with pytest.raises(UserError, match="no darknet counterpart"):
@@ -109,12 +111,12 @@ def test_folding_batchnorm_keeps_the_outputs(config):
     from src.models.layers import fold_batchnorm
     cfg = load_config(["--config_path", config, "--num_classes", "3"])
     rng = np.random.default_rng(0)
-    net = build_network(cfg)
+    net = build_network(ModelSpec.from_config(cfg))
     randomize_bn(net, rng, 0.5, 1.5)
     net.set_train(False)
     x = ms.Tensor(rng.uniform(0, 1, (1, 3, 128, 128)).astype(np.float32))
     before = [o.asnumpy() for o in net(x)]
-    folded = build_network(cfg)
+    folded = build_network(ModelSpec.from_config(cfg))
     ms.load_param_into_net(folded, dict(net.parameters_and_names()))
     folded.set_train(False)
     folded = fold_batchnorm(folded)
@@ -132,9 +134,9 @@ def test_cpu_inference_kernels_keep_the_outputs(config):
     from src.models.layers import ConvBN, HeadConv, fold_batchnorm, use_cpu_inference_kernels
     cfg = load_config((["--config_path", config] if config else []) + ["--num_classes", "3"])
     rng = np.random.default_rng(1)
-    stock = build_network(cfg)
+    stock = build_network(ModelSpec.from_config(cfg))
     randomize_bn(stock, rng, 0.5, 1.5)
-    fast = build_network(cfg)
+    fast = build_network(ModelSpec.from_config(cfg))
     ms.load_param_into_net(fast, dict(stock.parameters_and_names()))
     x = ms.Tensor(rng.uniform(0, 1, (2, 3, 128, 128)).astype(np.float32))
     for net in (stock, fast):
@@ -157,7 +159,7 @@ def test_mobilenetv2_exports_to_onnx(tmp_path):
     from src.models.yolo_head import DetectionModel
     cfg = load_config(["--config_path", MBV2_CFG, "--num_classes", "3"])
     rng = np.random.default_rng(5)
-    net = build_network(cfg)
+    net = build_network(ModelSpec.from_config(cfg))
     randomize_bn(net, rng, 0.3, 0.6)  # small scales keep the activations finite
     ckpt = str(tmp_path / "mbv2.ckpt")
     save_checkpoint(network_parameters(net), ckpt)
@@ -186,7 +188,8 @@ def test_input_centering_subtracts_each_images_mean_colour_and_exports(tmp_path)
     rng = np.random.default_rng(6)
     plain_cfg = load_config(["--config_path", TINY_CFG, "--num_classes", "3"])
     centred_cfg = load_config(["--config_path", TINY_CFG, "--num_classes", "3", "--input_centering", "True"])
-    plain, centred = build_network(plain_cfg), build_network(centred_cfg)
+    plain = build_network(ModelSpec.from_config(plain_cfg))
+    centred = build_network(ModelSpec.from_config(centred_cfg))
     randomize_bn(plain, rng, 0.5, 1.5)
     ms.load_param_into_net(centred, dict(plain.parameters_and_names()))
     x = rng.uniform(0, 1, (2, 3, 128, 128)).astype(np.float32) + np.array([0.3, -0.2, 0.1], np.float32)[:, None, None]

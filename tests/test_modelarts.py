@@ -72,7 +72,7 @@ def test_outputs_reach_train_url_when_the_run_fails(ending, fake_mox, tmp_path):
     config = load_config(["--enable_modelarts", "True", "--train_url", str(tmp_path / "obs_out"),
                           "--output_path", str(tmp_path / "out")])
 
-    def failing_run():
+    def failing_run(config):
         ckpt = os.path.join(config.ckpt_path, "ckpt_0", "0-1_4.ckpt")
         os.makedirs(os.path.dirname(ckpt))
         open(ckpt, "w").write("weights")

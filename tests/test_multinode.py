@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, TINY_CFG
+from src.models.spec import ModelSpec
 
 BIN = os.path.dirname(sys.executable)
 ENV = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
@@ -209,7 +210,7 @@ def test_two_nodes_evaluate_without_a_shared_folder(node1_netns, shapes64, tmp_p
     from src.formats.checkpoint import network_parameters, save_checkpoint
     from src.models.yolo import build_network
     from src.models.layers import HeadConv
-    network = build_network(load_config(["--config_path", TINY_CFG]))
+    network = build_network(ModelSpec.from_config(load_config(["--config_path", TINY_CFG])))
     for _, cell in network.cells_and_names():
         if isinstance(cell, HeadConv):  # objectness and classes near 0.7: boxes everywhere, whatever the weights
             cell.conv.bias.set_data(ms.Tensor(np.ones(cell.conv.bias.shape, np.float32)))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_CFG, run_script
+from src.models.spec import ModelSpec
 from src.engine.detector import Detections, clip_to_image
 from src.engine.nms import select_detections
 from src.engine.visualize import draw_detections
@@ -58,7 +59,7 @@ def write_diverged_checkpoint(path: str) -> None:
     from src.models.yolo import build_network
     import mindspore as ms
     config = load_config(["--config_path", TINY_CFG])
-    network = build_network(config)
+    network = build_network(ModelSpec.from_config(config))
     conv = network.head1.conv
     bias = conv.bias.asnumpy().reshape(3, -1)
     bias[0, 2:4] = 1000.0  # exp -> inf

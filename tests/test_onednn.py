@@ -8,6 +8,7 @@ import mindspore as ms
 import pytest
 
 from conftest import REPO, TINY_CFG
+from src.models.spec import ModelSpec
 from src.cpu import onednn
 from src.formats.checkpoint import network_parameters, save_checkpoint
 
@@ -31,7 +32,7 @@ def run_verbose(*argv: str) -> str:
 def random_checkpoint(config_argv, path: str) -> str:
     from model_utils.config import load_config
     from src.models.yolo import build_network
-    save_checkpoint(network_parameters(build_network(load_config(config_argv))), path)
+    save_checkpoint(network_parameters(build_network(ModelSpec.from_config(load_config(config_argv)))), path)
     return path
 
 

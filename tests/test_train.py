@@ -10,6 +10,7 @@ import mindspore as ms
 import pytest
 
 from conftest import REPO, TINY_CFG, run_script, shapes_set, tiny_train_args
+from src.models.spec import ModelSpec
 from test_cli_errors import assert_clean_error
 
 LOG_LINE = re.compile(r"epoch\[\d+\], iter\[\d+\], loss:\d+\.\d{6}, fps:\d+\.\d{2} imgs/sec, lr:\d\.\d{6}")
@@ -94,12 +95,11 @@ def test_auto_anchor_trains_with_fitted_anchors_that_the_checkpoint_carries(shap
     assert json.loads(ms.load_checkpoint(path)["anchor_scales"]) == fitted != config.anchor_scales
 
     # eval, predict and export take the checkpoint's anchors over the config file's, not over the command line's
-    config = load_config(["--config_path", TINY_CFG])
-    build_detection_model(config, path)
-    assert config.anchor_scales == fitted
+    spec, _ = build_detection_model(load_config(["--config_path", TINY_CFG]), path)
+    assert spec.anchor_scales == fitted
     config = load_config(["--config_path", TINY_CFG, "--anchor_scales", "1,2,3,4,5,6,7,8,9,10,11,12"])
-    build_detection_model(config, path)
-    assert config.anchor_scales == [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12]]
+    spec, _ = build_detection_model(config, path)
+    assert spec.anchor_scales == [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12]]
 
 
 def test_input_centering_goes_with_the_weights(shapes, tmp_path):
@@ -114,18 +114,19 @@ def test_input_centering_goes_with_the_weights(shapes, tmp_path):
     assert int(ms.load_checkpoint(path)["input_centering"].asnumpy()) == 1
 
     def centred(argv, weights):
-        config = load_config(["--config_path", TINY_CFG, *argv])
-        network = build_with_weights(config, weights, build_network)
+        spec, network = build_with_weights(load_config(["--config_path", TINY_CFG, *argv]), weights)
         flags = [c.center_input for _, c in network.cells_and_names() if hasattr(c, "center_input")]
-        assert sum(flags) == config.input_centering  # only the layer on the image, and as the config says
-        return config.input_centering
+        assert sum(flags) == spec.input_centering  # only the layer on the image, and as the spec says
+        return spec.input_centering
 
     assert centred([], path) and not centred(["--input_centering", "False"], path)
     unsaid = str(tmp_path / "unsaid.ckpt")
-    save_checkpoint(network_parameters(build_network(load_config(["--config_path", TINY_CFG]))), unsaid)
+    new_model = build_network(ModelSpec.from_config(load_config(["--config_path", TINY_CFG])))
+    save_checkpoint(network_parameters(new_model), unsaid)
     assert not centred(["--num_classes", "80"], unsaid)
     config = load_config(["--config_path", TINY_CFG, "--input_centering", "True"])
-    assert build_network(config) and config.input_centering  # from scratch: the config's
+    spec = ModelSpec.from_config(config)
+    assert build_network(spec) and spec.input_centering  # from scratch: the config's
 
 
 def assert_chart(path):

@@ -10,6 +10,7 @@ from mindspore import Tensor, nn
 
 from conftest import TINY_CFG
 from model_utils.config import load_config
+from src.models.spec import ModelSpec
 from src.data.augment import hflip, jitter, letterbox_boxes
 from src.data.sampler import DistributedSampler
 from src.data.targets import build_targets, shape_iou
@@ -102,7 +103,7 @@ def test_class_loss_on_ignored_predictions(second_gt, assigned):
 def _one_step(loss_scale: float, batch):
     ms.set_seed(5)
     cfg = load_config(["--config_path", TINY_CFG, "--num_classes", "2"])
-    net = build_network(cfg)
+    net = build_network(ModelSpec.from_config(cfg))
     opt = nn.Momentum(net.trainable_params(), 0.01, 0.9)
     step = make_train_step(YoloWithLoss(net, cfg.anchor_scales, cfg.anchor_mask, 2, 0.7), opt, loss_scale)
     step.set_train(True)
@@ -121,7 +122,8 @@ def test_loss_scale_gives_the_same_update_and_skips_overflow():
                             cfg.anchor_mask, 2, 4)
     batch = [Tensor(rng.uniform(0, 1, (1, 3, 64, 64)).astype(np.float32))] + [Tensor(t[None]) for t in targets]
     ms.set_seed(5)
-    init = _weights(build_network(load_config(["--config_path", TINY_CFG, "--num_classes", "2"])))
+    init = _weights(build_network(ModelSpec.from_config(load_config(["--config_path", TINY_CFG,
+                                                                     "--num_classes", "2"]))))
     p1, l1, o1 = _one_step(1.0, batch)
     p2, l2, o2 = _one_step(1024.0, batch)
     assert not o1 and not o2 and l1 == pytest.approx(l2, rel=1e-6)
@@ -208,13 +210,13 @@ def test_damaged_image_is_skipped_with_warning(tmp_path):
     data = CocoTrainSet(str(tmp_path / "annotations" / "instances_train2017.json"), str(tmp_path / "train2017"))
     cfg = load_config(["--config_path", TINY_CFG, "--num_classes", "3", "--per_batch_size", "4",
                        "--training_shape", "64"])
-    source = BatchSource(data, [0, 1, 2, 3], cfg, epoch=0)
+    source = BatchSource(data, [0, 1, 2, 3], cfg, ModelSpec.from_config(cfg), epoch=0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         batch = source[0]
     assert any("000001.jpg" in str(w.message) for w in caught)
     assert batch[0].shape == (4, 3, 64, 64) and len(batch) == 4
-    again = BatchSource(data, [0, 1, 2, 3], cfg, epoch=0)[0]
+    again = BatchSource(data, [0, 1, 2, 3], cfg, ModelSpec.from_config(cfg), epoch=0)[0]
     for a, b in zip(batch, again):
         np.testing.assert_array_equal(a, b)  # seeded: the same batch twice
     assert cv2.imread(str(tmp_path / "train2017" / "000000.jpg")) is not None
@@ -228,10 +230,11 @@ def test_run_source_chains_the_epochs_from_any_step(tmp_path):
     cfg = load_config(["--config_path", TINY_CFG, "--num_classes", "3", "--per_batch_size", "2",
                        "--training_shape", "64"])
     sampler = DistributedSampler(len(data), seed=3)
-    run = RunSource(data, sampler, cfg, 3, 7)  # 2 batches an epoch: epoch 1 batch 1 to epoch 3 batch 0
-    assert len(run) == 4 and len(RunSource(data, sampler, cfg, 7, 6)) == 0
+    spec = ModelSpec.from_config(cfg)
+    run = RunSource(data, sampler, cfg, spec, 3, 7)  # 2 batches an epoch: epoch 1 batch 1 to epoch 3 batch 0
+    assert len(run) == 4 and len(RunSource(data, sampler, cfg, spec, 7, 6)) == 0
     for k, (epoch, b) in enumerate([(1, 1), (2, 0), (2, 1), (3, 0)]):
-        expected = BatchSource(data, sampler.indices(epoch), cfg, epoch)[b]
+        expected = BatchSource(data, sampler.indices(epoch), cfg, spec, epoch)[b]
         for got, want in zip(run[k], expected):
             np.testing.assert_array_equal(got, want)
     assert not np.array_equal(run[1][0], run[3][0])  # another epoch: another order and augmentation

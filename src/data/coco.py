@@ -104,15 +104,6 @@ def _name_key(name: str) -> str:
     return NAME_SYNONYMS.get(key, key)
 
 
-def model_categories(config) -> Tuple[Optional[List[int]], Optional[List[str]]]:
-    """The model's category id and name of each label: from train.py's checkpoint or the config (converted
-    darknet weights: COCO's); either is None when it does not cover every label."""
-    n = config.num_classes
-    ids = [int(i) for i in config.coco_ids] if len(config.coco_ids) == n else None
-    names = [str(x) for x in config.labels] if len(config.labels) == n else None
-    return ids, names
-
-
 def _describe(ids: Optional[Sequence[int]], names: Optional[Sequence[str]]) -> str:
     if ids and names:
         items = [f"{i} {x}" for i, x in zip(ids, names)]

@@ -16,6 +16,7 @@ from src.data.coco import category_ids, load_coco
 from src.data.sampler import DistributedSampler
 from src.data.targets import build_targets
 from src.errors import UserError
+from src.models.spec import ModelSpec
 
 MULTI_SCALES = tuple(range(320, 609, 32))
 
@@ -105,10 +106,11 @@ def train_shape(fixed: int, seed: int, iteration: int, resize_rate: int) -> int:
 class BatchSource:
     """Random-access source of whole augmented batches for one epoch of one rank."""
 
-    def __init__(self, data: CocoTrainSet, indices: Sequence[int], config, epoch: int):
+    def __init__(self, data: CocoTrainSet, indices: Sequence[int], config, spec: ModelSpec, epoch: int):
         self.data = data
         self.indices = list(indices)
         self.cfg = config
+        self.spec = spec
         self.epoch = epoch
         self.batch_size = config.per_batch_size
         self.steps_per_epoch = len(self.indices) // self.batch_size
@@ -155,8 +157,8 @@ class BatchSource:
         for position in range(b * self.batch_size, (b + 1) * self.batch_size):
             img, boxes, labels = self.sample(self.indices[position], size)
             images.append(img[:, :, ::-1].transpose(2, 0, 1))
-            targets.append(build_targets(boxes, labels, size, self.cfg.anchor_scales, self.cfg.anchor_mask,
-                                         self.cfg.num_classes, self.cfg.max_box,
+            targets.append(build_targets(boxes, labels, size, self.spec.anchor_scales, self.spec.anchor_mask,
+                                         self.spec.num_classes, self.cfg.max_box,
                                          self.cfg.label_smooth_factor if self.cfg.label_smooth else 0.0))
         batch = [np.stack(images).astype(np.float32) * np.float32(1 / 255.0)]
         batch += [np.stack([t[i] for t in targets]) for i in range(len(targets[0]))]
@@ -170,10 +172,12 @@ class RunSource:
     processes cost a few seconds of CPU per epoch, taken from the training on
     a 2-core machine."""
 
-    def __init__(self, data: CocoTrainSet, sampler: DistributedSampler, config, start: int, end: int):
+    def __init__(self, data: CocoTrainSet, sampler: DistributedSampler, config, spec: ModelSpec, start: int,
+                 end: int):
         self.data = data
         self.sampler = sampler
         self.cfg = config
+        self.spec = spec
         self.start = start
         self.end = end
         self.steps_per_epoch = len(sampler) // config.per_batch_size
@@ -185,13 +189,13 @@ class RunSource:
     def __getitem__(self, k: int) -> Tuple[np.ndarray, ...]:
         epoch, b = divmod(self.start + k, self.steps_per_epoch)
         if self.epoch_source is None or self.epoch_source.epoch != epoch:
-            self.epoch_source = BatchSource(self.data, self.sampler.indices(epoch), self.cfg, epoch)
+            self.epoch_source = BatchSource(self.data, self.sampler.indices(epoch), self.cfg, self.spec, epoch)
         return self.epoch_source[b]
 
 
 def create_train_dataset(source: "BatchSource | RunSource", workers: int):
     """A GeneratorDataset over whole batches, built in `workers` processes."""
     import mindspore.dataset as ds
-    columns = ["images"] + [f"target{i}" for i in range(len(source.cfg.anchor_mask))] + ["gt_boxes"]
+    columns = ["images"] + [f"target{i}" for i in range(len(source.spec.anchor_mask))] + ["gt_boxes"]
     return ds.GeneratorDataset(source, column_names=columns, shuffle=False,
                                num_parallel_workers=max(1, workers), python_multiprocessing=workers > 1)

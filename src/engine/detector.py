@@ -11,6 +11,7 @@ from src.engine.nms import select_detections
 from src.errors import UserError
 from src.formats.checkpoint import Weights, build_with_weights
 from src.logger import get_logger
+from src.models.spec import ModelSpec
 from src.models.layers import fold_batchnorm, use_cpu_inference_kernels
 from src.models.yolo import build_network
 from src.models.yolo_head import DetectionModel, YoloDecode
@@ -41,15 +42,19 @@ def check_input_size(size: int) -> int:
     return size
 
 
-def build_detection_model(config, weights: Optional[Weights]) -> nn.Cell:
-    """Network + decode in inference mode, BN folded into the convs; weights from a .ckpt or darknet
-    .weights or named parameters if given."""
-    network = build_network(config) if weights is None else build_with_weights(config, weights, build_network)
+def build_detection_model(config, weights: Optional[Weights]) -> Tuple[ModelSpec, nn.Cell]:
+    """The model's spec, and its network + decode in inference mode, BN folded into the convs; weights from a
+    .ckpt or darknet .weights or a model in memory if given (their spec), else the config's new model."""
+    if weights is None:
+        spec = ModelSpec.from_config(config)
+        network = build_network(spec)
+    else:
+        spec, network = build_with_weights(config, weights)
     network.set_train(False)
-    decode = YoloDecode(config.anchor_scales, config.anchor_mask, config.num_classes)
+    decode = YoloDecode(spec.anchor_scales, spec.anchor_mask, spec.num_classes)
     model = DetectionModel(fold_batchnorm(network), decode)
     model.set_train(False)
-    return model
+    return spec, model
 
 
 class Detector:
@@ -66,7 +71,7 @@ class Detector:
         self.score_threshold = config.eval_ignore_threshold
         self.nms_threshold = config.nms_thresh
         self.max_boxes = config.max_boxes
-        self.model = build_detection_model(config, weights)
+        self.spec, self.model = build_detection_model(config, weights)
         use_cpu_inference_kernels(self.model)
         self.nonfinite_rows = 0
 

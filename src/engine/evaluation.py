@@ -14,12 +14,13 @@ import numpy as np
 from tqdm import tqdm
 
 from model_utils.device_adapter import all_gather_rows, all_reduce_sum
-from src.data.coco import (category_ids, coco_result, evaluate, label_to_category, load_coco, model_categories,
+from src.data.coco import (category_ids, coco_result, evaluate, label_to_category, load_coco,
                            per_class_stats, per_class_table)
 from src.engine.detector import Detector
 from src.engine.plots import pr_curves
 from src.fileio import write_json
 from src.formats.checkpoint import Weights
+from src.models.spec import ModelSpec
 
 
 def read_image(path: str) -> Optional[np.ndarray]:
@@ -78,20 +79,20 @@ def gather_results(results: List[dict], skipped: int, image_ids: List[int], cate
     return merged, int(all_reduce_sum(np.array([skipped]))[0])
 
 
-def check_categories(config, ann_file: str) -> Dict[int, int]:
-    """label -> category id of `ann_file` for the configured model (an error if a category cannot map)."""
-    return label_to_category(load_coco(ann_file), ann_file, *model_categories(config))
+def check_categories(spec: ModelSpec, ann_file: str) -> Dict[int, int]:
+    """label -> category id of `ann_file` for the model (an error if a category cannot map)."""
+    return label_to_category(load_coco(ann_file), ann_file, *spec.categories())
 
 
 def evaluate_model(config, weights: Weights, ann_file: str, image_dir: str, eval_dir: str,
                    logger) -> Optional[dict]:
     """Detect on every image of `ann_file` (this rank's share when distributed) with `weights` (a .ckpt,
-    darknet .weights or named parameters), score and write the results to `eval_dir`.
+    darknet .weights or a model in memory), score and write the results to `eval_dir`.
 
     Returns the stats (None on ranks other than 0 in distributed eval); every rank must call it."""
     coco = load_coco(ann_file)
     detector = Detector(config, weights, config.per_batch_size)
-    categories = label_to_category(coco, ann_file, *model_categories(config))
+    categories = label_to_category(coco, ann_file, *detector.spec.categories())
     image_ids = sorted(coco.getImgIds())
     paths = [os.path.join(image_dir, coco.imgs[i]["file_name"]) for i in image_ids]
     os.makedirs(eval_dir, exist_ok=True)

@@ -13,6 +13,8 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
+from src.models.spec import ModelSpec
+
 EPS = 1e-9
 
 
@@ -126,8 +128,9 @@ class YoloWithLoss(nn.Cell):
         self.parts = Parameter(Tensor(np.zeros(3, np.float32)), name="loss_parts", requires_grad=False)
 
     @classmethod
-    def from_config(cls, network: nn.Cell, config) -> "YoloWithLoss":
-        return cls(network, config.anchor_scales, config.anchor_mask, config.num_classes, config.ignore_threshold,
+    def from_config(cls, network: nn.Cell, spec: ModelSpec, config) -> "YoloWithLoss":
+        """The loss of `network` (built from `spec`) with the config's loss settings."""
+        return cls(network, spec.anchor_scales, spec.anchor_mask, spec.num_classes, config.ignore_threshold,
                    config.class_loss_on_ignored)
 
     def construct(self, images, *targets):

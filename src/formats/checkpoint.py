@@ -1,18 +1,29 @@
 """Saving and loading model weights: MindSpore checkpoints (atomic) and darknet .weights."""
-import copy
 import hashlib
 import json
 import os
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import mindspore as ms
 from mindspore import nn
 
 from src.errors import UserError
 from src.formats.darknet_weights import layer_sizes, load_darknet_weights, read_weights_file
-from src.models.layers import HeadConv, center_input
+from src.models.layers import HeadConv
+from src.models.spec import ModelSpec
+from src.models.yolo import build_network
 
-Weights = Union[str, Dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class LiveWeights:
+    """A model in memory (e.g. the network being trained): its spec and its named parameters."""
+    spec: ModelSpec
+    params: Dict[str, Any]
+
+
+Weights = Union[str, LiveWeights]  # a .ckpt or darknet .weights path, or a model in memory
 EMA_PREFIX = "ema."  # a train.py checkpoint's averaged weights (src/engine/ema.py), beside the weights it trains on
 
 
@@ -119,105 +130,118 @@ def _darknet_file_classes(network: nn.Cell, path: str, num_classes: int) -> Opti
     return num_classes + extra // per_class
 
 
-def load_for_finetuning(network: nn.Cell, path: str, config, build: Callable, whole_model: bool
-                        ) -> Tuple[int, List[str]]:
-    """Fine-tuning start: a .ckpt or darknet .weights of any class count.
+def load_for_finetuning(network: nn.Cell, path: str, spec: ModelSpec, whole_model: bool) -> Tuple[int, List[str]]:
+    """Fine-tuning start: a .ckpt or darknet .weights of any class count, into `network` built from `spec`
+    (finetuning_spec: the anchors and input_centering the weights were trained with).
 
     Every parameter whose name and shape fit is loaded; the heads' output convs
     of another class count keep the initialisation of the just-built network
     (as a new model: HeadConv's bias priors) and are returned by name. Any
     other mismatch is another architecture: an error. `whole_model` (for
     --resume_yolo) also requires every other parameter to be present; without
-    it (--pretrained_backbone) a file may cover only the first layers, and
-    with it a checkpoint's anchors become the config's (apply_anchors). The
-    first layer takes input_centering as the weights were trained. Of a
+    it (--pretrained_backbone) a file may cover only the first layers. Of a
     checkpoint holding averaged weights (ema), those load.
     Returns (parameters loaded, parameters re-initialised); for a darknet file
     that fits exactly, (conv layers loaded, []).
     """
     if path.endswith(".weights"):
-        apply_input_centering(config, None)
-        center_input(network, config.input_centering)
         try:
-            return load_darknet_weights(network, path, config.model_name, allow_prefix=not whole_model), []
+            return load_darknet_weights(network, path, spec.model_name, allow_prefix=not whole_model), []
         except UserError as first_error:
-            classes = _darknet_file_classes(network, path, config.num_classes)
-            if classes is None or classes == config.num_classes:
+            classes = _darknet_file_classes(network, path, spec.num_classes)
+            if classes is None or classes == spec.num_classes:
                 raise first_error from None
-        file_config = copy.deepcopy(config)
-        file_config.num_classes = classes
-        file_network = build(file_config)
-        load_darknet_weights(file_network, path, config.model_name, allow_prefix=False)
+        file_network = build_network(spec.replace(num_classes=classes))
+        load_darknet_weights(file_network, path, spec.model_name, allow_prefix=False)
         ckpt = network_parameters(file_network)
     else:
         ckpt = model_weights(read_checkpoint(path))
-        if whole_model:
-            apply_anchors(config, ckpt)
-        apply_input_centering(config, ckpt)
-        center_input(network, config.input_centering)
-    return _fit(network, ckpt, path, config.model_name, whole_model, heads_may_differ=True)
+    return _fit(network, ckpt, path, spec.model_name, whole_model, heads_may_differ=True)
 
 
-def apply_training_info(config, ckpt: Dict[str, Any]) -> None:
-    """Take num_classes, labels and category ids saved by train.py unless the user set them, and the anchors and
-    input_centering it trained with unless given on the command line (a config file's are the model's defaults;
-    weights trained otherwise work only with what they were trained with)."""
-    if "num_classes" in ckpt and not config.is_set("num_classes"):
-        config.num_classes = int(ckpt["num_classes"].asnumpy())
-    if "labels" in ckpt and not config.is_set("labels"):
-        config.labels = str(ckpt["labels"]).split("\n")
-    if "coco_ids" in ckpt and not config.is_set("coco_ids"):
-        config.coco_ids = [int(i) for i in str(ckpt["coco_ids"]).split(",")]
-    apply_anchors(config, ckpt)
-    apply_input_centering(config, ckpt)
-
-
-def apply_input_centering(config, ckpt: Optional[Dict[str, Any]]) -> None:
+def _input_centering(config, ckpt: Optional[Dict[str, Any]]) -> bool:
     """Whether the weights expect input_centering, unless it is given on the command line: as a train.py
     checkpoint records it; off for darknet .weights (None here) and for checkpoints that do not say (converted or
     older ones)."""
-    if not config.on_command_line("input_centering"):
-        config.input_centering = bool(ckpt is not None and "input_centering" in ckpt
-                                      and int(ckpt["input_centering"].asnumpy()))
+    if config.on_command_line("input_centering"):
+        return config.input_centering
+    return bool(ckpt is not None and "input_centering" in ckpt and int(ckpt["input_centering"].asnumpy()))
 
 
-def apply_anchors(config, ckpt: Dict[str, Any]) -> None:
+def _anchors(config, spec: ModelSpec, ckpt: Dict[str, Any]) -> Dict[str, Any]:
     """The anchors a train.py checkpoint was trained with, unless anchor_scales is given on the command line."""
-    if "anchor_scales" in ckpt and not config.on_command_line("anchor_scales"):
-        config.anchor_scales = json.loads(str(ckpt["anchor_scales"]))
-        if not config.on_command_line("anchor_mask"):
-            config.anchor_mask = json.loads(str(ckpt["anchor_mask"]))
+    if "anchor_scales" not in ckpt or config.on_command_line("anchor_scales"):
+        return {}
+    changes = {"anchor_scales": json.loads(str(ckpt["anchor_scales"]))}
+    if not config.on_command_line("anchor_mask"):
+        changes["anchor_mask"] = json.loads(str(ckpt["anchor_mask"]))
+    return changes
 
 
-def training_info(config) -> Dict[str, Any]:
+def _classes(config, ckpt: Dict[str, Any]) -> Dict[str, Any]:
+    """num_classes, labels and category ids saved by train.py, unless the user set them (a config file's are the
+    model's defaults; weights trained otherwise work only with what they were trained with)."""
+    changes: Dict[str, Any] = {}
+    if "num_classes" in ckpt and not config.is_set("num_classes"):
+        changes["num_classes"] = int(ckpt["num_classes"].asnumpy())
+    if "labels" in ckpt and not config.is_set("labels"):
+        changes["labels"] = str(ckpt["labels"]).split("\n")
+    if "coco_ids" in ckpt and not config.is_set("coco_ids"):
+        changes["coco_ids"] = [int(i) for i in str(ckpt["coco_ids"]).split(",")]
+    return changes
+
+
+def finetuning_spec(config, spec: ModelSpec, path: str, whole_model: bool) -> ModelSpec:
+    """`spec` with what the fine-tuning start's weights were trained with: input_centering, and for a whole model
+    (--resume_yolo) the anchors; the classes stay the training set's."""
+    ckpt = None if path.endswith(".weights") else read_checkpoint(path)
+    changes = _anchors(config, spec, ckpt) if whole_model and ckpt is not None else {}
+    return spec.replace(input_centering=_input_centering(config, ckpt), **changes)
+
+
+def training_info(spec: ModelSpec) -> Dict[str, Any]:
     """What train.py saves in each checkpoint for eval, predict, export and fine-tuning to read back
-    (apply_training_info): the classes, their names and category ids, the anchors, and input_centering."""
-    return {"num_classes": config.num_classes, "labels": "\n".join(config.labels),
-            "coco_ids": ",".join(str(i) for i in config.coco_ids),
-            "anchor_scales": json.dumps(config.anchor_scales), "anchor_mask": json.dumps(config.anchor_mask),
-            "input_centering": int(config.input_centering)}
+    (build_with_weights, finetuning_spec): the classes, their names and category ids, the anchors, and
+    input_centering."""
+    return {"num_classes": spec.num_classes, "labels": "\n".join(spec.labels),
+            "coco_ids": ",".join(str(i) for i in spec.coco_ids),
+            "anchor_scales": json.dumps(spec.anchor_scales), "anchor_mask": json.dumps(spec.anchor_mask),
+            "input_centering": int(spec.input_centering)}
 
 
-def build_with_weights(config, path: Weights, build) -> nn.Cell:
-    """`build(config)` a network and load a whole model into it from a .ckpt or darknet .weights file, or
-    from named parameters (a dict, e.g. the network being trained).
+def build_with_weights(config, weights: Weights) -> Tuple[ModelSpec, nn.Cell]:
+    """The model's spec and its network with a whole model loaded from a .ckpt or darknet .weights file, or from
+    a model in memory (LiveWeights).
 
-    A checkpoint written by train.py also sets num_classes, labels, coco_ids and the anchors (apply_training_info);
-    of one holding averaged weights (`ema`), those are the model.
+    The spec is decided before the build: a checkpoint written by train.py gives num_classes, labels, coco_ids,
+    the anchors and input_centering (unless the user set them); of one holding averaged weights (`ema`), those are
+    the model.
     """
-    if isinstance(path, dict):
-        network = build(config)
-        load_checkpoint_into(network, "(the network being trained)", config.model_name, ckpt=path)
-        return network
-    if not path:
+    if isinstance(weights, LiveWeights):
+        network = build_network(weights.spec)
+        load_checkpoint_into(network, "(the network being trained)", weights.spec.model_name, ckpt=weights.params)
+        return weights.spec, network
+    if not weights:
         raise UserError("no weights given (--pretrained / --ckpt_file)")
+    if weights.endswith(".weights"):
+        spec = weights_spec(config, weights)
+        network = build_network(spec)
+        load_darknet_weights(network, weights, spec.model_name, allow_prefix=False)
+        return spec, network
+    ckpt = model_weights(read_checkpoint(weights))
+    spec = weights_spec(config, weights, ckpt)
+    network = build_network(spec)
+    load_checkpoint_into(network, weights, spec.model_name, ckpt=ckpt)
+    return spec, network
+
+
+def weights_spec(config, path: str, ckpt: Optional[Dict[str, Any]] = None) -> ModelSpec:
+    """The spec of a whole model in a darknet .weights file (the config's, input_centering off) or a .ckpt (its
+    contents `ckpt` if already read): a checkpoint written by train.py gives num_classes, labels, coco_ids, the
+    anchors and input_centering, unless the user set them."""
+    spec = ModelSpec.from_config(config)
     if path.endswith(".weights"):
-        apply_input_centering(config, None)
-        network = build(config)
-        load_darknet_weights(network, path, config.model_name, allow_prefix=False)
-        return network
-    ckpt = model_weights(read_checkpoint(path))
-    apply_training_info(config, ckpt)
-    network = build(config)
-    load_checkpoint_into(network, path, config.model_name, ckpt=ckpt)
-    return network
+        return spec.replace(input_centering=_input_centering(config, None))
+    ckpt = read_checkpoint(path) if ckpt is None else ckpt
+    return spec.replace(input_centering=_input_centering(config, ckpt), **_classes(config, ckpt),
+                        **_anchors(config, spec, ckpt))

@@ -242,11 +242,12 @@ def tiny_checkpoint(config, log: Log = print) -> str:
     """The converted yolov3-tiny checkpoint in the cache (converted on first use)."""
     from src.formats.checkpoint import network_parameters, save_checkpoint
     from src.formats.darknet_weights import load_darknet_weights
+    from src.models.spec import ModelSpec
     from src.models.yolo import build_network
     ckpt = os.path.join(cache_dir(), "yolov3_tiny.ckpt")
     if not os.path.isfile(ckpt):
         weights = tiny_weights(log)
-        network = build_network(config)
+        network = build_network(ModelSpec.from_config(config))
         load_darknet_weights(network, weights, config.model_name, allow_prefix=False)
         save_checkpoint(network_parameters(network), ckpt)
         log(f"converted {weights} to {ckpt}")

@@ -12,6 +12,7 @@ from src.errors import UserError
 from src.models.darknet import DarkNet53, TinyDarkNet, conv_cells
 from src.models.layers import ConvBNLeaky, HeadConv, MaxPool, Upsample2x, center_input
 from src.models.mobilenetv2 import MobileNetV2
+from src.models.spec import ModelSpec
 
 ConvPair = Tuple[nn.Conv2d, Optional[nn.Cell]]
 
@@ -144,13 +145,13 @@ class Model(NamedTuple):
 
 
 MODELS: Dict[str, Model] = {
-    "yolov3_darknet53": Model(lambda cfg, per_scale: YOLOv3(DarkNet53(cfg.backbone_layers), cfg.num_classes,
-                                                             per_scale), 3, "default_config.yaml"),
-    "yolov3_darknet53_spp": Model(lambda cfg, per_scale: YOLOv3(DarkNet53(cfg.backbone_layers), cfg.num_classes,
-                                                                 per_scale, spp=True), 3, "configs/yolov3_spp.yaml"),
-    "yolov3_tiny": Model(lambda cfg, per_scale: YOLOv3Tiny(cfg.num_classes, per_scale), 2,
+    "yolov3_darknet53": Model(lambda spec, per_scale: YOLOv3(DarkNet53(spec.backbone_layers), spec.num_classes,
+                                                              per_scale), 3, "default_config.yaml"),
+    "yolov3_darknet53_spp": Model(lambda spec, per_scale: YOLOv3(DarkNet53(spec.backbone_layers), spec.num_classes,
+                                                                  per_scale, spp=True), 3, "configs/yolov3_spp.yaml"),
+    "yolov3_tiny": Model(lambda spec, per_scale: YOLOv3Tiny(spec.num_classes, per_scale), 2,
                          "configs/yolov3_tiny.yaml"),
-    "yolov3_mobilenetv2": Model(lambda cfg, per_scale: YOLOv3MobileNetV2(cfg.num_classes, per_scale), 3,
+    "yolov3_mobilenetv2": Model(lambda spec, per_scale: YOLOv3MobileNetV2(spec.num_classes, per_scale), 3,
                                 "configs/yolov3_mobilenetv2.yaml"),
 }
 
@@ -161,19 +162,19 @@ def model(name: str) -> Model:
     return MODELS[name]
 
 
-def build_network(config) -> nn.Cell:
-    """The network named by config.model_name, checked against its anchors and masks."""
-    name = config.model_name
+def build_network(spec: ModelSpec) -> nn.Cell:
+    """The network named by spec.model_name, checked against its anchors and masks."""
+    name = spec.model_name
     scales = model(name).scales
-    masks = config.anchor_mask
+    masks = spec.anchor_mask
     if len(masks) != scales:
         raise UserError(f"{name} has {scales} output scales but anchor_mask has {len(masks)} entries")
-    n_anchors = len(config.anchor_scales)
+    n_anchors = len(spec.anchor_scales)
     for mask in masks:
         if not mask or any(not 0 <= i < n_anchors for i in mask):
             raise UserError(f"anchor_mask {masks} refers to anchors outside anchor_scales ({n_anchors} anchors)")
-    if config.num_classes < 1:
-        raise UserError(f"num_classes must be positive, got {config.num_classes}")
-    network = model(name).build(config, [len(m) for m in masks])
-    center_input(network, config.input_centering)
+    if spec.num_classes < 1:
+        raise UserError(f"num_classes must be positive, got {spec.num_classes}")
+    network = model(name).build(spec, [len(m) for m in masks])
+    center_input(network, spec.input_centering)
     return network
