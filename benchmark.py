@@ -33,27 +33,27 @@ from typing import Callable, Dict, List, Optional
 from src.cpu.process import set_up_process
 
 set_up_process()  # first: OpenMP reads its spin count when cv2 or MindSpore loads it
-import numpy as np
-import mindspore as ms
-from mindspore import Tensor, nn
+import numpy as np  # noqa: E402
+import mindspore as ms  # noqa: E402
+from mindspore import Tensor, nn  # noqa: E402
 
-from model_utils.config import ROOT, load_config
-from model_utils.device_adapter import setup_device
-from src.cpu import cpu_kernels
-from src.cpu import onednn
-from src.data.dataset import BatchSource, CocoTrainSet, create_train_dataset
-from src.data.synthetic import make_dataset
-from src.data.targets import build_targets
-from src.engine.detector import build_detection_model, check_input_size
-from src.engine.loss import YoloWithLoss
-from src.engine.train_step import make_optimizer, make_train_step
-from src.errors import ArgumentParser, UserError, run_cli
-from src.fileio import write_json
-from src.formats.checkpoint import network_parameters, save_checkpoint
-from src.formats.export import export_graph
-from src.models.layers import use_cpu_inference_kernels, use_cpu_training_kernels
-from src.models.spec import ModelSpec
-from src.models.yolo import build_network
+from model_utils.config import ROOT, load_config  # noqa: E402
+from model_utils.device_adapter import setup_device  # noqa: E402
+from src.cpu import cpu_kernels  # noqa: E402
+from src.cpu import onednn  # noqa: E402
+from src.data.dataset import BatchSource, CocoTrainSet, create_train_dataset  # noqa: E402
+from src.data.synthetic import make_dataset  # noqa: E402
+from src.data.targets import build_targets  # noqa: E402
+from src.engine.detector import build_detection_model, check_input_size  # noqa: E402
+from src.engine.loss import YoloWithLoss  # noqa: E402
+from src.engine.train_step import make_optimizer, make_train_step  # noqa: E402
+from src.errors import ArgumentParser, UserError, run_cli  # noqa: E402
+from src.fileio import write_json  # noqa: E402
+from src.formats.checkpoint import network_parameters, save_checkpoint  # noqa: E402
+from src.formats.export import export_graph  # noqa: E402
+from src.models.layers import use_cpu_inference_kernels, use_cpu_training_kernels  # noqa: E402
+from src.models.spec import ModelSpec  # noqa: E402
+from src.models.yolo import build_network  # noqa: E402
 
 SHARED_COCO = os.path.join(os.path.dirname(ROOT), "shared", "data", "coco_tiny")
 

@@ -6,12 +6,12 @@ from src.cpu.process import set_up_process
 
 set_up_process()  # first: OpenMP reads its spin count when cv2 or MindSpore loads it
 
-from model_utils.config import load_config
-from model_utils.device_adapter import init_distributed, setup_device
-from model_utils.moxing_adapter import run_with_modelarts
-from src.engine.evaluation import evaluate_model
-from src.errors import UserError, run_cli
-from src.logger import get_logger
+from model_utils.config import load_config  # noqa: E402
+from model_utils.device_adapter import init_distributed, setup_device  # noqa: E402
+from model_utils.moxing_adapter import run_with_modelarts  # noqa: E402
+from src.engine.evaluation import evaluate_model  # noqa: E402
+from src.errors import UserError, run_cli  # noqa: E402
+from src.logger import get_logger  # noqa: E402
 
 
 def resolve_paths(config) -> Tuple[str, str]:

@@ -8,16 +8,16 @@ probabilities.
 from src.cpu.process import set_up_process
 
 set_up_process()  # first: OpenMP reads its spin count when cv2 or MindSpore loads it
-import numpy as np
-import mindspore as ms
+import numpy as np  # noqa: E402
+import mindspore as ms  # noqa: E402
 
-from model_utils.config import load_config
-from model_utils.device_adapter import setup_device
-from model_utils.moxing_adapter import run_with_modelarts
-from src.engine.detector import build_detection_model, check_input_size
-from src.errors import UserError, run_cli
-from src.formats.export import export_graph
-from src.logger import get_logger
+from model_utils.config import load_config  # noqa: E402
+from model_utils.device_adapter import setup_device  # noqa: E402
+from model_utils.moxing_adapter import run_with_modelarts  # noqa: E402
+from src.engine.detector import build_detection_model, check_input_size  # noqa: E402
+from src.errors import UserError, run_cli  # noqa: E402
+from src.formats.export import export_graph  # noqa: E402
+from src.logger import get_logger  # noqa: E402
 
 
 def export_model(config) -> str:

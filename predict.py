@@ -14,18 +14,18 @@ from typing import List
 from src.cpu.process import set_up_process
 
 set_up_process()  # first: OpenMP reads its spin count when cv2 or MindSpore loads it
-import cv2
-from tqdm import tqdm
+import cv2  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
-from model_utils.config import ROOT, load_config
-from model_utils.device_adapter import setup_device
-from src.engine.detector import Detections, Detector
-from src.engine.visualize import draw_detections
-from src.errors import UserError, run_cli
-from src.fileio import atomic_path, temp_path_beside, write_json
-from src.formats.pretrained import tiny_checkpoint
-from src.logger import get_logger
-from src.models.spec import ModelSpec
+from model_utils.config import ROOT, load_config  # noqa: E402
+from model_utils.device_adapter import setup_device  # noqa: E402
+from src.engine.detector import Detections, Detector  # noqa: E402
+from src.engine.visualize import draw_detections  # noqa: E402
+from src.errors import UserError, run_cli  # noqa: E402
+from src.fileio import atomic_path, temp_path_beside, write_json  # noqa: E402
+from src.formats.pretrained import tiny_checkpoint  # noqa: E402
+from src.logger import get_logger  # noqa: E402
+from src.models.spec import ModelSpec  # noqa: E402
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")

@@ -50,7 +50,7 @@ def test_new_heads_take_head_init_std(tiny_ckpt):
     import mindspore as ms
     from src.formats.checkpoint import network_parameters
     from src.models.yolo import build_network
-    from train import load_initial_weights
+    from src.engine.start import load_initial_weights
     config = tiny_config("--num_classes", "3", "--resume_yolo", tiny_ckpt, "--head_init_std", "0.01")
     spec = ModelSpec.from_config(config)
     network = build_network(spec)
