@@ -1,15 +1,15 @@
 """Hand-written CPU kernels for the hot spots, as MindSpore aot custom ops.
 
-On the CPU, MindSpore's MaxPoolGrad took 15% of a yolov3-tiny training step
-(about 70 ms a call, far above memory speed); kernels/cpu_kernels.cc does the
-same arithmetic in one pass. It also runs every convolution of the networks
-(stride 1 and 2; for inference with its bias, the folded BN, and leaky ReLU in
-one op, and MobileNetV2's depthwise ones) over the oneDNN sgemm that MindSpore
-ships: MindSpore's Conv2D, BiasAdd and LeakyReLU took yolov3-tiny's forward to
-2.6x ONNX Runtime's time, and on AVX-512 CPUs its oneDNN picks reference
-convolution kernels (src/cpu/onednn.py). 3x3 stride-1 layers with 32 channels or
-more run as Winograd F(2x2, 3x3), 2.25x fewer multiplications, in inference
-and, with both gradients, in training. The sgemm comes from a private copy of
+On the CPU, MindSpore's MaxPoolGrad ran far below memory speed;
+kernels/cpu_kernels.cc does the same arithmetic in one pass. It also runs every
+convolution of the networks (stride 1 and 2; for inference with its bias, the
+folded BN, and leaky ReLU in one op, and MobileNetV2's depthwise ones) over the
+oneDNN sgemm that MindSpore ships: MindSpore's Conv2D, BiasAdd and LeakyReLU were
+far slower than ONNX Runtime on the same model, and on AVX-512 CPUs its oneDNN
+picks reference convolution kernels (src/cpu/onednn.py). 3x3 stride-1 layers with
+32 channels or more run as Winograd F(2x2, 3x3), 2.25 times fewer
+multiplications, in inference and, with both gradients, in training. The
+measurements behind each: docs/performance.md. The sgemm comes from a private copy of
 MindSpore's libdnnl, so that it keeps AVX-512 while MindSpore's own instance is
 capped at AVX2. The library is built once with g++ into the cache and used only
 on the CPU; export keeps MindSpore's own ops (a custom op does not export), and
@@ -17,8 +17,7 @@ without a compiler or without MindSpore's libdnnl the stock ops are used (with
 a warning).
 
 A fused leaky ReLU kernel was tried too and lost to 0.1x + 0.9 relu(x) in stock
-ops: an aot kernel's large outputs cost more inside MindSpore than in a plain
-C++ harness.
+ops.
 """
 import ctypes
 import functools

@@ -1,8 +1,8 @@
 """The oneDNN inside MindSpore on x86 CPUs: keep its convolutions off oneDNN's reference kernels.
 
 On a CPU exposing AVX-512, MindSpore 2.10's oneDNN runs every NCHW convolution
-with a kernel larger than 1x1 as `jit_uni_ncsp:conv+ref` (0.2-1.5 GFLOP/s,
-forward and backward); capped at AVX2 it picks `gemm:jit` (about 100x faster).
+with a kernel larger than 1x1 as `jit_uni_ncsp:conv+ref`, forward and backward;
+capped at AVX2 it picks `gemm:jit`, orders of magnitude faster (docs/performance.md).
 On an AVX2-only CPU the cap changes nothing. The cap must be set before that
 oneDNN makes its first primitive: src.cpu.process.set_up_process sets it. A user's own
 ONEDNN_MAX_CPU_ISA (or DNNL_MAX_CPU_ISA) is left as it is.

@@ -41,9 +41,8 @@ def giou(a, b):
 
 
 def total(x):
-    """The sum of every element. On the CPU, MindSpore's ReduceSum over all axes of a large tensor is about ten
-    times slower than summing the rows of its (first axis, rest) view, then the row sums (4.6 vs 0.4 ms for a
-    class-loss map of 1.3M values; 15 vs 1.6 ms for yolov3-tiny's largest weight gradient)."""
+    """The sum of every element: the rows of its (first axis, rest) view, then the row sums. On the CPU
+    MindSpore's ReduceSum over all axes of a large tensor is several times slower (docs/performance.md)."""
     if x.ndim < 2:
         return x.sum()
     return x.reshape(x.shape[0], -1).sum(1).sum()

@@ -16,9 +16,9 @@ BN_MOMENTUM = 0.9
 class LeakyReLU(nn.Cell):
     """Leaky ReLU with darknet's slope 0.1.
 
-    While training it is written as 0.1x + 0.9 relu(x), the same function: on
-    the CPU its forward and backward together take about 40% of the LeakyReLU
-    kernel's time. Inference and export keep the single LeakyReLU op.
+    While training it is written as 0.1x + 0.9 relu(x), the same function and
+    faster on the CPU (docs/performance.md). Inference and export keep the single
+    LeakyReLU op.
     """
 
     SLOPE = 0.1
@@ -109,9 +109,8 @@ def center_input(network: nn.Cell, on: bool) -> None:
     """input_centering: the layer on the image subtracts each image's mean colour first.
 
     Without it, images of near-uniform colour differ mostly by that colour, which then dominates the first
-    layers' features and their BN statistics; shapes drawn close to their background's colour were not learned at
-    all from scratch (val AP50 0.018 after 30 epochs of SGD; 0.66 with it; 0.30 without it under AdamW, 0.96 with).
-    darknet's models see raw pixels."""
+    layers' features and their BN statistics; shapes drawn close to their background's colour were hardly learned
+    from scratch without it (docs/training.md). darknet's models see raw pixels."""
     first = [cell for _, cell in network.cells_and_names() if isinstance(cell, ConvBN) and cell.conv.in_channels == 3]
     if len(first) != 1:
         raise ValueError(f"expected one convolution on the image, found {len(first)}")
@@ -134,7 +133,7 @@ def use_cpu_training_kernels(network: nn.Cell) -> int:
     """Route the 2x2 max-pools (stride 2, and darknet's stride 1), the convolutions of one group (stride 1 or 2)
     and MobileNetV2's depthwise ones, the heads' output convolutions with their bias, and every BN with its leaky
     ReLU (or none) through src.cpu.cpu_kernels (on CPU, if it builds): MindSpore's MaxPoolGrad is the slowest op of a
-    CPU training step, its convolutions do 2.25x the multiplications of Winograd's on the wide 3x3 layers, its
+    CPU training step, its convolutions do more multiplications than Winograd's on the wide 3x3 layers, its
     oneDNN runs at AVX2 at most (src/cpu/onednn.py), and its BatchNorm, BatchNormGrad and the leaky ReLU's elementwise
     ops made about fifteen passes over each activation. Returns how many cells use a kernel."""
     cells = [cell for _, cell in network.cells_and_names()]
