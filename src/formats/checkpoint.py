@@ -9,7 +9,7 @@ import mindspore as ms
 from mindspore import nn
 
 from src.errors import UserError
-from src.formats.darknet_weights import layer_sizes, load_darknet_weights, read_weights_file
+from src.formats.darknet_weights import load_darknet_for_finetuning, load_darknet_weights
 from src.models.layers import HeadConv
 from src.models.spec import ModelSpec
 from src.models.yolo import build_network
@@ -116,20 +116,6 @@ def load_checkpoint_into(network: nn.Cell, path: str, model_name: str, strict: b
     return _fit(network, ckpt, path, model_name, strict, heads_may_differ=False)[0]
 
 
-def _darknet_file_classes(network: nn.Cell, path: str, num_classes: int) -> Optional[int]:
-    """The class count a whole-model darknet .weights file was trained for, from its size (None if no count fits).
-
-    Only the heads' output convs, A * (5 + C) filters of `in` inputs plus a bias each, depend on C.
-    """
-    _, data = read_weights_file(path)
-    heads = [cell.conv for _, cell in network.cells_and_names() if isinstance(cell, HeadConv)]
-    per_class = sum(c.weight.shape[0] // (5 + num_classes) * (c.weight.shape[1] + 1) for c in heads)
-    extra = data.size - sum(layer_sizes(network.darknet_layers()))
-    if per_class == 0 or extra % per_class or num_classes + extra // per_class < 1:
-        return None
-    return num_classes + extra // per_class
-
-
 def load_for_finetuning(network: nn.Cell, path: str, spec: ModelSpec, whole_model: bool) -> Tuple[int, List[str]]:
     """Fine-tuning start: a .ckpt or darknet .weights of any class count, into `network` built from `spec`
     (finetuning_spec: the anchors and input_centering the weights were trained with).
@@ -145,15 +131,9 @@ def load_for_finetuning(network: nn.Cell, path: str, spec: ModelSpec, whole_mode
     that fits exactly, (conv layers loaded, []).
     """
     if path.endswith(".weights"):
-        try:
-            return load_darknet_weights(network, path, spec.model_name, allow_prefix=not whole_model), []
-        except UserError as first_error:
-            classes = _darknet_file_classes(network, path, spec.num_classes)
-            if classes is None or classes == spec.num_classes:
-                raise first_error from None
-        file_network = build_network(spec.replace(num_classes=classes))
-        load_darknet_weights(file_network, path, spec.model_name, allow_prefix=False)
-        ckpt = network_parameters(file_network)
+        loaded, ckpt = load_darknet_for_finetuning(network, path, spec, whole_model)
+        if ckpt is None:
+            return loaded, []
     else:
         ckpt = model_weights(read_checkpoint(path))
     return _fit(network, ckpt, path, spec.model_name, whole_model, heads_may_differ=True)

@@ -7,13 +7,16 @@ BN), then the weights (out, in, k, k), all float32.
 """
 import os
 import sys
-from typing import List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 from mindspore import Tensor, nn
 from tqdm import tqdm
 
 from src.errors import UserError
+from src.models.layers import HeadConv
+from src.models.spec import ModelSpec
+from src.models.yolo import build_network
 
 
 def layer_sizes(layers) -> List[int]:
@@ -83,3 +86,33 @@ def load_darknet_weights(network: nn.Cell, path: str, model_name: str, allow_pre
             bn.moving_mean.set_data(Tensor(mean.copy()))
             bn.moving_variance.set_data(Tensor(var.copy()))
     return count
+
+
+def file_classes(network: nn.Cell, path: str, num_classes: int) -> Optional[int]:
+    """The class count a whole-model darknet .weights file was trained for, from its size (None if no count fits).
+
+    Only the heads' output convs, A * (5 + C) filters of `in` inputs plus a bias each, depend on C.
+    """
+    _, data = read_weights_file(path)
+    heads = [cell.conv for _, cell in network.cells_and_names() if isinstance(cell, HeadConv)]
+    per_class = sum(c.weight.shape[0] // (5 + num_classes) * (c.weight.shape[1] + 1) for c in heads)
+    extra = data.size - sum(layer_sizes(network.darknet_layers()))
+    if per_class == 0 or extra % per_class or num_classes + extra // per_class < 1:
+        return None
+    return num_classes + extra // per_class
+
+
+def load_darknet_for_finetuning(network: nn.Cell, path: str, spec: ModelSpec, whole_model: bool
+                                ) -> Tuple[int, Optional[Dict[str, Any]]]:
+    """A darknet file as a fine-tuning start for `network` (built from `spec`): loaded into it when it fits layer
+    for layer, (conv layers loaded, None); a whole model of another class count, (0, its parameters by name, as a
+    network of that count holds them), for the caller to load what fits. Any other size is an error."""
+    try:
+        return load_darknet_weights(network, path, spec.model_name, allow_prefix=not whole_model), None
+    except UserError as first_error:
+        classes = file_classes(network, path, spec.num_classes)
+        if classes is None or classes == spec.num_classes:
+            raise first_error from None
+    file_network = build_network(spec.replace(num_classes=classes))
+    load_darknet_weights(file_network, path, spec.model_name, allow_prefix=False)
+    return 0, dict(file_network.parameters_and_names())
