@@ -23,7 +23,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from src.errors import UserError
-from src.models.yolo import MODELS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(ROOT, "default_config.yaml")
@@ -283,7 +282,7 @@ def load_config(argv: Optional[Sequence[str]] = None, description: str = "") -> 
     docs = _read_yaml(DEFAULT_CONFIG)
     defaults = docs[0]
     helps = docs[1] if len(docs) > 1 else {}
-    choices = {**(docs[2] if len(docs) > 2 else {}), "model_name": list(MODELS)}
+    choices = docs[2] if len(docs) > 2 else {}
 
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config_path", default=DEFAULT_CONFIG)

@@ -71,7 +71,7 @@ def test_every_boolean_key_takes_true_false_and_1_0(key, tmp_path):
         load_config([f"--{key}", "2"])
 
 
-def test_model_names_come_from_the_registry():
+def test_model_names_allowed_are_the_registrys():
     from src.models.yolo import MODELS
     assert load_config(["--model_name", "yolov3_tiny"]).model_name == "yolov3_tiny"
     with pytest.raises(UserError, match=", ".join(MODELS)):
