@@ -51,7 +51,7 @@ from src.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 from src.fileio import write_json  # noqa: E402
 from src.formats.checkpoint import network_parameters, save_checkpoint  # noqa: E402
 from src.formats.export import export_graph  # noqa: E402
-from src.models.layers import use_cpu_inference_kernels, use_cpu_training_kernels  # noqa: E402
+from src.cpu.routing import use_cpu_inference_kernels, use_cpu_training_kernels  # noqa: E402
 from src.models.spec import ModelSpec  # noqa: E402
 from src.models.yolo import build_network  # noqa: E402
 

@@ -9,8 +9,8 @@ from mindspore import Tensor, nn
 
 from src.models.spec import ModelSpec
 from src.cpu import cpu_kernels
-from src.models.layers import (ConvBN, ConvBNLeaky, HeadConv, LeakyReLU, MaxPool, use_cpu_inference_kernels,
-                               use_cpu_training_kernels)
+from src.cpu.routing import use_cpu_inference_kernels, use_cpu_training_kernels
+from src.models.layers import ConvBN, ConvBNLeaky, HeadConv, LeakyReLU, MaxPool
 
 ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", jit_config={"jit_level": "O0"})
 

@@ -131,7 +131,8 @@ def test_folding_batchnorm_keeps_the_outputs(config):
 def test_cpu_inference_kernels_keep_the_outputs(config):
     """eval and predict on the CPU run every folded conv (bias, leaky ReLU) and the 2x2 max-pools as
     src.cpu.cpu_kernels ops: the same raw outputs as MindSpore's ops, to 1e-5 of their range."""
-    from src.models.layers import ConvBN, HeadConv, fold_batchnorm, use_cpu_inference_kernels
+    from src.cpu.routing import use_cpu_inference_kernels
+    from src.models.layers import ConvBN, HeadConv, fold_batchnorm
     cfg = load_config((["--config_path", config] if config else []) + ["--num_classes", "3"])
     rng = np.random.default_rng(1)
     stock = build_network(ModelSpec.from_config(cfg))
@@ -183,7 +184,8 @@ def test_input_centering_subtracts_each_images_mean_colour_and_exports(tmp_path)
     import onnxruntime as ort
     from conftest import run_script
     from src.formats.checkpoint import network_parameters, save_checkpoint
-    from src.models.layers import fold_batchnorm, use_cpu_inference_kernels
+    from src.cpu.routing import use_cpu_inference_kernels
+from src.models.layers import fold_batchnorm
     from src.models.yolo_head import DetectionModel
     rng = np.random.default_rng(6)
     plain_cfg = load_config(["--config_path", TINY_CFG, "--num_classes", "3"])

@@ -12,7 +12,8 @@ from src.errors import UserError
 from src.formats.checkpoint import Weights, build_with_weights
 from src.logger import get_logger
 from src.models.spec import ModelSpec
-from src.models.layers import fold_batchnorm, use_cpu_inference_kernels
+from src.cpu.routing import use_cpu_inference_kernels
+from src.models.layers import fold_batchnorm
 from src.models.yolo import build_network
 from src.models.yolo_head import DetectionModel, YoloDecode
 

@@ -23,7 +23,7 @@ from src.errors import UserError
 from src.formats.checkpoint import (LiveWeights, load_checkpoint_into, network_parameters, read_checkpoint,
                                     state_checksum, training_info)
 from src.logger import get_logger
-from src.models.layers import use_cpu_training_kernels
+from src.cpu.routing import use_cpu_training_kernels
 from src.models.yolo import build_network
 
 
