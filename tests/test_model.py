@@ -185,7 +185,7 @@ def test_input_centering_subtracts_each_images_mean_colour_and_exports(tmp_path)
     from conftest import run_script
     from src.formats.checkpoint import network_parameters, save_checkpoint
     from src.cpu.routing import use_cpu_inference_kernels
-from src.models.layers import fold_batchnorm
+    from src.models.layers import fold_batchnorm
     from src.models.yolo_head import DetectionModel
     rng = np.random.default_rng(6)
     plain_cfg = load_config(["--config_path", TINY_CFG, "--num_classes", "3"])
