@@ -1,7 +1,7 @@
 """Hand-written CPU kernels for the hot spots, as MindSpore aot custom ops.
 
 On the CPU, MindSpore's MaxPoolGrad ran far below memory speed;
-kernels/cpu_kernels.cc does the same arithmetic in one pass. It also runs every
+kernels/pool.cc does the same arithmetic in one pass. It also runs every
 convolution of the networks (stride 1 and 2; for inference with its bias, the
 folded BN, and leaky ReLU in one op, and MobileNetV2's depthwise ones) over the
 oneDNN sgemm that MindSpore ships: MindSpore's Conv2D, BiasAdd and LeakyReLU were
@@ -35,7 +35,7 @@ from mindspore import ops
 from src.cpu.onednn import isa_name, mindspore_dnnl_path
 from src.fileio import atomic_path, cache_dir
 
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "cpu_kernels.cc")
+KERNELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
 FLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
 LIBS = ["-ldl"]
 
@@ -73,6 +73,11 @@ def copy_once(source: str, path: str) -> None:
             shutil.copyfile(source, tmp)
 
 
+def sources() -> List[str]:
+    """The kernels' C++ sources, built into one library (kernels/kernels.h is their common header)."""
+    return [os.path.join(KERNELS, name) for name in sorted(os.listdir(KERNELS)) if name.endswith(".cc")]
+
+
 @functools.lru_cache(maxsize=None)
 def library() -> Optional[str]:
     """Path of the built kernel library (built on first use), or None when it cannot be built."""
@@ -82,8 +87,11 @@ def library() -> Optional[str]:
         warnings.warn("no libdnnl in the mindspore package: the CPU uses MindSpore's own (slower) ops")
         return None
     flags = FLAGS + machine_flags() + [f'-DYOLO_DNNL="{dnnl}"']
-    with open(SOURCE, "rb") as f:
-        key = hashlib.sha256(f.read() + " ".join(flags).encode() + cpu_model().encode()).hexdigest()[:16]
+    digest = hashlib.sha256(" ".join(flags).encode() + cpu_model().encode())
+    for name in sorted(os.listdir(KERNELS)):
+        with open(os.path.join(KERNELS, name), "rb") as f:
+            digest.update(name.encode() + f.read())
+    key = digest.hexdigest()[:16]
     path = os.path.join(folder, f"cpu_kernels-{key}.so")
     compiler = shutil.which("g++")
     if not os.path.exists(path) and compiler is None:
@@ -93,10 +101,11 @@ def library() -> Optional[str]:
         copy_once(mindspore_dnnl_path(), dnnl)
         if not os.path.exists(path):
             with atomic_path(path, ".so") as tmp:
-                subprocess.run([compiler, *flags, "-o", tmp, SOURCE, *LIBS], capture_output=True, text=True,
+                subprocess.run([compiler, *flags, "-o", tmp, *sources(), *LIBS], capture_output=True, text=True,
                                check=True)
     except subprocess.CalledProcessError as e:
-        warnings.warn(f"building {SOURCE} failed, using MindSpore's own ops: {e.stderr.strip()[:300]}")
+        warnings.warn(f"building the CPU kernels ({KERNELS}) failed, using MindSpore's own ops: "
+                      f"{e.stderr.strip()[:300]}")
         return None
     except OSError as e:
         warnings.warn(f"cannot build the CPU kernels into {folder} ({e}); using MindSpore's own ops")

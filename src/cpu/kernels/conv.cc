@@ -1,0 +1,379 @@
+// Convolutions of one group, stride 1 or 2, padding k / 2: for inference with bias and activation, for training
+// without bias and with both gradients.
+#include "kernels.h"
+
+namespace yolo {
+namespace {
+// Convolution + bias + activation in one op (MindSpore's Conv2D, BiasAdd and LeakyReLU were slow here and three
+// passes over memory). Four paths, by shape (the fourth, Winograd for 3x3 layers with many channels, in winograd.cc):
+// - few taps per output (c*k*k <= kDirectTaps, the layer on RGB): a direct convolution, 4 output channels x 16
+//   columns in registers; im2col + sgemm is memory-bound there;
+// - small weights (o*c*k*k <= kTiledWeights, the large early maps): blocks of output rows, each block's im2col
+//   in a cache-sized buffer, one sgemm, bias and activation while it is in cache, blocks spread over threads;
+// - large weights (the deep layers on small maps): im2col of several images side by side (one 13x13 map is
+//   too few columns for sgemm to run at speed), one sgemm split over the threads, each piece finished as done.
+constexpr int64_t kDirectTaps = 32;
+constexpr int64_t kTiledWeights = 100000;
+constexpr int64_t kTileFloats = 65536;  // one row block's im2col buffer, 256 KB
+constexpr int64_t kColumns = 8192;      // images per sgemm on the large-weight path: about this many columns,
+constexpr int64_t kColFloats = 1 << 22;  // and an im2col buffer of at most 16 MB
+constexpr int64_t kOutBlock = 4, kColBlock = 16;
+
+thread_local std::vector<float> pad_buffer, col_buffer, out_buffer;
+
+// rows [r0, r1) x columns [c0, c1) of c (row stride ld): += bias[row], then leaky ReLU if asked.
+void bias_act(float *c, int64_t ld, int64_t r0, int64_t r1, int64_t c0, int64_t c1, const float *bias, bool act) {
+  for (int64_t r = r0; r < r1; ++r) {
+    float *row = c + r * ld;
+    const float b = bias[r];
+    if (act) {
+      for (int64_t j = c0; j < c1; ++j) row[j] = leaky(row[j] + b);
+    } else {
+      for (int64_t j = c0; j < c1; ++j) row[j] += b;
+    }
+  }
+}
+
+// Output columns [j0, j1) of tap column offset dj whose input column j * st + dj lies inside the map.
+struct TapColumns {
+  int64_t j0, j1;
+  TapColumns(const Conv &s, int64_t dj)
+      : j0(std::min(s.ow, std::max<int64_t>(0, (s.st - 1 - dj) / s.st))),
+        j1(std::max(j0, std::min(s.ow, (s.w - dj + s.st - 1) / s.st))) {}
+};
+
+// im2col row `tap` = (channel, di, dj) for output rows [i0, i1) of image n, zero-padded, into dst.
+void im2col_tap(const float *x, const Conv &s, int64_t n, int64_t tap, int64_t i0, int64_t i1, float *dst) {
+  const int64_t kk = s.k * s.k, ch = tap / kk, di = (tap % kk) / s.k - s.pad, dj = tap % s.k - s.pad;
+  const TapColumns cols(s, dj);
+  const float *plane = x + (n * s.c + ch) * s.hw;
+  for (int64_t i = i0; i < i1; ++i, dst += s.ow) {
+    const int64_t si = i * s.st + di;
+    if (si < 0 || si >= s.h) {
+      std::memset(dst, 0, s.ow * sizeof(float));
+      continue;
+    }
+    std::fill(dst, dst + cols.j0, 0.f);
+    const float *src = plane + si * s.w + dj;
+    if (s.st == 1) {
+      std::memcpy(dst + cols.j0, src + cols.j0, (cols.j1 - cols.j0) * sizeof(float));
+    } else {
+      for (int64_t j = cols.j0; j < cols.j1; ++j) dst[j] = src[j * s.st];
+    }
+    std::fill(dst + cols.j1, dst + s.ow, 0.f);
+  }
+}
+
+// The inverse of im2col_tap for the input gradient: dx (image n, the tap's channel) += the tap's column rows.
+void col2im_tap(const float *col, const Conv &s, int64_t n, int64_t tap, float *dx) {
+  const int64_t kk = s.k * s.k, ch = tap / kk, di = (tap % kk) / s.k - s.pad, dj = tap % s.k - s.pad;
+  const TapColumns cols(s, dj);
+  float *plane = dx + (n * s.c + ch) * s.hw;
+  for (int64_t i = 0; i < s.oh; ++i, col += s.ow) {
+    const int64_t si = i * s.st + di;
+    if (si < 0 || si >= s.h) continue;
+    float *dst = plane + si * s.w + dj;
+    for (int64_t j = cols.j0; j < cols.j1; ++j) dst[j * s.st] += col[j];
+  }
+}
+
+void conv_direct(const float *x, const float *weight, const float *bias, bool act, const Conv &s, float *y) {
+  const int64_t ph = s.h + 2 * s.pad, pw = (s.w + kColBlock - 1) / kColBlock * kColBlock + 2 * s.pad;
+  float *xp = scratch(&pad_buffer, s.n * s.c * ph * pw);
+#pragma omp parallel for schedule(static)
+  for (int64_t plane = 0; plane < s.n * s.c; ++plane) {
+    float *dst = xp + plane * ph * pw;
+    std::fill(dst, dst + ph * pw, 0.f);
+    for (int64_t i = 0; i < s.h; ++i)
+      std::memcpy(dst + (i + s.pad) * pw + s.pad, x + plane * s.hw + i * s.w, s.w * sizeof(float));
+  }
+  const int64_t kk = s.k * s.k;
+#pragma omp parallel for schedule(static) collapse(2)
+  for (int64_t n = 0; n < s.n; ++n) {
+    for (int64_t i = 0; i < s.h; ++i) {
+      for (int64_t ob = 0; ob < s.o; ob += kOutBlock) {
+        for (int64_t j0 = 0; j0 < s.w; j0 += kColBlock) {
+          v8 acc[kOutBlock][2];
+          for (int64_t q = 0; q < kOutBlock; ++q) acc[q][0] = acc[q][1] = v8{} + bias[ob + q];
+          for (int64_t ch = 0; ch < s.c; ++ch) {
+            for (int64_t di = 0; di < s.k; ++di) {
+              const float *row = xp + ((n * s.c + ch) * ph + i + di) * pw + j0;
+              const float *wt = weight + (ob * s.c + ch) * kk + di * s.k;
+              for (int64_t dj = 0; dj < s.k; ++dj) {
+                v8 p0, p1;
+                std::memcpy(&p0, row + dj, sizeof(v8));
+                std::memcpy(&p1, row + dj + 8, sizeof(v8));
+                for (int64_t q = 0; q < kOutBlock; ++q) {
+                  const float wv = wt[q * s.c * kk + dj];
+                  acc[q][0] += wv * p0;
+                  acc[q][1] += wv * p1;
+                }
+              }
+            }
+          }
+          const int64_t cols = std::min(kColBlock, s.w - j0);
+          for (int64_t q = 0; q < kOutBlock; ++q) {
+            float *dst = y + ((n * s.o + ob + q) * s.h + i) * s.w + j0;
+            for (int64_t half = 0; half < 2; ++half) {
+              v8 v = acc[q][half];
+              if (act) v = v > 0.f ? v : 0.1f * v;
+              if (cols == kColBlock) {
+                std::memcpy(dst + 8 * half, &v, sizeof(v8));  // fixed size: one vector store
+              } else {
+                float part[8];
+                std::memcpy(part, &v, sizeof(v8));
+                for (int64_t j = 8 * half; j < std::min(cols, 8 * half + 8); ++j) dst[j] = part[j - 8 * half];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+void conv_tiled(const float *x, const float *weight, const float *bias, bool act, const Conv &s, float *y) {
+  const int64_t rows = std::max<int64_t>(1, std::min(s.oh, kTileFloats / (s.ckk * s.ow)));
+  const int64_t blocks = (s.oh + rows - 1) / rows;
+#pragma omp parallel for schedule(dynamic, 1) collapse(2)
+  for (int64_t n = 0; n < s.n; ++n) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t i0 = b * rows, i1 = std::min(s.oh, i0 + rows), cols = (i1 - i0) * s.ow;
+      float *col = scratch(&col_buffer, s.ckk * rows * s.ow);
+      for (int64_t tap = 0; tap < s.ckk; ++tap) im2col_tap(x, s, n, tap, i0, i1, col + tap * cols);
+      float *out = y + n * s.o * s.ohw + i0 * s.ow;
+      gemm('N', 'N', s.o, cols, s.ckk, 1.f, weight, s.ckk, col, cols, 0.f, out, s.ohw);
+      bias_act(out, s.ohw, 0, s.o, 0, cols, bias, act);
+    }
+  }
+}
+
+// c (m x n) = a (m x k) b (k x n) + bias, activation; the longer side of c split over the threads.
+void gemm_bias_act(int64_t m, int64_t n, int64_t k, const float *a, const float *b, const float *bias, bool act,
+                   float *c) {
+  if (n >= m) {
+    split_over_threads(n, [&](int64_t lo, int64_t size) {
+      gemm('N', 'N', m, size, k, 1.f, a, k, b + lo, n, 0.f, c + lo, n);
+      bias_act(c, n, 0, m, lo, lo + size, bias, act);
+    });
+  } else {
+    split_over_threads(m, [&](int64_t lo, int64_t size) {
+      gemm('N', 'N', size, n, k, 1.f, a + lo * k, k, b, n, 0.f, c + lo * n, n);
+      bias_act(c, n, lo, lo + size, 0, n, bias, act);
+    });
+  }
+}
+
+// Images per im2col group on the large-weight paths: about kColumns columns, at most kColFloats of columns.
+int64_t image_group(const Conv &s) {
+  return std::max<int64_t>(1, std::min({s.n, kColumns / s.ohw, kColFloats / (s.ckk * s.ohw)}));
+}
+
+// im2col of images [n0, n0 + g) side by side: col is ckk x (g * ohw).
+void im2col_images(const float *x, const Conv &s, int64_t n0, int64_t g, float *col) {
+  const int64_t cols = g * s.ohw;
+#pragma omp parallel for schedule(static) collapse(2)
+  for (int64_t tap = 0; tap < s.ckk; ++tap)
+    for (int64_t b = 0; b < g; ++b) im2col_tap(x, s, n0 + b, tap, 0, s.oh, col + tap * cols + b * s.ohw);
+}
+
+// g images of rows x plane (NCHW) -> rows x (g * plane), the images side by side; and back.
+void images_to_sides(const float *images, int64_t rows, int64_t g, int64_t plane, float *sides) {
+#pragma omp parallel for schedule(static) collapse(2)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t b = 0; b < g; ++b)
+      std::memcpy(sides + (r * g + b) * plane, images + (b * rows + r) * plane, plane * sizeof(float));
+}
+
+void sides_to_images(const float *sides, int64_t rows, int64_t g, int64_t plane, float *images) {
+#pragma omp parallel for schedule(static) collapse(2)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t b = 0; b < g; ++b)
+      std::memcpy(images + (b * rows + r) * plane, sides + (r * g + b) * plane, plane * sizeof(float));
+}
+
+void conv_whole(const float *x, const float *weight, const float *bias, bool act, const Conv &s, float *y) {
+  const int64_t group = image_group(s);
+  for (int64_t n0 = 0; n0 < s.n; n0 += group) {
+    const int64_t g = std::min(group, s.n - n0), cols = g * s.ohw;
+    if (s.k == 1 && s.st == 1 && g == 1) {  // a 1x1 convolution of one image multiplies x itself
+      gemm_bias_act(s.o, cols, s.ckk, weight, x + n0 * s.c * s.hw, bias, act, y + n0 * s.o * s.ohw);
+      continue;
+    }
+    float *col = scratch(&col_buffer, s.ckk * cols);
+    im2col_images(x, s, n0, g, col);
+    if (g == 1) {
+      gemm_bias_act(s.o, cols, s.ckk, weight, col, bias, act, y + n0 * s.o * s.ohw);
+      continue;
+    }
+    float *out = scratch(&out_buffer, s.o * cols);
+    gemm_bias_act(s.o, cols, s.ckk, weight, col, bias, act, out);
+    sides_to_images(out, s.o, g, s.ohw, y + n0 * s.o * s.ohw);
+  }
+}
+
+void conv_any(const float *x, const float *weight, const float *bias, bool act, const Conv &s, float *y) {
+  if (s.st == 1 && s.ckk <= kDirectTaps && s.o % kOutBlock == 0) {
+    conv_direct(x, weight, bias, act, s, y);
+  } else if (use_winograd(s)) {
+    conv_winograd(x, weight, bias, act, s, y);
+  } else if (s.o * s.ckk <= kTiledWeights) {
+    conv_tiled(x, weight, bias, act, s, y);
+  } else {
+    conv_whole(x, weight, bias, act, s, y);
+  }
+}
+
+// Inputs x (n, c, h, w), weight (o, c, k, k) with k odd, bias (o); output y (n, o, oh, ow) for padding k / 2 and
+// the given stride.
+int conv_bias_act(void **params, int64_t **shapes, bool act, int64_t stride) {
+  const float *x = static_cast<const float *>(params[0]), *weight = static_cast<const float *>(params[1]);
+  const float *bias = static_cast<const float *>(params[2]);
+  const Conv s(shapes[0], shapes[1], stride);
+  float *y = static_cast<float *>(params[3]);
+  conv_any(x, weight, bias, act, s, y);
+  return 0;
+}
+
+// Training: the convolution without bias, its input gradient and its weight gradient. Stride 1: the input
+// gradient is the same convolution of dy with the weights transposed and turned by 180 degrees; stride 2: the
+// columns W^T dy scattered back (col2im). The weight gradient is Winograd's where the forward is Winograd, else dy
+// times the transposed im2col columns of x.
+thread_local std::vector<float> zero_bias, turned_weights, dy_columns;
+
+void conv_no_bias(const float *x, const Conv &s, const float *weight, float *y) {
+  float *bias = scratch(&zero_bias, s.o);
+  std::fill(bias, bias + s.o, 0.f);
+  conv_any(x, weight, bias, false, s, y);
+}
+
+void grad_input_turned(const float *dy, const float *weight, const Conv &s, float *dx) {
+  const int64_t kk = s.k * s.k;
+  float *turned = scratch(&turned_weights, s.c * s.o * kk);
+#pragma omp parallel for schedule(static)
+  for (int64_t ci = 0; ci < s.c; ++ci)
+    for (int64_t oc = 0; oc < s.o; ++oc)
+      for (int64_t q = 0; q < kk; ++q) turned[(ci * s.o + oc) * kk + q] = weight[(oc * s.c + ci) * kk + kk - 1 - q];
+  const int64_t dy_shape[4] = {s.n, s.o, s.h, s.w}, turned_shape[4] = {s.c, s.o, s.k, s.k};
+  conv_no_bias(dy, Conv(dy_shape, turned_shape), turned, dx);
+}
+
+void grad_input_col2im(const float *dy, const float *weight, const Conv &s, float *dx) {
+  std::fill(dx, dx + s.n * s.c * s.hw, 0.f);
+  const int64_t group = image_group(s);
+  for (int64_t n0 = 0; n0 < s.n; n0 += group) {
+    const int64_t g = std::min(group, s.n - n0), cols = g * s.ohw;
+    float *grad = scratch(&dy_columns, s.o * cols), *col = scratch(&col_buffer, s.ckk * cols);
+    images_to_sides(dy + n0 * s.o * s.ohw, s.o, g, s.ohw, grad);
+    split_over_threads(cols, [&](int64_t lo, int64_t size) {
+      gemm('T', 'N', s.ckk, size, s.o, 1.f, weight, s.ckk, grad + lo, cols, 0.f, col + lo, cols);
+    });
+    const int64_t kk = s.k * s.k;
+#pragma omp parallel for schedule(static) collapse(2)
+    for (int64_t b = 0; b < g; ++b)
+      for (int64_t ch = 0; ch < s.c; ++ch)
+        for (int64_t tap = ch * kk; tap < (ch + 1) * kk; ++tap)
+          col2im_tap(col + tap * cols + b * s.ohw, s, n0 + b, tap, dx);
+  }
+}
+
+// c (m x n) = a (m x k) b^T (b is n x k) + beta c; the longer side of c split over the threads.
+void gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float beta, float *c) {
+  if (n >= m) {
+    split_over_threads(n, [&](int64_t lo, int64_t size) {
+      gemm('N', 'T', m, size, k, 1.f, a, k, b + lo * k, k, beta, c + lo, n);
+    });
+  } else {
+    split_over_threads(m, [&](int64_t lo, int64_t size) {
+      gemm('N', 'T', size, n, k, 1.f, a + lo * k, k, b, k, beta, c + lo * n, n);
+    });
+  }
+}
+
+void grad_weight_im2col(const float *x, const float *dy, const Conv &s, float *dw) {
+  const int64_t group = image_group(s);
+  for (int64_t n0 = 0; n0 < s.n; n0 += group) {
+    const int64_t g = std::min(group, s.n - n0), cols = g * s.ohw;
+    float *col = scratch(&col_buffer, s.ckk * cols), *grad = scratch(&dy_columns, s.o * cols);
+    im2col_images(x, s, n0, g, col);
+    images_to_sides(dy + n0 * s.o * s.ohw, s.o, g, s.ohw, grad);
+    gemm_nt(s.o, s.ckk, cols, grad, col, n0 == 0 ? 0.f : 1.f, dw);
+  }
+}
+
+// The weight gradient of a layer with small weights (the large early maps), as conv_tiled runs its forward: per
+// block of output rows, that block's im2col in a cache-sized buffer and dw += dy_block col^T into a partial sum.
+// The whole-image im2col of grad_weight_im2col is tens of megabytes there and made it memory-bound. The (image,
+// block) items are cut into one fixed run per thread, each summed in item order, and the runs added in run order:
+// the same bits for the same thread count, whatever the threads' timing.
+void grad_weight_tiled(const float *x, const float *dy, const Conv &s, float *dw) {
+  const int64_t rows = std::max<int64_t>(1, std::min(s.oh, kTileFloats / (s.ckk * s.ow)));
+  const int64_t blocks = (s.oh + rows - 1) / rows, items = s.n * blocks, size = s.o * s.ckk;
+  const int64_t runs = std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), items));
+  std::vector<float> sums(runs * size, 0.f);
+#pragma omp parallel for schedule(static, 1)
+  for (int64_t r = 0; r < runs; ++r) {
+    for (int64_t item = r * items / runs; item < (r + 1) * items / runs; ++item) {
+      const int64_t n = item / blocks, i0 = item % blocks * rows, i1 = std::min(s.oh, i0 + rows);
+      const int64_t cols = (i1 - i0) * s.ow;
+      float *col = scratch(&col_buffer, s.ckk * rows * s.ow);
+      for (int64_t tap = 0; tap < s.ckk; ++tap) im2col_tap(x, s, n, tap, i0, i1, col + tap * cols);
+      gemm('N', 'T', s.o, s.ckk, cols, 1.f, dy + n * s.o * s.ohw + i0 * s.ow, s.ohw, col, cols, 1.f,
+                 sums.data() + r * size, s.ckk);
+    }
+  }
+  for (int64_t i = 0; i < size; ++i) {
+    float total = 0.f;
+    for (int64_t r = 0; r < runs; ++r) total += sums[r * size + i];
+    dw[i] = total;
+  }
+}
+
+// Inputs x (n, c, h, w), weight (o, c, k, k) with k odd; output y (n, o, oh, ow).
+int conv_forward(void **params, int64_t **shapes, int64_t stride) {
+  conv_no_bias(static_cast<const float *>(params[0]), Conv(shapes[0], shapes[1], stride),
+               static_cast<const float *>(params[1]), static_cast<float *>(params[2]));
+  return 0;
+}
+
+// Inputs x (n, c, h, w) for its shape, dy (n, o, oh, ow), weight (o, c, k, k); output dx (n, c, h, w).
+int conv_grad_input(void **params, int64_t **shapes, int64_t stride) {
+  const Conv s(shapes[0], shapes[2], stride);
+  const float *dy = static_cast<const float *>(params[1]), *weight = static_cast<const float *>(params[2]);
+  float *dx = static_cast<float *>(params[3]);
+  if (stride == 1) {
+    grad_input_turned(dy, weight, s, dx);
+  } else {
+    grad_input_col2im(dy, weight, s, dx);
+  }
+  return 0;
+}
+
+// Inputs x (n, c, h, w), dy (n, o, oh, ow), weight (o, c, k, k) for its shape; output dw (o, c, k, k).
+int conv_grad_weight(void **params, int64_t **shapes, int64_t stride) {
+  const float *x = static_cast<const float *>(params[0]), *dy = static_cast<const float *>(params[1]);
+  float *dw = static_cast<float *>(params[3]);
+  const Conv s(shapes[0], shapes[2], stride);
+  if (use_winograd(s)) {
+    grad_weight_winograd(x, dy, s, dw);
+  } else if (s.o * s.ckk <= kTiledWeights) {
+    grad_weight_tiled(x, dy, s, dw);
+  } else {
+    grad_weight_im2col(x, dy, s, dw);
+  }
+  return 0;
+}
+}  // namespace
+
+YOLO_AOT(ConvBias) { return conv_bias_act(params, shapes, false, 1); }
+YOLO_AOT(ConvBiasLeaky) { return conv_bias_act(params, shapes, true, 1); }
+YOLO_AOT(ConvBiasStride2) { return conv_bias_act(params, shapes, false, 2); }
+YOLO_AOT(ConvBiasLeakyStride2) { return conv_bias_act(params, shapes, true, 2); }
+YOLO_AOT(ConvSame) { return conv_forward(params, shapes, 1); }
+YOLO_AOT(ConvSameGradInput) { return conv_grad_input(params, shapes, 1); }
+YOLO_AOT(ConvSameGradWeight) { return conv_grad_weight(params, shapes, 1); }
+YOLO_AOT(ConvStride2) { return conv_forward(params, shapes, 2); }
+YOLO_AOT(ConvStride2GradInput) { return conv_grad_input(params, shapes, 2); }
+YOLO_AOT(ConvStride2GradWeight) { return conv_grad_weight(params, shapes, 2); }
+
+}  // namespace yolo
