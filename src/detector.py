@@ -66,9 +66,14 @@ class Detector:
         self.score_threshold = config.eval_ignore_threshold
         self.nms_threshold = config.nms_thresh
         self.max_boxes = config.max_boxes
-        self.model = build_detection_model(config, weights)
-        use_cpu_inference_kernels(self.model)
+        self.model = self.load_model(config, weights)
         self.nonfinite_rows = 0
+
+    def load_model(self, config, weights: Weights):
+        """The model `forward` runs (subclasses run other engines on the same pre- and post-processing)."""
+        model = build_detection_model(config, weights)
+        use_cpu_inference_kernels(model)
+        return model
 
     def prepare(self, img_bgr: np.ndarray) -> Tuple[np.ndarray, Mapping, Tuple[int, int]]:
         """The network input, its box mapping and the image's (height, width)."""
@@ -79,7 +84,11 @@ class Detector:
         if n < self.batch_size:
             pad = np.zeros((self.batch_size - n,) + batch.shape[1:], batch.dtype)
             batch = np.concatenate([batch, pad])
-        return self.model(ms.Tensor(batch)).asnumpy()[:n]
+        return self.run(batch)[:n]
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """The model's rows for a full batch."""
+        return self.model(ms.Tensor(batch)).asnumpy()
 
     def postprocess(self, rows: np.ndarray, mapping: Mapping, image_size: Tuple[int, int],
                     score_threshold: Optional[float] = None) -> Detections:

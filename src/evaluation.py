@@ -89,8 +89,14 @@ def evaluate_model(config, weights: Weights, ann_file: str, image_dir: str, eval
     darknet .weights or named parameters), score and write the results to `eval_dir`.
 
     Returns the stats (None on ranks other than 0 in distributed eval); every rank must call it."""
+    return evaluate_detector(config, Detector(config, weights, config.per_batch_size), ann_file, image_dir,
+                             eval_dir, logger)
+
+
+def evaluate_detector(config, detector: Detector, ann_file: str, image_dir: str, eval_dir: str,
+                      logger) -> Optional[dict]:
+    """evaluate_model with a given detector (eval.py --onnx_file: an exported graph in an inference engine)."""
     coco = load_coco(ann_file)
-    detector = Detector(config, weights, config.per_batch_size)
     categories = label_to_category(coco, ann_file, *model_categories(config))
     image_ids = sorted(coco.getImgIds())
     paths = [os.path.join(image_dir, coco.imgs[i]["file_name"]) for i in image_ids]
