@@ -166,3 +166,14 @@ def test_bad_onnx_files_are_one_error(fp32_onnx, tiny_ckpt, tmp_path):
         with pytest.raises(UserError) as err:
             eval_script.run_eval(load_config(["--config_path", TINY_CFG, "--data_dir", COCO_TINY] + args))
         assert message in str(err.value)
+
+
+def test_cpp_app_lowering_refuses_the_int8_graph(int8_onnx, tmp_path):
+    """OpenCV 4.6's DNN module (the C++ app's CPU backend) cannot load a QDQ graph: the lowering says so."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(TINY_CFG), "..", "ascend310_infer"))
+    from onnx_for_opencv import lower_file
+    from src.errors import UserError
+    with pytest.raises(UserError, match="is an int8 \\(QDQ\\) graph, which OpenCV 4.6's DNN module cannot load"):
+        lower_file(int8_onnx, str(tmp_path / "lowered.onnx"))
+    assert not os.listdir(tmp_path)
