@@ -18,6 +18,8 @@ from src.fileio import atomic_path, temp_path_beside
 from src.transforms import preprocess
 
 OPSET = 13  # per-channel QuantizeLinear / DequantizeLinear need 13; the export writes 11
+# Images whose activations the calibrator holds at once (CalibStridedMinMax, which any calibrator honours).
+CALIBRATION_CHUNK = 8
 
 
 def calibration_images(folder: str, count: int) -> List[str]:
@@ -36,7 +38,9 @@ def calibration_images(folder: str, count: int) -> List[str]:
 
 class CalibrationBatches:
     """onnxruntime's CalibrationDataReader: the images as eval feeds them, in batches of the graph's size (the
-    last one filled up from the first images)."""
+    last one filled up from the first images). It takes ranges of batches (set_range), so that the calibrator
+    folds each batch into its histograms and drops it: otherwise it holds every activation of every image at
+    once (gigabytes for a hundred images)."""
 
     def __init__(self, paths: List[str], size: int, batch: int, letterbox: bool):
         from src.evaluation import read_image
@@ -44,12 +48,19 @@ class CalibrationBatches:
         if not images:
             raise UserError(f"none of the {len(paths)} calibration images could be read")
         blobs = [preprocess(img, size, letterbox)[0] for img in images]
-        blobs += blobs[:(-len(blobs)) % batch] if len(blobs) >= batch else [blobs[i % len(blobs)]
-                                                                            for i in range(batch - len(blobs))]
-        self.batches: Iterator = iter([{"images": np.stack(blobs[i:i + batch])} for i in range(0, len(blobs), batch)])
+        blobs += [blobs[i % len(blobs)] for i in range((-len(blobs)) % batch)]
+        self.batches = [np.stack(blobs[i:i + batch]) for i in range(0, len(blobs), batch)]
+        self.window: Iterator = iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.window = iter(self.batches[start_index:end_index])
 
     def get_next(self) -> Optional[Dict[str, np.ndarray]]:
-        return next(self.batches, None)
+        batch = next(self.window, None)
+        return None if batch is None else {"images": batch}
 
 
 def float_tail(graph) -> Set[str]:
@@ -110,14 +121,18 @@ def quantize_int8(fp32_path: str, target: str, images: List[str], size: int, bat
         node.name = node.name or f"{node.op_type}_{k}"
     tail = float_tail(model.graph)
     body = [n.name for n in model.graph.node if n.name not in tail]
+    reader = CalibrationBatches(images, size, batch, letterbox)
+    # batches per calibration step: at most CALIBRATION_CHUNK images, a divisor of the number of batches
+    stride = max(d for d in range(1, max(1, CALIBRATION_CHUNK // batch) + 1) if len(reader) % d == 0)
     prepared = temp_path_beside(target, ".onnx")
     try:
         onnx.save(model, prepared)
         with atomic_path(target, ".onnx") as written:
-            quantize_static(prepared, written, CalibrationBatches(images, size, batch, letterbox),
+            quantize_static(prepared, written, reader,
                             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, nodes_to_quantize=body,
-                            calibrate_method=CalibrationMethod.Percentile)
+                            calibrate_method=CalibrationMethod.Percentile,
+                            extra_options={"CalibStridedMinMax": stride})
     finally:
         if os.path.exists(prepared):
             os.remove(prepared)
