@@ -2,6 +2,8 @@
 
   MindSpore GRAPH_MODE forward, batch 1 (ms) and batch 8 (images/s)
   the same model exported to ONNX, in ONNX Runtime with 2 threads, batch 1 and 8
+  its int8 copy (export.py --quantize int8) in ONNX Runtime, and with OpenVINO installed fp32, bf16 and that int8
+    graph in OpenVINO, the engines taking turns (bench_deployment)
   a training step (images/s; batch 8, the real loss, optimiser and loss scale, synthetic tensors), and its
     FLOP rate (3 x forward GFLOPs per image) as a fraction of this machine's float32 matmul rate (the faster of
     numpy's BLAS and the CPU kernels' sgemm, on all cores)
@@ -108,6 +110,67 @@ def bench_ort(path: str, size: int, batch: int, repeats: int) -> float:
     opts.intra_op_num_threads = 2
     sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     return median_seconds(lambda: sess.run(None, {"images": x}), repeats)
+
+
+def bench_deployment(onnx_paths: Dict[int, str], calibration_dir: str, size: int, letterbox: bool, repeats: int
+                     ) -> Dict[str, float]:
+    """The exported graph's int8 copy (export.py --quantize int8, calibrated on 8 images of `calibration_dir`) in
+    ONNX Runtime beside its fp32 graph, and, where OpenVINO is installed, fp32, bf16 (where the CPU has it) and
+    the int8 graph in OpenVINO; the engines of each batch size take turns, so that their ratios hold on a machine
+    whose speed drifts. Keys: ENGINE_b1_ms and ENGINE_b8_ips; ort_int8_speedup_bB is int8 over fp32 in ORT."""
+    from src.engine.onnx_runtime import onnxruntime_session
+    from src.formats.quantize import calibration_images, quantize_int8
+    images = calibration_images(calibration_dir, 8)
+    results: Dict[str, float] = {}
+    for batch, fp32 in onnx_paths.items():
+        int8 = quantize_int8(fp32, fp32[:-len(".onnx")] + "_int8.onnx", images, size, batch, letterbox)
+        engines = {"ort_fp32": onnxruntime_session(fp32, 2), "ort_int8": onnxruntime_session(int8, 2)}
+        engines.update(openvino_engines(fp32, int8))
+        x = np.random.default_rng(0).uniform(0, 1, (batch, 3, size, size)).astype(np.float32)
+        seconds = alternating_medians({k: (lambda run=run: run(x)) for k, run in engines.items()}, repeats)
+        for name, sec in seconds.items():
+            results.update({f"{name}_b1_ms": sec * 1e3} if batch == 1 else {f"{name}_b8_ips": batch / sec})
+        results[f"ort_int8_speedup_b{batch}"] = seconds["ort_fp32"] / seconds["ort_int8"]
+    del results["ort_fp32_b1_ms"], results["ort_fp32_b8_ips"]  # ort_infer_b1_ms and ort_infer_b8_ips measure them
+    return results
+
+
+def openvino_engines(fp32: str, int8: str) -> Dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """OpenVINO's fp32, bf16 (where its CPU plugin has it) and int8 sessions; none without OpenVINO."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return {}
+    from src.engine.onnx_runtime import openvino_session
+    engines = {"ov_fp32": openvino_session(fp32, "f32"), "ov_int8": openvino_session(int8, "f32")}
+    if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        engines["ov_bf16"] = openvino_session(fp32, "bf16")
+    return engines
+
+
+def alternating_medians(fns: Dict[str, Callable[[], None]], repeats: int, warmup: int = 2) -> Dict[str, float]:
+    """Median seconds of each fn, the fns called in turn (A B C A B C ...) after `warmup` rounds."""
+    times: Dict[str, List[float]] = {k: [] for k in fns}
+    for i in range(warmup + repeats):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def print_deployment(r: Dict) -> None:
+    """The rows of bench_deployment."""
+    engines = [("ONNX Runtime int8", "ort_int8"), ("OpenVINO fp32", "ov_fp32"), ("OpenVINO bf16", "ov_bf16"),
+               ("OpenVINO int8 graph", "ov_int8")]
+    print(f"{'exported graph':32}{'batch 1 (ms)':>14}{'batch 8 (images/s)':>20}")
+    for name, key in engines:
+        if f"{key}_b1_ms" in r:
+            print(f"{name:32}{r[f'{key}_b1_ms']:14.2f}{r[f'{key}_b8_ips']:20.2f}")
+    print(f"ONNX Runtime int8 over fp32, same run, turns taken: {r['ort_int8_speedup_b1']:.2f}x at batch 1, "
+          f"{r['ort_int8_speedup_b8']:.2f}x at batch 8" + ("" if "ov_fp32_b1_ms" in r else
+                                                         "; OpenVINO not installed (pip install openvino)"))
 
 
 def conv_gflops(onnx_path: str) -> float:
@@ -247,6 +310,8 @@ def run(config, size: int, repeats: int, json_path: Optional[str]) -> Dict[str, 
                 results.update(ms_infer_b1_ms=ms_s * 1e3, ort_infer_b1_ms=ort_s * 1e3)
             else:
                 results.update(ms_infer_b8_ips=8 / ms_s, ort_infer_b8_ips=8 / ort_s)
+        results.update(bench_deployment(onnx_paths, os.path.join(data_dir, "train2017"), size, config.letterbox,
+                                        repeats))
         results["train_ips"] = 8 / bench_train(config, size, 8, max(3, repeats // 2), convolutions)
         # a training step is about 3 forwards in FLOPs (forward, input and weight gradients)
         train_gflops = results["train_ips"] * 3 * results["gflops"]
@@ -297,7 +362,9 @@ def main() -> None:
     args, rest = parser.parse_known_args()
     config = load_config(rest, description=__doc__)
     setup_device(config)
-    print_table(run(config, args.shape, args.repeats, args.json))
+    results = run(config, args.shape, args.repeats, args.json)
+    print_table(results)
+    print_deployment(results)
 
 
 if __name__ == "__main__":

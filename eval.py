@@ -9,7 +9,8 @@ set_up_process()  # first: OpenMP reads its spin count when cv2 or MindSpore loa
 from model_utils.config import load_config  # noqa: E402
 from model_utils.device_adapter import init_distributed, setup_device  # noqa: E402
 from model_utils.moxing_adapter import run_with_modelarts  # noqa: E402
-from src.engine.evaluation import evaluate_model  # noqa: E402
+from src.engine.evaluation import evaluate_detector, evaluate_model  # noqa: E402
+from src.engine.onnx_runtime import graph_detector  # noqa: E402
 from src.errors import UserError, run_cli  # noqa: E402
 from src.logger import get_logger  # noqa: E402
 
@@ -29,6 +30,13 @@ def resolve_paths(config) -> Tuple[str, str]:
 def run_eval(config) -> Optional[dict]:
     """Evaluate; returns the stats (None on ranks other than 0 in distributed eval)."""
     ann_file, image_dir = resolve_paths(config)
+    if config.onnx_file:
+        if config.pretrained:
+            raise UserError("give --onnx_file or --pretrained, not both")
+        return evaluate_detector(config, graph_detector(config, get_logger()), ann_file, image_dir,
+                                 config.eval_dir, get_logger())
+    if config.is_set("runtime"):
+        raise UserError("--runtime applies to --onnx_file only")
     if not config.pretrained:
         raise UserError("no weights given: --pretrained CKPT (.ckpt or darknet .weights)")
     return evaluate_model(config, config.pretrained, ann_file, image_dir, config.eval_dir, get_logger())

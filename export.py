@@ -5,6 +5,10 @@ The graph takes a float32 RGB NCHW batch in [0, 1] and returns one tensor
 (y, x, anchor), columns cx, cy, w, h in input pixels, objectness, class
 probabilities.
 """
+import os
+import tempfile
+from typing import List
+
 from src.cpu.process import set_up_process
 
 set_up_process()  # first: OpenMP reads its spin count when cv2 or MindSpore loads it
@@ -17,6 +21,7 @@ from model_utils.moxing_adapter import run_with_modelarts  # noqa: E402
 from src.engine.detector import build_detection_model, check_input_size  # noqa: E402
 from src.errors import UserError, run_cli  # noqa: E402
 from src.formats.export import export_graph  # noqa: E402
+from src.formats.quantize import calibration_images, quantize_int8  # noqa: E402
 from src.logger import get_logger  # noqa: E402
 
 
@@ -31,9 +36,27 @@ def export_model(config) -> str:
     if config.batch_size < 1:
         raise UserError(f"batch_size must be at least 1, got {config.batch_size}")
     size = check_input_size(config.testing_shape)
+    images = check_quantize_options(config)
     _, model = build_detection_model(config, config.ckpt_file)
     sample = ms.Tensor(np.zeros((config.batch_size, 3, size, size), np.float32))
-    return export_graph(model, sample, config.file_name, fmt)
+    if not images:
+        return export_graph(model, sample, config.file_name, fmt)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_graph(model, sample, os.path.join(tmp, "fp32"), fmt)
+        return quantize_int8(fp32, config.file_name + ".onnx", images, size, config.batch_size, config.letterbox)
+
+
+def check_quantize_options(config) -> List[str]:
+    """The calibration images of --quantize int8 (none for a float export); a UserError for options that do not
+    fit together, before anything is built."""
+    if config.quantize == "none":
+        for key in ("calibration_dir", "calibration_images"):
+            if config.is_set(key):
+                raise UserError(f"--{key} applies to --quantize int8 only")
+        return []
+    if config.file_format != "ONNX":
+        raise UserError(f"--quantize {config.quantize} writes ONNX only (--file_format ONNX), not {config.file_format}")
+    return calibration_images(config.calibration_dir, config.calibration_images)
 
 
 def main() -> None:
@@ -43,7 +66,8 @@ def main() -> None:
 
 
 def log_export(config, path: str) -> None:
-    get_logger().info("exported %s (%s, batch %d, %dx%d) to %s", config.model_name, config.file_format,
+    precision = "" if config.quantize == "none" else f", {config.quantize}"
+    get_logger().info("exported %s (%s%s, batch %d, %dx%d) to %s", config.model_name, config.file_format, precision,
                       config.batch_size, config.testing_shape, config.testing_shape, path)
 
 

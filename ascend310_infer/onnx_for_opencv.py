@@ -125,6 +125,10 @@ def lower_file(src: str, dst: str) -> str:
         model = onnx.load(src)
     except Exception as e:  # onnx raises DecodeError and others for files that are not ONNX
         raise UserError(f"{src} is not an ONNX model: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    if any(node.op_type == "QuantizeLinear" for node in model.graph.node):
+        raise UserError(f"{src} is an int8 (QDQ) graph, which OpenCV 4.6's DNN module cannot load (it fails on "
+                        f"the quantise and dequantise nodes); give the app the float export, or score the int8 graph "
+                        f"with eval.py --onnx_file (ONNX Runtime or OpenVINO)")
     upsamples = expand_to_resize(model)
     constants = materialise_broadcast_constants(model)
     drop_unused_constants(model)

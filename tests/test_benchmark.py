@@ -1,4 +1,5 @@
 """benchmark.py runs every measurement and writes the keys the README table is built from."""
+import importlib.util
 import json
 
 from conftest import TINY_CFG, run_script
@@ -28,6 +29,12 @@ def test_benchmark_writes_all_keys(tmp_path):
     assert result["onednn_isa"] == "AVX2" and result["conv_primitives"] == 0 and result["ref_conv_primitives"] == 0
     assert (f"MindSpore's oneDNN: AVX2, {result['conv_primitives']:.0f} convolution primitives run, 0 through a "
             f"reference implementation; kernels' sgemm: {result['sgemm_isa']}") in proc.stdout
+    # bench_deployment: the int8 export in ONNX Runtime, and OpenVINO's engines where it is installed
+    deployment = {"ort_int8_b1_ms", "ort_int8_b8_ips", "ort_int8_speedup_b1", "ort_int8_speedup_b8"}
+    if importlib.util.find_spec("openvino"):
+        deployment |= {"ov_fp32_b1_ms", "ov_fp32_b8_ips", "ov_int8_b1_ms", "ov_int8_b8_ips"}
+    assert deployment <= set(result) and all(result[k] > 0 for k in deployment)
+    assert "ONNX Runtime int8 over fp32, same run, turns taken:" in proc.stdout
 
 
 def test_gflops_match_darknet(tmp_path):

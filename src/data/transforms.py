@@ -1,5 +1,7 @@
 """The one image-to-network preprocessing (letterbox or stretch) and its inverse for boxes."""
-from typing import Tuple
+import os
+import warnings
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
@@ -41,3 +43,11 @@ def boxes_to_image(cxcywh: np.ndarray, mapping: Mapping) -> np.ndarray:
     out[:, 2] = cxcywh[:, 2] / sx
     out[:, 3] = cxcywh[:, 3] / sy
     return out
+
+
+def read_image(path: str) -> Optional[np.ndarray]:
+    """The BGR image, or None (with a warning) when it is missing or unreadable."""
+    img = cv2.imread(path, cv2.IMREAD_COLOR) if os.path.isfile(path) else None
+    if img is None:
+        warnings.warn(f"skipping unreadable or missing image {path}", stacklevel=2)
+    return img

@@ -1,19 +1,19 @@
 """Building the inference model from a config and running it on images (eval and predict)."""
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 import mindspore as ms
 from mindspore import nn
 
+from src.cpu.routing import use_cpu_inference_kernels
 from src.data.transforms import Mapping, boxes_to_image, preprocess
 from src.engine.nms import select_detections
 from src.errors import UserError
 from src.formats.checkpoint import Weights, build_with_weights
 from src.logger import get_logger
-from src.models.spec import ModelSpec
-from src.cpu.routing import use_cpu_inference_kernels
 from src.models.layers import fold_batchnorm
+from src.models.spec import ModelSpec
 from src.models.yolo import build_network
 from src.models.yolo_head import DetectionModel, YoloDecode
 
@@ -72,9 +72,15 @@ class Detector:
         self.score_threshold = config.eval_ignore_threshold
         self.nms_threshold = config.nms_thresh
         self.max_boxes = config.max_boxes
-        self.spec, self.model = build_detection_model(config, weights)
-        use_cpu_inference_kernels(self.model)
+        self.spec, self.model = self.load_model(config, weights)
         self.nonfinite_rows = 0
+
+    def load_model(self, config, weights: Weights) -> Tuple[ModelSpec, Any]:
+        """The model's spec and the model `forward` runs (subclasses run other engines on the same pre- and
+        post-processing)."""
+        spec, model = build_detection_model(config, weights)
+        use_cpu_inference_kernels(model)
+        return spec, model
 
     def prepare(self, img_bgr: np.ndarray) -> Tuple[np.ndarray, Mapping, Tuple[int, int]]:
         """The network input, its box mapping and the image's (height, width)."""
@@ -85,7 +91,11 @@ class Detector:
         if n < self.batch_size:
             pad = np.zeros((self.batch_size - n,) + batch.shape[1:], batch.dtype)
             batch = np.concatenate([batch, pad])
-        return self.model(ms.Tensor(batch)).asnumpy()[:n]
+        return self.run(batch)[:n]
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """The model's rows for a full batch."""
+        return self.model(ms.Tensor(batch)).asnumpy()
 
     def postprocess(self, rows: np.ndarray, mapping: Mapping, image_size: Tuple[int, int],
                     score_threshold: Optional[float] = None) -> Detections:

@@ -5,11 +5,9 @@ predictions.json, stats.json and pr_curve.png."""
 import os
 import sys
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Tuple
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -17,18 +15,11 @@ from model_utils.device_adapter import all_gather_rows, all_reduce_sum
 from src.data.coco import (category_ids, coco_result, evaluate, label_to_category, load_coco,
                            per_class_stats, per_class_table)
 from src.engine.detector import Detector
+from src.data.transforms import read_image
 from src.engine.plots import pr_curves
 from src.fileio import write_json
 from src.formats.checkpoint import Weights
 from src.models.spec import ModelSpec
-
-
-def read_image(path: str) -> Optional[np.ndarray]:
-    """The BGR image, or None (with a warning) when it is missing or unreadable."""
-    img = cv2.imread(path, cv2.IMREAD_COLOR) if os.path.isfile(path) else None
-    if img is None:
-        warnings.warn(f"skipping unreadable or missing image {path}", stacklevel=2)
-    return img
 
 
 def detect_images(detector: Detector, paths: List[str], image_ids: List[int], categories: Dict[int, int],
@@ -90,8 +81,14 @@ def evaluate_model(config, weights: Weights, ann_file: str, image_dir: str, eval
     darknet .weights or a model in memory), score and write the results to `eval_dir`.
 
     Returns the stats (None on ranks other than 0 in distributed eval); every rank must call it."""
+    return evaluate_detector(config, Detector(config, weights, config.per_batch_size), ann_file, image_dir,
+                             eval_dir, logger)
+
+
+def evaluate_detector(config, detector: Detector, ann_file: str, image_dir: str, eval_dir: str,
+                      logger) -> Optional[dict]:
+    """evaluate_model with a given detector (eval.py --onnx_file: an exported graph in an inference engine)."""
     coco = load_coco(ann_file)
-    detector = Detector(config, weights, config.per_batch_size)
     categories = label_to_category(coco, ann_file, *detector.spec.categories())
     image_ids = sorted(coco.getImgIds())
     paths = [os.path.join(image_dir, coco.imgs[i]["file_name"]) for i in image_ids]
