@@ -10,6 +10,7 @@ from model_utils.moxing_adapter import run_with_modelarts
 from src.errors import UserError, run_cli
 from src.evaluation import evaluate_model
 from src.logger import get_logger
+from src.precision import setup_precision
 
 
 def resolve_paths(config) -> Tuple[str, str]:
@@ -35,6 +36,7 @@ def run_eval(config) -> Optional[dict]:
 def main() -> None:
     config = load_config(description=__doc__)
     setup_device(config)
+    setup_precision(config, get_logger().info)
     if config.is_distributed:
         init_distributed(config)
     run_with_modelarts(config, lambda: run_eval(config))

@@ -21,6 +21,7 @@ from src.detector import Detections, Detector
 from src.errors import UserError, run_cli
 from src.fileio import atomic_path, temp_path_beside, write_json
 from src.logger import get_logger
+from src.precision import setup_precision
 from src.pretrained import tiny_checkpoint
 from src.visualize import draw_detections
 
@@ -130,6 +131,7 @@ def main() -> None:
     paths = (list_images(source) if os.path.isdir(source) else [source]) if is_images else []
     check_output_dir(config.output_dir, paths)
     setup_device(config)
+    setup_precision(config, get_logger().info)
     detector = Detector(config, config.pretrained, 1)
     labels = Labels(config)
     out_dir = config.output_dir

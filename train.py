@@ -34,6 +34,7 @@ from src.evaluation import check_categories, evaluate_model
 from src.guard import RunGuard
 from src.layers import use_cpu_training_kernels
 from src.logger import get_logger
+from src.precision import setup_precision
 from src.loss import YoloWithLoss
 from src.lr_scheduler import get_lr
 from src.sampler import DistributedSampler
@@ -131,6 +132,7 @@ class Trainer:
         self.logger.info("%s", config.recipe_note)
         for line in config.provenance():
             self.logger.info("config from %s", line)
+        setup_precision(config, self.logger.info)
         if not config.data_dir or not os.path.isdir(config.data_dir):
             raise UserError(f"data_dir not found: {config.data_dir or '(not given)'}")
         ann = os.path.join(config.data_dir, "annotations", "instances_train2017.json")

@@ -24,9 +24,43 @@ typedef int (*SgemmFn)(char, char, int64_t, int64_t, int64_t, float, const float
 void *const dnnl_lib = dlopen(YOLO_DNNL, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
 const SgemmFn sgemm_fn = dnnl_lib ? reinterpret_cast<SgemmFn>(dlsym(dnnl_lib, "dnnl_sgemm")) : nullptr;
 
-inline void dnnl_sgemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
-                       int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
-  sgemm_fn(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+// Precision of every matrix product below (KernelsSetPrecision, from src/precision.py): fp32 sgemm, or bf16 operands
+// (rounded to nearest even) with fp32 accumulation and result through dnnl_gemm_bf16bf16f32 (AMX or AVX512-BF16
+// where the CPU has them). Process-wide: a setting of the run, not of a layer.
+typedef int (*GemmBf16Fn)(char, char, int64_t, int64_t, int64_t, float, const uint16_t *, int64_t, const uint16_t *,
+                          int64_t, float, float *, int64_t);
+const GemmBf16Fn gemm_bf16_fn =
+    dnnl_lib ? reinterpret_cast<GemmBf16Fn>(dlsym(dnnl_lib, "dnnl_gemm_bf16bf16f32")) : nullptr;
+int use_bf16 = 0;
+thread_local std::vector<uint16_t> bf16_a, bf16_b;
+
+inline uint16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // NaN stays NaN
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+// A rows x cols row-major block (leading dimension ld) as packed bf16 in buf (its leading dimension is cols).
+const uint16_t *packed_bf16(const float *src, int64_t rows, int64_t cols, int64_t ld, std::vector<uint16_t> *buf) {
+  if (buf->size() < static_cast<size_t>(rows * cols)) buf->resize(rows * cols);
+  uint16_t *dst = buf->data();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[r * cols + c] = to_bf16(src[r * ld + c]);
+  return dst;
+}
+
+// Every product of the kernels: dnnl_sgemm's arguments (row-major, on the calling thread only), in the precision set.
+inline void gemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                 const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+  if (!use_bf16) {
+    sgemm_fn(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  const int64_t a_cols = transa == 'N' ? k : m, b_cols = transb == 'N' ? n : k;
+  const uint16_t *a16 = packed_bf16(a, transa == 'N' ? m : k, a_cols, lda, &bf16_a);
+  const uint16_t *b16 = packed_bf16(b, transb == 'N' ? k : n, b_cols, ldb, &bf16_b);
+  gemm_bf16_fn(transa, transb, m, n, k, alpha, a16, a_cols, b16, b_cols, beta, c, ldc);
 }
 
 // An NCHW tensor seen as planes of h x w, pooled to oh x ow.
@@ -39,6 +73,12 @@ struct Geometry {
 
 // 1 when the private libdnnl loaded and has its sgemm (checked by src/cpu_kernels.py before any op is made).
 extern "C" int KernelsReady() { return sgemm_fn != nullptr; }
+
+// 1 when the private libdnnl has dnnl_gemm_bf16bf16f32.
+extern "C" int KernelsBf16Ready() { return gemm_bf16_fn != nullptr; }
+
+// The matrix products' precision from now on: 0 fp32, 1 bf16 operands with fp32 accumulation (needs KernelsBf16Ready).
+extern "C" void KernelsSetPrecision(int bf16) { use_bf16 = bf16 && gemm_bf16_fn != nullptr; }
 
 // The instruction set that the private libdnnl dispatches to (a dnnl_cpu_isa_t), 0 if it did not load.
 extern "C" int KernelsIsa() {
@@ -316,7 +356,7 @@ void conv_tiled(const float *x, const float *weight, const float *bias, bool act
       float *col = scratch(&col_buffer, s.ckk * rows * s.ow);
       for (int64_t tap = 0; tap < s.ckk; ++tap) im2col_tap(x, s, n, tap, i0, i1, col + tap * cols);
       float *out = y + n * s.o * s.ohw + i0 * s.ow;
-      dnnl_sgemm('N', 'N', s.o, cols, s.ckk, 1.f, weight, s.ckk, col, cols, 0.f, out, s.ohw);
+      gemm('N', 'N', s.o, cols, s.ckk, 1.f, weight, s.ckk, col, cols, 0.f, out, s.ohw);
       bias_act(out, s.ohw, 0, s.o, 0, cols, bias, act);
     }
   }
@@ -337,12 +377,12 @@ void gemm_bias_act(int64_t m, int64_t n, int64_t k, const float *a, const float 
                    float *c) {
   if (n >= m) {
     split_over_threads(n, [&](int64_t lo, int64_t size) {
-      dnnl_sgemm('N', 'N', m, size, k, 1.f, a, k, b + lo, n, 0.f, c + lo, n);
+      gemm('N', 'N', m, size, k, 1.f, a, k, b + lo, n, 0.f, c + lo, n);
       bias_act(c, n, 0, m, lo, lo + size, bias, act);
     });
   } else {
     split_over_threads(m, [&](int64_t lo, int64_t size) {
-      dnnl_sgemm('N', 'N', size, n, k, 1.f, a + lo * k, k, b, n, 0.f, c + lo * n, n);
+      gemm('N', 'N', size, n, k, 1.f, a + lo * k, k, b, n, 0.f, c + lo * n, n);
       bias_act(c, n, lo, lo + size, 0, n, bias, act);
     });
   }
@@ -555,7 +595,7 @@ void conv_winograd(const float *x, const float *weight, const float *bias, bool 
     winograd_inputs(x, s, tiles, t0, count, v);
 #pragma omp parallel for schedule(static)
     for (int64_t k = 0; k < 16; ++k)
-      dnnl_sgemm('N', 'N', s.o, count, s.c, 1.f, u + k * spaced(s.o * s.c), s.c, v + k * spaced(s.c * count), count,
+      gemm('N', 'N', s.o, count, s.c, 1.f, u + k * spaced(s.o * s.c), s.c, v + k * spaced(s.c * count), count,
                  0.f, m + k * spaced(s.o * count), count);
     winograd_outputs(m, bias, act, s, tiles, t0, count, y);
   }
@@ -603,7 +643,7 @@ void grad_weight_winograd(const float *x, const float *dy, const Conv &s, float 
     winograd_output_grads(dy, s, tiles, t0, count, dm);
 #pragma omp parallel for schedule(static)
     for (int64_t k = 0; k < 16; ++k)
-      dnnl_sgemm('N', 'T', s.o, s.c, count, 1.f, dm + k * spaced(s.o * count), count, v + k * spaced(s.c * count),
+      gemm('N', 'T', s.o, s.c, count, 1.f, dm + k * spaced(s.o * count), count, v + k * spaced(s.c * count),
                  count, t0 == 0 ? 0.f : 1.f, du + k * u_stride, s.c);
   }
 #pragma omp parallel for schedule(static)
@@ -797,7 +837,7 @@ void grad_input_col2im(const float *dy, const float *weight, const Conv &s, floa
     float *grad = scratch(&dy_columns, s.o * cols), *col = scratch(&col_buffer, s.ckk * cols);
     images_to_sides(dy + n0 * s.o * s.ohw, s.o, g, s.ohw, grad);
     split_over_threads(cols, [&](int64_t lo, int64_t size) {
-      dnnl_sgemm('T', 'N', s.ckk, size, s.o, 1.f, weight, s.ckk, grad + lo, cols, 0.f, col + lo, cols);
+      gemm('T', 'N', s.ckk, size, s.o, 1.f, weight, s.ckk, grad + lo, cols, 0.f, col + lo, cols);
     });
     const int64_t kk = s.k * s.k;
 #pragma omp parallel for schedule(static) collapse(2)
@@ -812,11 +852,11 @@ void grad_input_col2im(const float *dy, const float *weight, const Conv &s, floa
 void gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float beta, float *c) {
   if (n >= m) {
     split_over_threads(n, [&](int64_t lo, int64_t size) {
-      dnnl_sgemm('N', 'T', m, size, k, 1.f, a, k, b + lo * k, k, beta, c + lo, n);
+      gemm('N', 'T', m, size, k, 1.f, a, k, b + lo * k, k, beta, c + lo, n);
     });
   } else {
     split_over_threads(m, [&](int64_t lo, int64_t size) {
-      dnnl_sgemm('N', 'T', size, n, k, 1.f, a + lo * k, k, b, k, beta, c + lo * n, n);
+      gemm('N', 'T', size, n, k, 1.f, a + lo * k, k, b, k, beta, c + lo * n, n);
     });
   }
 }
@@ -849,7 +889,7 @@ void grad_weight_tiled(const float *x, const float *dy, const Conv &s, float *dw
       const int64_t cols = (i1 - i0) * s.ow;
       float *col = scratch(&col_buffer, s.ckk * rows * s.ow);
       for (int64_t tap = 0; tap < s.ckk; ++tap) im2col_tap(x, s, n, tap, i0, i1, col + tap * cols);
-      dnnl_sgemm('N', 'T', s.o, s.ckk, cols, 1.f, dy + n * s.o * s.ohw + i0 * s.ow, s.ohw, col, cols, 1.f,
+      gemm('N', 'T', s.o, s.ckk, cols, 1.f, dy + n * s.o * s.ohw + i0 * s.ow, s.ohw, col, cols, 1.f,
                  sums.data() + r * size, s.ckk);
     }
   }

@@ -1,0 +1,68 @@
+"""The `precision` key: the CPU kernels' matrix products in fp32, or with bf16 operands and fp32 accumulation.
+
+In bf16 every matrix product of src/cpu_kernels.py (the convolutions, forward and both gradients, Winograd's
+too) rounds its two operands to bfloat16 and accumulates and writes fp32 (oneDNN's dnnl_gemm_bf16bf16f32, on AMX
+or AVX512-BF16). Everything else stays fp32: the direct convolution of RGB layers (no matrix product), batch
+normalisation and its statistics, the loss, the loss scale, the optimiser and the weights themselves.
+
+An explicit bf16 on a CPU without bf16 arithmetic (or without the kernels) is an error, not a quiet fallback: oneDNN
+would emulate it slower than fp32 and less exactly, and a run, benchmark or AP labelled bf16 would not be one.
+`auto` is the fallback for those who want it.
+"""
+import ctypes
+from typing import Callable, Tuple
+
+import mindspore as ms
+
+from src import cpu_kernels
+from src.errors import UserError
+from src.onednn import isa_name
+
+ISA_AVX512_CORE_BF16 = 0xE7  # dnnl_cpu_isa_t: the bits every ISA with bf16 dot products (AVX512-BF16, AMX) holds
+
+
+def kernels_isa() -> int:
+    """The effective dnnl_cpu_isa_t of the kernels' private libdnnl, 0 without the kernels."""
+    path = cpu_kernels.library() if ms.get_context("device_target") == "CPU" else None
+    if path is None or not ctypes.CDLL(path).KernelsBf16Ready():
+        return 0
+    return ctypes.CDLL(path).KernelsIsa()
+
+
+def has_bf16(isa: int) -> bool:
+    return isa & ISA_AVX512_CORE_BF16 == ISA_AVX512_CORE_BF16
+
+
+def choose(requested: str) -> Tuple[str, str]:
+    """The precision to run for `requested` (fp32, bf16 or auto: the config loader checks) on this device and CPU,
+    and why."""
+    if requested == "fp32":
+        return "fp32", "asked for"
+    device = ms.get_context("device_target")
+    if device != "CPU":
+        if requested == "bf16":
+            raise UserError(f"precision bf16 is for the CPU kernels; on {device} use amp_level")
+        return "fp32", f"auto on {device} (amp_level sets mixed precision there)"
+    isa = kernels_isa()
+    cpu = isa_name(isa) if isa else "no CPU kernels (src/cpu_kernels.py did not build)"
+    if has_bf16(isa):
+        return "bf16", f"{'asked for' if requested == 'bf16' else 'auto'}: the kernels' oneDNN runs {cpu}"
+    if requested == "bf16":
+        raise UserError(f"precision bf16 needs a CPU with AVX512-BF16 or AMX-BF16 and the CPU kernels (here: {cpu}); "
+                        "use --precision auto or fp32")
+    return "fp32", f"auto: no bf16 arithmetic here ({cpu})"
+
+
+def set_precision(precision: str) -> None:
+    """Make the kernels' matrix products run in `precision` ("fp32" or "bf16") from now on, process-wide."""
+    path = cpu_kernels.library() if ms.get_context("device_target") == "CPU" else None
+    if path is not None:
+        ctypes.CDLL(path).KernelsSetPrecision(int(precision == "bf16"))
+
+
+def setup_precision(config, log: Callable[[str], None]) -> str:
+    """Choose config.precision's precision, set it and log which one runs and why; returns it."""
+    precision, why = choose(config.precision)
+    set_precision(precision)
+    log(f"precision {precision} ({why})")
+    return precision
