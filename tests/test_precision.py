@@ -1,0 +1,102 @@
+"""precision bf16: the CPU kernels' products in bf16 stay close to fp32, train deterministically and keep the static
+loss scale exact; auto follows the CPU; an explicit bf16 where the CPU cannot is one clear error."""
+import numpy as np
+import mindspore as ms
+import pytest
+from mindspore import Tensor, nn
+
+from conftest import TINY_CFG
+from model_utils.config import load_config
+from src import precision
+from src.detector import build_detection_model
+from src.errors import UserError
+from src.layers import use_cpu_inference_kernels, use_cpu_training_kernels
+from src.loss import YoloWithLoss
+from src.targets import build_targets
+from src.train_step import make_train_step
+from src.yolo import build_network
+
+ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", jit_config={"jit_level": "O0"})
+AVX2, AVX512_CORE, AVX512_CORE_BF16, AMX = 0x7, 0x27, 0xE7, 0x3EF
+
+
+@pytest.fixture
+def bf16():
+    """bf16 products for the test, fp32 again after it; skips where the CPU has no bf16 arithmetic."""
+    if not precision.has_bf16(precision.kernels_isa()):
+        pytest.skip("this CPU (or the kernels' oneDNN) has no bf16 arithmetic (AVX512-BF16 or AMX-BF16)")
+    precision.set_precision("bf16")
+    yield
+    precision.set_precision("fp32")
+
+
+@pytest.mark.parametrize("isa, auto", [(AVX2, "fp32"), (AVX512_CORE, "fp32"), (AVX512_CORE_BF16, "bf16"),
+                                       (AMX, "bf16"), (0, "fp32")])
+def test_auto_follows_the_cpu_and_bf16_without_it_is_an_error(monkeypatch, isa, auto):
+    monkeypatch.setattr(precision, "kernels_isa", lambda: isa)
+    assert precision.choose("auto")[0] == auto
+    assert precision.choose("fp32") == ("fp32", "asked for")
+    if auto == "bf16":
+        assert precision.choose("bf16")[0] == "bf16"
+        return
+    with pytest.raises(UserError, match="precision bf16 needs a CPU with AVX512-BF16 or AMX-BF16") as e:
+        precision.choose("bf16")
+    assert "\n" not in str(e.value)
+
+
+def test_bf16_forward_close_to_fp32(tiny_ckpt, sample_blob):
+    """The converted yolov3-tiny on a sample image: bf16 differs from fp32 (it ran), by little."""
+    model = build_detection_model(load_config(["--config_path", TINY_CFG]), tiny_ckpt)
+    assert use_cpu_inference_kernels(model) > 0
+    x = Tensor(np.load(sample_blob))
+    fp32 = model(x).asnumpy()
+    if not precision.has_bf16(precision.kernels_isa()):
+        pytest.skip("this CPU (or the kernels' oneDNN) has no bf16 arithmetic (AVX512-BF16 or AMX-BF16)")
+    precision.set_precision("bf16")
+    try:
+        bf16 = model(x).asnumpy()
+    finally:
+        precision.set_precision("fp32")
+    assert not np.array_equal(bf16, fp32)
+    boxes, scores = fp32[..., :4], fp32[..., 4:]
+    np.testing.assert_allclose(bf16[..., :4], boxes, rtol=0, atol=0.02 * np.abs(boxes).max())
+    np.testing.assert_allclose(bf16[..., 4:], scores, rtol=0, atol=0.05)
+
+
+def _batch():
+    rng = np.random.default_rng(0)
+    cfg = load_config(["--config_path", TINY_CFG])
+    targets = [build_targets(np.array([[10.0, 12.0, 40.0, 50.0]]), np.array([i]), 64, cfg.anchor_scales,
+                             cfg.anchor_mask, 2, 4) for i in (0, 1)]
+    images = Tensor(rng.uniform(0, 1, (2, 3, 64, 64)).astype(np.float32))
+    return [images] + [Tensor(np.stack([t[i] for t in targets])) for i in range(len(targets[0]))]
+
+
+def _step(loss_scale: float, batch):
+    """The weights after one momentum step of yolov3-tiny (2 classes, the CPU kernels) from seed 5."""
+    ms.set_seed(5)
+    cfg = load_config(["--config_path", TINY_CFG, "--num_classes", "2"])
+    net = build_network(cfg)
+    assert use_cpu_training_kernels(net) > 0
+    step = make_train_step(YoloWithLoss(net, cfg.anchor_scales, cfg.anchor_mask, 2, 0.7),
+                           nn.Momentum(net.trainable_params(), 0.01, 0.9), loss_scale)
+    step.set_train(True)
+    loss, overflow, _ = step(*batch)
+    assert not overflow.asnumpy()
+    return {n: p.asnumpy().copy() for n, p in net.parameters_and_names()}, float(loss.asnumpy())
+
+
+def test_bf16_step_is_deterministic_and_loss_scale_exact(bf16):
+    """Two runs give the same bits; loss scale 1024 gives the update of scale 1 (a power of two commutes with the
+    rounding to bf16); and the update is not fp32's (the products ran in bf16)."""
+    batch = _batch()
+    first, loss = _step(1024.0, batch)
+    second, loss2 = _step(1024.0, batch)
+    unscaled, loss1 = _step(1.0, batch)
+    assert loss == loss2 == pytest.approx(loss1, rel=1e-6)
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+        np.testing.assert_allclose(first[name], unscaled[name], rtol=1e-5, atol=1e-7, err_msg=name)
+    precision.set_precision("fp32")
+    fp32, _ = _step(1024.0, batch)
+    assert any(not np.array_equal(first[name], fp32[name]) for name in first)
