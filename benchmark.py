@@ -71,6 +71,21 @@ def median_seconds(fn: Callable[[], None], repeats: int, warmup: int = 2) -> flo
     return statistics.median(run_times(fn, repeats, warmup))
 
 
+def in_turns(fn: Callable[[], None], precisions: List[str], repeats: int, warmup: int = 2) -> Dict[str, float]:
+    """Median seconds of fn in each precision, the precisions taking turns call by call (a ratio then compares calls
+    seconds apart on a shared machine); the first precision is set again at the end."""
+    times: Dict[str, List[float]] = {p: [] for p in precisions}
+    for i in range(warmup + repeats):
+        for p in precisions:
+            set_precision(p)
+            t = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[p].append(time.perf_counter() - t)
+    set_precision(precisions[0])
+    return {p: statistics.median(t) for p, t in times.items()}
+
+
 def recorded(fn: Callable[[], None], convolutions: List[str]) -> Callable[[], None]:
     """fn, whose first call also adds the implementations of the convolution primitives MindSpore ran to
     `convolutions` (oneDNN's verbose output, on for that call only)."""
@@ -88,9 +103,10 @@ def recorded(fn: Callable[[], None], convolutions: List[str]) -> Callable[[], No
     return run
 
 
-def bench_mindspore(model: nn.Cell, size: int, batch: int, repeats: int, convolutions: List[str]) -> float:
+def bench_mindspore(model: nn.Cell, size: int, batch: int, repeats: int, convolutions: List[str],
+                    precisions: List[str]) -> Dict[str, float]:
     x = Tensor(np.random.default_rng(0).uniform(0, 1, (batch, 3, size, size)).astype(np.float32))
-    return median_seconds(recorded(lambda: model(x).asnumpy(), convolutions), repeats)
+    return in_turns(recorded(lambda: model(x).asnumpy(), convolutions), precisions, repeats)
 
 
 def export_onnx(model: nn.Cell, size: int, batch: int, folder: str) -> str:
@@ -146,19 +162,14 @@ def synthetic_batch(config, size: int, batch: int) -> List[Tensor]:
 
 def bench_train(config, size: int, batch: int, repeats: int, convolutions: List[str],
                 precisions: List[str]) -> Dict[str, float]:
-    """Seconds of a training step in each precision (the same step, set to each in turn)."""
+    """Seconds of a training step in each precision (the same step, the precisions in turns)."""
     network = build_network(config)
     use_cpu_training_kernels(network)
     step = make_train_step(YoloWithLoss.from_config(network, config), make_optimizer(network, config, 1e-4),
                            config.loss_scale)
     step.set_train(True)
     inputs = synthetic_batch(config, size, batch)
-    run = recorded(lambda: step(*inputs)[0].asnumpy(), convolutions)
-    seconds = {}
-    for precision in precisions:
-        set_precision(precision)
-        seconds[precision] = median_seconds(run, repeats, warmup=2)
-    return seconds
+    return in_turns(recorded(lambda: step(*inputs)[0].asnumpy(), convolutions), precisions, repeats)
 
 
 def bench_data(config, data_dir: str, size: int, batch: int, batches: int) -> float:
@@ -228,16 +239,12 @@ def run(config, size: int, repeats: int, json_path: Optional[str]) -> Dict[str, 
         results["gflops"] = conv_gflops(onnx_paths[1])
         use_cpu_inference_kernels(model)  # as eval.py and predict.py run it; after the export (stock ops)
         for batch, onnx_path in onnx_paths.items():
-            for p in precisions:  # the run's precision first: its keys are the unprefixed ones
-                set_precision(p)
-                ms_s = bench_mindspore(model, size, batch, repeats, convolutions)
-                key = "ms_infer_b1_ms" if batch == 1 else "ms_infer_b8_ips"
+            key = "ms_infer_b1_ms" if batch == 1 else "ms_infer_b8_ips"
+            for p, ms_s in bench_mindspore(model, size, batch, repeats, convolutions, precisions).items():
                 results[key if p == precision else f"{p}_{key}"] = ms_s * 1e3 if batch == 1 else 8 / ms_s
-            set_precision(precision)
             ort_s = bench_ort(onnx_path, size, batch, repeats)
             results.update({"ort_infer_b1_ms": ort_s * 1e3} if batch == 1 else {"ort_infer_b8_ips": 8 / ort_s})
         train_s = bench_train(config, size, 8, max(3, repeats // 2), convolutions, precisions)
-        set_precision(precision)
         results.update({"train_ips" if p == precision else f"{p}_train_ips": 8 / s for p, s in train_s.items()})
         # a training step is about 3 forwards in FLOPs (forward, input and weight gradients)
         train_gflops = results["train_ips"] * 3 * results["gflops"]
