@@ -73,7 +73,7 @@ def _batch():
 
 
 def _step(loss_scale: float, batch):
-    """The weights after one momentum step of yolov3-tiny (2 classes, the CPU kernels) from seed 5."""
+    """The weights after one momentum step of yolov3-tiny (2 classes, the CPU kernels) from seed 5, and the loss."""
     ms.set_seed(5)
     cfg = load_config(["--config_path", TINY_CFG, "--num_classes", "2"])
     net = build_network(cfg)
@@ -87,16 +87,11 @@ def _step(loss_scale: float, batch):
 
 
 def test_bf16_step_is_deterministic_and_loss_scale_exact(bf16):
-    """Two runs give the same bits; loss scale 1024 gives the update of scale 1 (a power of two commutes with the
-    rounding to bf16); and the update is not fp32's (the products ran in bf16)."""
+    """Loss scale 1024 and 1 give the same update to the bit: a power of two commutes with every rounding of the
+    step, the one to bf16 too, so any difference would be the step's own non-determinism or a scale not undone."""
     batch = _batch()
-    first, loss = _step(1024.0, batch)
-    second, loss2 = _step(1024.0, batch)
+    scaled, loss = _step(1024.0, batch)
     unscaled, loss1 = _step(1.0, batch)
-    assert loss == loss2 == pytest.approx(loss1, rel=1e-6)
-    for name in first:
-        np.testing.assert_array_equal(first[name], second[name], err_msg=name)
-        np.testing.assert_allclose(first[name], unscaled[name], rtol=1e-5, atol=1e-7, err_msg=name)
-    precision.set_precision("fp32")
-    fp32, _ = _step(1024.0, batch)
-    assert any(not np.array_equal(first[name], fp32[name]) for name in first)
+    assert loss == loss1
+    for name in scaled:
+        np.testing.assert_array_equal(scaled[name], unscaled[name], err_msg=name)
