@@ -43,30 +43,27 @@ def _rate(part: Callable[[int, int], None], n: int, repeats: int) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
-def fp32_gflops(repeats: int, n: int = 2048) -> float:
-    """dnnl_sgemm; 0 without the kernels."""
+def _float_gflops(symbol: str, a: np.ndarray, repeats: int) -> float:
+    """dnnl_sgemm or dnnl_gemm_bf16bf16f32 (same arguments; operands a, already in its type) on a @ a; 0 without
+    the kernels."""
     lib = _dnnl()
     if lib is None:
         return 0.0
-    gemm = lib.dnnl_sgemm
+    gemm = getattr(lib, symbol)
     gemm.argtypes = [CHAR, CHAR, I64, I64, I64, F32, PTR, I64, PTR, I64, F32, PTR, I64]
-    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-    c = np.empty_like(a)
-    return _rate(lambda lo, cols: gemm(b"N", b"N", n, cols, n, 1.0, a.ctypes.data, n, a.ctypes.data + 4 * lo, n,
+    n, size = len(a), a.itemsize
+    c = np.empty((n, n), np.float32)
+    return _rate(lambda lo, cols: gemm(b"N", b"N", n, cols, n, 1.0, a.ctypes.data, n, a.ctypes.data + size * lo, n,
                                        0.0, c.ctypes.data + 4 * lo, n), n, repeats)
+
+
+def fp32_gflops(repeats: int, n: int = 2048) -> float:
+    return _float_gflops("dnnl_sgemm", np.random.default_rng(0).standard_normal((n, n)).astype(np.float32), repeats)
 
 
 def bf16_gflops(repeats: int, n: int = 2048) -> float:
-    """dnnl_gemm_bf16bf16f32 (operands already bf16); 0 without the kernels."""
-    lib = _dnnl()
-    if lib is None:
-        return 0.0
-    gemm = lib.dnnl_gemm_bf16bf16f32
-    gemm.argtypes = [CHAR, CHAR, I64, I64, I64, F32, PTR, I64, PTR, I64, F32, PTR, I64]
-    a = (np.random.default_rng(0).standard_normal((n, n)).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
-    c = np.empty((n, n), np.float32)
-    return _rate(lambda lo, cols: gemm(b"N", b"N", n, cols, n, 1.0, a.ctypes.data, n, a.ctypes.data + 2 * lo, n,
-                                       0.0, c.ctypes.data + 4 * lo, n), n, repeats)
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    return _float_gflops("dnnl_gemm_bf16bf16f32", (a.view(np.uint32) >> 16).astype(np.uint16), repeats)
 
 
 def int8_gops(repeats: int, n: int = 2048) -> float:
