@@ -2,8 +2,8 @@
 
 In bf16 every matrix product of src/cpu_kernels.py (the convolutions, forward and both gradients, Winograd's
 too) rounds its two operands to bfloat16 and accumulates and writes fp32 (oneDNN's dnnl_gemm_bf16bf16f32, on AMX
-or AVX512-BF16). Everything else stays fp32: the direct convolution of RGB layers (no matrix product), batch
-normalisation and its statistics, the loss, the loss scale, the optimiser and the weights themselves.
+or AVX512-BF16). Everything else stays fp32: the direct convolutions (the RGB layer's, the depthwise ones: no
+matrix product), batch normalisation and its statistics, the loss, the loss scale, the optimiser and the weights.
 
 An explicit bf16 on a CPU without bf16 arithmetic (or without the kernels) is an error, not a quiet fallback: oneDNN
 would emulate it slower than fp32 and less exactly, and a run, benchmark or AP labelled bf16 would not be one.
