@@ -1,6 +1,7 @@
 """Speed of a YOLOv3 model on this machine, all measured in one run (medians after warm-up).
 
-  MindSpore GRAPH_MODE forward, batch 1 (ms) and batch 8 (images/s)
+  MindSpore GRAPH_MODE forward, batch 1 (ms) and batch 8 (images/s), in --precision and, on a CPU with bf16
+    arithmetic, in the other precision too (keys prefixed with its name)
   the same model exported to ONNX, in ONNX Runtime with 2 threads, batch 1 and 8
   its int8 copy (export.py --quantize int8) in ONNX Runtime, and with OpenVINO installed fp32, bf16 and that int8
     graph in OpenVINO, the engines taking turns (bench_deployment)
@@ -9,6 +10,7 @@
     numpy's BLAS and the CPU kernels' sgemm, on all cores)
   the training data pipeline alone, with training augmentation (images/s)
   eval.py end to end (images/s over its whole wall time, start-up and compile included)
+  the matmul peak of each precision (fp32, bf16, u8s8s32 int8) through the kernels' oneDNN
   the instruction sets of MindSpore's oneDNN and of the kernels' sgemm, and how many convolution primitives
     MindSpore's oneDNN ran (in one untimed run of each forward and of the training step) and how many of them
     through a reference implementation
@@ -19,8 +21,6 @@ Options other than the ones below are config keys (e.g. --pretrained for eval.py
 --data_dir for its data; by default ../shared/data/coco_tiny if present, else a synthetic set).
 """
 import argparse
-import concurrent.futures
-import ctypes
 import json
 import os
 import platform
@@ -41,8 +41,9 @@ from mindspore import Tensor, nn  # noqa: E402
 
 from model_utils.config import ROOT, load_config  # noqa: E402
 from model_utils.device_adapter import setup_device  # noqa: E402
-from src.cpu import cpu_kernels  # noqa: E402
-from src.cpu import onednn  # noqa: E402
+from src.cpu import cpu_kernels, matmul_peaks, onednn  # noqa: E402
+from src.cpu.precision import choose, has_bf16, kernels_isa, set_precision  # noqa: E402
+from src.cpu.routing import use_cpu_inference_kernels, use_cpu_training_kernels  # noqa: E402
 from src.data.dataset import BatchSource, CocoTrainSet, create_train_dataset  # noqa: E402
 from src.data.synthetic import make_dataset  # noqa: E402
 from src.data.targets import build_targets  # noqa: E402
@@ -53,7 +54,6 @@ from src.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 from src.fileio import write_json  # noqa: E402
 from src.formats.checkpoint import network_parameters, save_checkpoint  # noqa: E402
 from src.formats.export import export_graph  # noqa: E402
-from src.cpu.routing import use_cpu_inference_kernels, use_cpu_training_kernels  # noqa: E402
 from src.models.spec import ModelSpec  # noqa: E402
 from src.models.yolo import build_network  # noqa: E402
 
@@ -76,6 +76,21 @@ def median_seconds(fn: Callable[[], None], repeats: int, warmup: int = 2) -> flo
     return statistics.median(run_times(fn, repeats, warmup))
 
 
+def in_turns(fn: Callable[[], None], precisions: List[str], repeats: int, warmup: int = 2) -> Dict[str, float]:
+    """Median seconds of fn in each precision, the precisions taking turns call by call (a ratio then compares calls
+    seconds apart on a shared machine); the first precision is set again at the end."""
+    times: Dict[str, List[float]] = {p: [] for p in precisions}
+    for i in range(warmup + repeats):
+        for p in precisions:
+            set_precision(p)
+            t = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[p].append(time.perf_counter() - t)
+    set_precision(precisions[0])
+    return {p: statistics.median(t) for p, t in times.items()}
+
+
 def recorded(fn: Callable[[], None], convolutions: List[str]) -> Callable[[], None]:
     """fn, whose first call also adds the implementations of the convolution primitives MindSpore ran to
     `convolutions` (oneDNN's verbose output, on for that call only)."""
@@ -93,9 +108,10 @@ def recorded(fn: Callable[[], None], convolutions: List[str]) -> Callable[[], No
     return run
 
 
-def bench_mindspore(model: nn.Cell, size: int, batch: int, repeats: int, convolutions: List[str]) -> float:
+def bench_mindspore(model: nn.Cell, size: int, batch: int, repeats: int, convolutions: List[str],
+                    precisions: List[str]) -> Dict[str, float]:
     x = Tensor(np.random.default_rng(0).uniform(0, 1, (batch, 3, size, size)).astype(np.float32))
-    return median_seconds(recorded(lambda: model(x).asnumpy(), convolutions), repeats)
+    return in_turns(recorded(lambda: model(x).asnumpy(), convolutions), precisions, repeats)
 
 
 def export_onnx(model: nn.Cell, size: int, batch: int, folder: str) -> str:
@@ -197,29 +213,6 @@ def matmul_gflops(repeats: int, n: int = 2048) -> float:
     return best_gflops(lambda: a @ a, n, repeats)
 
 
-def sgemm_gflops(repeats: int, n: int = 2048) -> float:
-    """The CPU kernels' sgemm (their copy of oneDNN; single-threaded per call, as they call it) on all cores: the
-    columns split over one thread per core. 0 without the kernels."""
-    if cpu_kernels.library() is None:
-        return 0.0
-    lib = ctypes.CDLL(cpu_kernels.private_dnnl(os.path.dirname(cpu_kernels.library())),
-                      mode=os.RTLD_LOCAL | os.RTLD_DEEPBIND)  # the instance the kernels loaded
-    sgemm = lib.dnnl_sgemm
-    i64, f32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
-    sgemm.argtypes = [ctypes.c_char, ctypes.c_char, i64, i64, i64, f32, ptr, i64, ptr, i64, f32, ptr, i64]
-    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-    c = np.empty_like(a)
-    threads = os.cpu_count() or 1
-    step = -(-n // threads)
-
-    def part(lo: int) -> None:
-        cols = min(step, n - lo)
-        sgemm(b"N", b"N", n, cols, n, 1.0, a.ctypes.data, n, a.ctypes.data + 4 * lo, n, 0.0, c.ctypes.data + 4 * lo, n)
-
-    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        return best_gflops(lambda: list(pool.map(part, range(0, n, step))), n, repeats)
-
-
 def synthetic_batch(config, spec: ModelSpec, size: int, batch: int) -> List[Tensor]:
     rng = np.random.default_rng(0)
     targets = []
@@ -233,7 +226,9 @@ def synthetic_batch(config, spec: ModelSpec, size: int, batch: int) -> List[Tens
     return [Tensor(images)] + [Tensor(np.stack([t[i] for t in targets])) for i in range(len(targets[0]))]
 
 
-def bench_train(config, size: int, batch: int, repeats: int, convolutions: List[str]) -> float:
+def bench_train(config, size: int, batch: int, repeats: int, convolutions: List[str],
+                precisions: List[str]) -> Dict[str, float]:
+    """Seconds of a training step in each precision (the same step, the precisions in turns)."""
     spec = ModelSpec.from_config(config)
     network = build_network(spec)
     use_cpu_training_kernels(network)
@@ -241,7 +236,7 @@ def bench_train(config, size: int, batch: int, repeats: int, convolutions: List[
                            config.loss_scale)
     step.set_train(True)
     inputs = synthetic_batch(config, spec, size, batch)
-    return median_seconds(recorded(lambda: step(*inputs)[0].asnumpy(), convolutions), repeats, warmup=2)
+    return in_turns(recorded(lambda: step(*inputs)[0].asnumpy(), convolutions), precisions, repeats)
 
 
 def bench_data(config, data_dir: str, size: int, batch: int, batches: int) -> float:
@@ -266,7 +261,8 @@ def bench_eval(config, data_dir: str, weights: str, size: int) -> Dict[str, floa
         proc = subprocess.run([sys.executable, os.path.join(ROOT, "eval.py"), "--config_path", config.config_path,
                                "--data_dir", data_dir, "--pretrained", weights, "--testing_shape", str(size),
                                "--eval_dir", out, "--device_target", config.device_target,
-                               "--num_classes", str(config.num_classes)], capture_output=True, text=True)
+                               "--num_classes", str(config.num_classes), "--precision", config.precision],
+                              capture_output=True, text=True)
         wall = time.perf_counter() - t
         if proc.returncode:
             raise UserError(f"eval.py failed: {proc.stderr.strip().splitlines()[-1]}")
@@ -287,8 +283,14 @@ def random_weights(network: nn.Cell, data_dir: str, path: str) -> str:
 def run(config, size: int, repeats: int, json_path: Optional[str]) -> Dict[str, float]:
     check_input_size(size)
     # first, before MindSpore's threads run
-    results: Dict[str, float] = {"numpy_matmul_gflops": matmul_gflops(repeats), "sgemm_gflops": sgemm_gflops(repeats)}
+    results: Dict[str, float] = {"numpy_matmul_gflops": matmul_gflops(repeats),
+                                 "sgemm_gflops": matmul_peaks.fp32_gflops(repeats),
+                                 "bf16_gemm_gflops": matmul_peaks.bf16_gflops(repeats),
+                                 "int8_gemm_gops": matmul_peaks.int8_gops(repeats)}
     results["matmul_gflops"] = max(results["numpy_matmul_gflops"], results["sgemm_gflops"])
+    precision, why = choose(config.precision)
+    other = {"fp32": "bf16", "bf16": "fp32"}[precision] if has_bf16(kernels_isa()) else None
+    precisions = [precision] + ([other] if other else [])
     convolutions: List[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         network = build_network(ModelSpec.from_config(config))
@@ -304,18 +306,19 @@ def run(config, size: int, repeats: int, json_path: Optional[str]) -> Dict[str, 
         results["gflops"] = conv_gflops(onnx_paths[1])
         use_cpu_inference_kernels(model)  # as eval.py and predict.py run it; after the export (stock ops)
         for batch, onnx_path in onnx_paths.items():
-            ms_s = bench_mindspore(model, size, batch, repeats, convolutions)
+            key = "ms_infer_b1_ms" if batch == 1 else "ms_infer_b8_ips"
+            for p, ms_s in bench_mindspore(model, size, batch, repeats, convolutions, precisions).items():
+                results[key if p == precision else f"{p}_{key}"] = ms_s * 1e3 if batch == 1 else 8 / ms_s
             ort_s = bench_ort(onnx_path, size, batch, repeats)
-            if batch == 1:
-                results.update(ms_infer_b1_ms=ms_s * 1e3, ort_infer_b1_ms=ort_s * 1e3)
-            else:
-                results.update(ms_infer_b8_ips=8 / ms_s, ort_infer_b8_ips=8 / ort_s)
+            results.update({"ort_infer_b1_ms": ort_s * 1e3} if batch == 1 else {"ort_infer_b8_ips": 8 / ort_s})
         results.update(bench_deployment(onnx_paths, os.path.join(data_dir, "train2017"), size, config.letterbox,
                                         repeats))
-        results["train_ips"] = 8 / bench_train(config, size, 8, max(3, repeats // 2), convolutions)
+        train_s = bench_train(config, size, 8, max(3, repeats // 2), convolutions, precisions)
+        results.update({"train_ips" if p == precision else f"{p}_train_ips": 8 / s for p, s in train_s.items()})
         # a training step is about 3 forwards in FLOPs (forward, input and weight gradients)
         train_gflops = results["train_ips"] * 3 * results["gflops"]
-        results["train_peak_fraction"] = train_gflops / results["matmul_gflops"]
+        peak = results["matmul_gflops"] if precision == "fp32" else results["bf16_gemm_gflops"]
+        results["train_peak_fraction"] = train_gflops / peak
         results["train_numpy_peak_fraction"] = train_gflops / results["numpy_matmul_gflops"]
         results["data_ips"] = bench_data(config, data_dir, size, 8, 8)
         results.update(bench_eval(config, data_dir, weights, size))
@@ -327,27 +330,34 @@ def run(config, size: int, repeats: int, json_path: Optional[str]) -> Dict[str, 
     results = {k: round(v, 3) for k, v in results.items()}
     results.update(model=config.model_name, shape=size, machine=f"{platform.processor() or platform.machine()}, "
                    f"{os.cpu_count()} cores", mindspore=ms.__version__, onednn_isa=onednn.mindspore_isa(),
-                   sgemm_isa=cpu_kernels.sgemm_isa())
+                   sgemm_isa=cpu_kernels.sgemm_isa(), precision=precision, precision_why=why)
     if json_path:
         write_json(json_path, results)
     return results
 
 
 def print_table(r: Dict) -> None:
-    rows = [("forward batch 1 (ms)", r["ms_infer_b1_ms"], r["ort_infer_b1_ms"]),
-            ("forward batch 8 (images/s)", r["ms_infer_b8_ips"], r["ort_infer_b8_ips"])]
+    rows = [("forward batch 1 (ms)", r["ms_infer_b1_ms"], r["ort_infer_b1_ms"], "ms_infer_b1_ms"),
+            ("forward batch 8 (images/s)", r["ms_infer_b8_ips"], r["ort_infer_b8_ips"], "ms_infer_b8_ips")]
     print(f"\n{r['model']} at {r['shape']}: {r['params_m']:.2f} M parameters, {r['gflops']:.2f} GFLOPs; "
           f"{r['machine']}, MindSpore {r['mindspore']}")
-    print(f"{'':32}{'MindSpore':>12}{'ONNX Runtime':>14}{'ratio':>8}")
-    for name, a, b in rows:
+    p = r["precision"]
+    other = next((q for q in ("fp32", "bf16") if f"{q}_train_ips" in r), None)
+    print(f"precision {p} ({r['precision_why']})")
+    extra = f"{'MindSpore ' + other:>16}" if other else ""
+    print(f"{'':32}{'MindSpore ' + p:>15}{'ONNX Runtime':>14}{'ratio':>8}{extra}")
+    for name, a, b, key in rows:
         ratio = a / b if "ms)" in name else b / a
-        print(f"{name:32}{a:12.2f}{b:14.2f}{ratio:8.2f}")
-    print(f"{'train step, batch 8 (images/s)':32}{r['train_ips']:12.2f}   ({r['train_peak_fraction']:.0%} of the "
-          f"{r['matmul_gflops']:.0f} GFLOP/s matmul peak; {r['train_numpy_peak_fraction']:.0%} of numpy's "
-          f"{r['numpy_matmul_gflops']:.0f})")
-    print(f"{'data pipeline (images/s)':32}{r['data_ips']:12.2f}")
-    print(f"{'eval.py end to end (images/s)':32}{r['eval_ips']:12.2f}   ({r['eval_wall_s']:.1f} s wall)")
-    print(f"{'peak RSS (MB)':32}{r['peak_rss_mb']:12.0f}")
+        print(f"{name:32}{a:15.2f}{b:14.2f}{ratio:8.2f}" + (f"{r[other + '_' + key]:16.2f}" if other else ""))
+    peak = r["matmul_gflops"] if p == "fp32" else r["bf16_gemm_gflops"]
+    print(f"{'train step, batch 8 (images/s)':32}{r['train_ips']:15.2f}   ({r['train_peak_fraction']:.0%} of the "
+          f"{peak:.0f} GFLOP/s matmul peak; {r['train_numpy_peak_fraction']:.0%} of numpy's "
+          f"{r['numpy_matmul_gflops']:.0f})" + (f"; {other}: {r[other + '_train_ips']:.2f}" if other else ""))
+    print(f"{'matmul peaks (kernels oneDNN)':32}fp32 {r['sgemm_gflops']:.0f} GFLOP/s, bf16 {r['bf16_gemm_gflops']:.0f} "
+          f"GFLOP/s, int8 (u8s8s32) {r['int8_gemm_gops']:.0f} GOP/s")
+    print(f"{'data pipeline (images/s)':32}{r['data_ips']:15.2f}")
+    print(f"{'eval.py end to end (images/s)':32}{r['eval_ips']:15.2f}   ({r['eval_wall_s']:.1f} s wall)")
+    print(f"{'peak RSS (MB)':32}{r['peak_rss_mb']:15.0f}")
     print(f"MindSpore's oneDNN: {r['onednn_isa']}, {r['conv_primitives']:.0f} convolution primitives run, "
           f"{r['ref_conv_primitives']:.0f} through a reference implementation; kernels' sgemm: {r['sgemm_isa']} "
           f"({r['sgemm_gflops']:.0f} GFLOP/s; numpy's BLAS {r['numpy_matmul_gflops']:.0f})")

@@ -9,6 +9,7 @@ set_up_process()  # first: OpenMP reads its spin count when cv2 or MindSpore loa
 from model_utils.config import load_config  # noqa: E402
 from model_utils.device_adapter import init_distributed, setup_device  # noqa: E402
 from model_utils.moxing_adapter import run_with_modelarts  # noqa: E402
+from src.cpu.precision import setup_precision  # noqa: E402
 from src.engine.evaluation import evaluate_detector, evaluate_model  # noqa: E402
 from src.engine.onnx_runtime import graph_detector  # noqa: E402
 from src.errors import UserError, run_cli  # noqa: E402
@@ -45,6 +46,7 @@ def run_eval(config) -> Optional[dict]:
 def main() -> None:
     config = load_config(description=__doc__)
     setup_device(config)
+    setup_precision(config, get_logger().info)
     if config.is_distributed:
         config = config.with_values(**init_distributed(config))
     run_with_modelarts(config, run_eval)

@@ -19,6 +19,7 @@ from tqdm import tqdm  # noqa: E402
 
 from model_utils.config import ROOT, load_config  # noqa: E402
 from model_utils.device_adapter import setup_device  # noqa: E402
+from src.cpu.precision import setup_precision  # noqa: E402
 from src.engine.detector import Detections, Detector  # noqa: E402
 from src.engine.visualize import draw_detections  # noqa: E402
 from src.errors import UserError, run_cli  # noqa: E402
@@ -134,6 +135,7 @@ def main() -> None:
     paths = (list_images(source) if os.path.isdir(source) else [source]) if is_images else []
     check_output_dir(config.output_dir, paths)
     setup_device(config)
+    setup_precision(config, get_logger().info)
     detector = Detector(config, weights, 1)
     labels = Labels(detector.spec)
     out_dir = config.output_dir

@@ -3,6 +3,7 @@ import importlib.util
 import json
 
 from conftest import TINY_CFG, run_script
+from src.cpu.precision import has_bf16, kernels_isa
 
 KEYS = {"ms_infer_b1_ms", "ort_infer_b1_ms", "ms_infer_b8_ips", "ort_infer_b8_ips", "train_ips", "data_ips",
         "eval_ips", "peak_rss_mb", "params_m", "gflops", "matmul_gflops", "train_peak_fraction"}
@@ -25,6 +26,10 @@ def test_benchmark_writes_all_keys(tmp_path):
             in proc.stdout)
     assert result["matmul_gflops"] == max(result["numpy_matmul_gflops"], result["sgemm_gflops"])
     assert "ONNX Runtime" in proc.stdout
+    # the precision that ran, every precision's matmul peak, and bf16 beside fp32 where the CPU has it
+    assert result["precision"] == "fp32" and result["bf16_gemm_gflops"] > 0 and result["int8_gemm_gops"] > 0
+    bf16_keys = {"bf16_ms_infer_b1_ms", "bf16_ms_infer_b8_ips", "bf16_train_ips"}
+    assert (bf16_keys <= set(result)) == has_bf16(kernels_isa())
     # every convolution of the forwards and the training step ran on the CPU kernels, none on MindSpore's oneDNN
     assert result["onednn_isa"] == "AVX2" and result["conv_primitives"] == 0 and result["ref_conv_primitives"] == 0
     assert (f"MindSpore's oneDNN: AVX2, {result['conv_primitives']:.0f} convolution primitives run, 0 through a "

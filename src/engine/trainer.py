@@ -8,6 +8,8 @@ import mindspore as ms
 from mindspore import Tensor
 
 from model_utils.device_adapter import all_reduce_sum
+from src.cpu.precision import setup_precision
+from src.cpu.routing import use_cpu_training_kernels
 from src.data.dataset import CocoTrainSet, RunSource, create_train_dataset
 from src.data.sampler import DistributedSampler
 from src.engine.ema import WeightAverage
@@ -23,7 +25,6 @@ from src.errors import UserError
 from src.formats.checkpoint import (LiveWeights, load_checkpoint_into, network_parameters, read_checkpoint,
                                     state_checksum, training_info)
 from src.logger import get_logger
-from src.cpu.routing import use_cpu_training_kernels
 from src.models.yolo import build_network
 
 
@@ -38,6 +39,7 @@ class Trainer:
         self.logger.info("%s", config.recipe_note)
         for line in config.provenance():
             self.logger.info("config from %s", line)
+        setup_precision(config, self.logger.info)
         if not config.data_dir or not os.path.isdir(config.data_dir):
             raise UserError(f"data_dir not found: {config.data_dir or '(not given)'}")
         self.data = CocoTrainSet(os.path.join(config.data_dir, "annotations", "instances_train2017.json"),

@@ -1,0 +1,79 @@
+"""The `precision` key: the CPU kernels' matrix products in fp32, or with bf16 operands and fp32 accumulation.
+
+In bf16 every matrix product of src/cpu/cpu_kernels.py (the convolutions, forward and both gradients, Winograd's
+too) rounds its two operands to bfloat16 and accumulates and writes fp32 (oneDNN's dnnl_gemm_bf16bf16f32, on AMX
+or AVX512-BF16). Everything else stays fp32: the direct convolutions (the RGB layer's, the depthwise ones: no
+matrix product), batch normalisation and its statistics, the loss, the loss scale, the optimiser and the weights.
+
+An explicit bf16 on a CPU without bf16 arithmetic (or without the kernels) is an error, not a quiet fallback: oneDNN
+would emulate it slower than fp32 and less exactly, and a run, benchmark or AP labelled bf16 would not be one.
+`auto` takes bf16 only where the CPU has AMX: with AVX512-BF16 alone (AMD Zen 4/5, Intel Xeon without AMX
+exposed) oneDNN's bf16 gemm ran at about half its fp32 sgemm's rate, and every forward and training step slower
+(docs/performance.md, "bf16").
+"""
+import ctypes
+from typing import Callable, Tuple
+
+import mindspore as ms
+
+from src.cpu import cpu_kernels
+from src.cpu.onednn import isa_name
+from src.errors import UserError
+
+ISA_AVX512_CORE_BF16 = 0xE7  # dnnl_cpu_isa_t: the bits every ISA with bf16 dot products (AVX512-BF16, AMX) holds
+ISA_AMX = 0x3EF  # dnnl_cpu_isa_t avx10_1_512_amx: the bits every ISA with AMX tiles holds
+
+
+def kernels_isa() -> int:
+    """The effective dnnl_cpu_isa_t of the kernels' private libdnnl, 0 without the kernels."""
+    path = cpu_kernels.library() if ms.get_context("device_target") == "CPU" else None
+    if path is None or not ctypes.CDLL(path).KernelsBf16Ready():
+        return 0
+    return ctypes.CDLL(path).KernelsIsa()
+
+
+def has_bf16(isa: int) -> bool:
+    return isa & ISA_AVX512_CORE_BF16 == ISA_AVX512_CORE_BF16
+
+
+def has_amx(isa: int) -> bool:
+    return isa & ISA_AMX == ISA_AMX
+
+
+def choose(requested: str) -> Tuple[str, str]:
+    """The precision to run for `requested` (fp32, bf16 or auto: the config loader checks) on this device and CPU,
+    and why."""
+    if requested == "fp32":
+        return "fp32", "asked for"
+    device = ms.get_context("device_target")
+    if device != "CPU":
+        if requested == "bf16":
+            raise UserError(f"precision bf16 is for the CPU kernels; on {device} use amp_level")
+        return "fp32", f"auto on {device} (amp_level sets mixed precision there)"
+    isa = kernels_isa()
+    cpu = isa_name(isa) if isa else "no CPU kernels (src/cpu/cpu_kernels.py did not build)"
+    if requested == "bf16":
+        if not has_bf16(isa):
+            raise UserError(f"precision bf16 needs a CPU with AVX512-BF16 or AMX-BF16 and the CPU kernels (here: "
+                            f"{cpu}); use --precision auto or fp32")
+        return "bf16", f"asked for: the kernels' oneDNN runs {cpu}"
+    if has_amx(isa):
+        return "bf16", f"auto: the kernels' oneDNN runs {cpu} (AMX)"
+    if has_bf16(isa):
+        return "fp32", f"auto: {cpu} has bf16 dot products but no AMX, where bf16 measured slower than fp32"
+    return "fp32", f"auto: no bf16 arithmetic here ({cpu})"
+
+
+def set_precision(precision: str) -> None:
+    """Make the kernels' matrix products run in `precision` ("fp32" or "bf16") from now on, process-wide."""
+    path = cpu_kernels.library() if ms.get_context("device_target") == "CPU" else None
+    if path is not None:
+        ctypes.CDLL(path).KernelsSetPrecision(int(precision == "bf16"))
+
+
+def setup_precision(config, log: Callable[[str], None]) -> str:
+    """Choose config.precision's precision, set it and log which one runs and why; returns it."""
+    precision, why = choose(config.precision)
+    set_precision(precision)
+    log(f"precision {precision} ({why})")
+    return precision

@@ -1,0 +1,101 @@
+"""precision bf16: the CPU kernels' products in bf16 stay close to fp32, train deterministically and keep the static
+loss scale exact; auto follows the CPU; an explicit bf16 where the CPU cannot is one clear error."""
+import numpy as np
+import mindspore as ms
+import pytest
+from mindspore import Tensor, nn
+
+from conftest import TINY_CFG
+from model_utils.config import load_config
+from src.cpu import precision
+from src.cpu.routing import use_cpu_inference_kernels, use_cpu_training_kernels
+from src.data.targets import build_targets
+from src.engine.detector import build_detection_model
+from src.engine.loss import YoloWithLoss
+from src.engine.train_step import make_train_step
+from src.errors import UserError
+from src.models.spec import ModelSpec
+from src.models.yolo import build_network
+
+ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", jit_config={"jit_level": "O0"})
+AVX2, AVX512_CORE, AVX512_CORE_BF16, AMX = 0x7, 0x27, 0xE7, 0x3EF
+
+
+@pytest.fixture
+def bf16():
+    """bf16 products for the test, fp32 again after it; skips where the CPU has no bf16 arithmetic."""
+    if not precision.has_bf16(precision.kernels_isa()):
+        pytest.skip("this CPU (or the kernels' oneDNN) has no bf16 arithmetic (AVX512-BF16 or AMX-BF16)")
+    precision.set_precision("bf16")
+    yield
+    precision.set_precision("fp32")
+
+
+@pytest.mark.parametrize("isa, auto, bf16_runs", [(AVX2, "fp32", False), (AVX512_CORE, "fp32", False),
+                                                  (AVX512_CORE_BF16, "fp32", True), (AMX, "bf16", True),
+                                                  (0, "fp32", False)])
+def test_auto_takes_bf16_with_amx_and_bf16_without_it_is_an_error(monkeypatch, isa, auto, bf16_runs):
+    """auto: bf16 only with AMX (with AVX512-BF16 alone bf16 measured slower than fp32); an explicit bf16 runs
+    wherever the CPU has bf16 dot products."""
+    monkeypatch.setattr(precision, "kernels_isa", lambda: isa)
+    assert precision.choose("auto")[0] == auto
+    assert precision.choose("fp32") == ("fp32", "asked for")
+    if bf16_runs:
+        assert precision.choose("bf16")[0] == "bf16"
+        return
+    with pytest.raises(UserError, match="precision bf16 needs a CPU with AVX512-BF16 or AMX-BF16") as e:
+        precision.choose("bf16")
+    assert "\n" not in str(e.value)
+
+
+def test_bf16_forward_close_to_fp32(tiny_ckpt, sample_blob):
+    """The converted yolov3-tiny on a sample image: bf16 differs from fp32 (it ran), by little."""
+    _, model = build_detection_model(load_config(["--config_path", TINY_CFG]), tiny_ckpt)
+    assert use_cpu_inference_kernels(model) > 0
+    x = Tensor(np.load(sample_blob))
+    fp32 = model(x).asnumpy()
+    if not precision.has_bf16(precision.kernels_isa()):
+        pytest.skip("this CPU (or the kernels' oneDNN) has no bf16 arithmetic (AVX512-BF16 or AMX-BF16)")
+    precision.set_precision("bf16")
+    try:
+        bf16 = model(x).asnumpy()
+    finally:
+        precision.set_precision("fp32")
+    assert not np.array_equal(bf16, fp32)
+    boxes, scores = fp32[..., :4], fp32[..., 4:]
+    np.testing.assert_allclose(bf16[..., :4], boxes, rtol=0, atol=0.02 * np.abs(boxes).max())
+    np.testing.assert_allclose(bf16[..., 4:], scores, rtol=0, atol=0.05)
+
+
+def _batch():
+    rng = np.random.default_rng(0)
+    cfg = load_config(["--config_path", TINY_CFG])
+    targets = [build_targets(np.array([[10.0, 12.0, 40.0, 50.0]]), np.array([i]), 64, cfg.anchor_scales,
+                             cfg.anchor_mask, 2, 4) for i in (0, 1)]
+    images = Tensor(rng.uniform(0, 1, (2, 3, 64, 64)).astype(np.float32))
+    return [images] + [Tensor(np.stack([t[i] for t in targets])) for i in range(len(targets[0]))]
+
+
+def _step(loss_scale: float, batch):
+    """The weights after one momentum step of yolov3-tiny (2 classes, the CPU kernels) from seed 5, and the loss."""
+    ms.set_seed(5)
+    cfg = load_config(["--config_path", TINY_CFG, "--num_classes", "2"])
+    net = build_network(ModelSpec.from_config(cfg))
+    assert use_cpu_training_kernels(net) > 0
+    step = make_train_step(YoloWithLoss(net, cfg.anchor_scales, cfg.anchor_mask, 2, 0.7),
+                           nn.Momentum(net.trainable_params(), 0.01, 0.9), loss_scale)
+    step.set_train(True)
+    loss, overflow, _ = step(*batch)
+    assert not overflow.asnumpy()
+    return {n: p.asnumpy().copy() for n, p in net.parameters_and_names()}, float(loss.asnumpy())
+
+
+def test_bf16_step_is_deterministic_and_loss_scale_exact(bf16):
+    """Loss scale 1024 and 1 give the same update to the bit: a power of two commutes with every rounding of the
+    step, the one to bf16 too, so any difference would be the step's own non-determinism or a scale not undone."""
+    batch = _batch()
+    scaled, loss = _step(1024.0, batch)
+    unscaled, loss1 = _step(1.0, batch)
+    assert loss == loss1
+    for name in scaled:
+        np.testing.assert_array_equal(scaled[name], unscaled[name], err_msg=name)
