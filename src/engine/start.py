@@ -41,9 +41,10 @@ def keep_start_model_classes(config, data: CocoTrainSet, logger) -> None:
 
 
 def training_spec(config, data: CocoTrainSet, logger) -> ModelSpec:
-    """The model a run trains, decided before the build: the config's, with the training set's classes, the
-    fitted anchors (auto_anchor) and what the start's weights were trained with (input_centering; with
-    --resume_yolo the anchors)."""
+    """The model a run trains, decided before the build: the config's, with the training set's classes (in the
+    start model's label order where it has the file's classes), the fitted anchors (auto_anchor) and what the
+    start's weights were trained with (input_centering; with --resume_yolo the anchors)."""
+    keep_start_model_classes(config, data, logger)
     spec = ModelSpec.from_config(config).replace(**_classes(config, data))
     if config.auto_anchor:
         spec = spec.replace(**_fitted_anchors(config, data.ann_file, logger))

@@ -19,7 +19,7 @@ from src.engine.loss import YoloWithLoss
 from src.engine.lr_scheduler import get_lr
 from src.engine.progress import EpochBar, LogWindow, MetricsLog, StepProfiler
 from src.engine.run_checkpoints import RunCheckpoints, restore_training_state
-from src.engine.start import keep_start_model_classes, load_initial_weights, training_spec
+from src.engine.start import load_initial_weights, training_spec
 from src.engine.train_step import OPTIMIZER_STATE, make_optimizer, make_train_step
 from src.errors import UserError
 from src.formats.checkpoint import (LiveWeights, load_checkpoint_into, network_parameters, read_checkpoint,
@@ -44,7 +44,6 @@ class Trainer:
             raise UserError(f"data_dir not found: {config.data_dir or '(not given)'}")
         self.data = CocoTrainSet(os.path.join(config.data_dir, "annotations", "instances_train2017.json"),
                                  os.path.join(config.data_dir, "train2017"))
-        keep_start_model_classes(config, self.data, self.logger)
         self.spec = training_spec(config, self.data, self.logger)
         self.network = build_network(self.spec)
         use_cpu_training_kernels(self.network)
