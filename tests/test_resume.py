@@ -3,8 +3,9 @@
 At the README's sizes: yolov3-tiny at 320, batch 8, the default data workers, every core, 3 epochs of 32
 synthetic images (4 steps an epoch), with the tiny config (AdamWeightDecay, from scratch) and the fine-tuning
 config (momentum SGD, from the tiny run's weights): one process (a second run; SIGKILL in epoch 2; SIGTERM), and
-2 CPU workers through the launcher (SIGKILL in epoch 2). Every tensor of the final checkpoint, optimiser state
-included, is equal to the bit, and so are the state checksums the logs print.
+2 CPU workers through the launcher (SIGKILL in epoch 2); the tiny config in bf16 (SIGKILL in epoch 2) where the CPU
+has bf16 arithmetic. Every tensor of the final checkpoint, optimiser state included, is equal to the bit, and so are
+the state checksums the logs print.
 """
 import os
 import re
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, TINY_CFG, shapes_set
+from src.cpu.precision import has_bf16, kernels_isa
 from test_cli_errors import assert_clean_error
 
 BIN = os.path.dirname(sys.executable)
@@ -25,7 +27,8 @@ ENV = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
 LAUNCHER = os.path.join(REPO, "scripts", "run_distribute_train_cpu.sh")
 FINETUNE_CFG = os.path.join(REPO, "configs", "yolov3_tiny_finetune.yaml")
 CHECKSUM = re.compile(r"saved \S+/(\d+-\d+_\d+\.ckpt), state checksum ([0-9a-f]{16})")
-OPTIMISER_STATE = {"tiny": ("adam_m", "adam_v"), "finetune": ("moments",)}  # the finetune recipe averages (ema.)
+OPTIMISER_STATE = {"tiny": ("adam_m", "adam_v"), "tiny_bf16": ("adam_m", "adam_v"),
+                   "finetune": ("moments",)}  # the finetune recipe averages (ema.)
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +122,8 @@ class Runs:
         self.data, self.folder, self.done = data, folder, {}
 
     def args(self, recipe, out, *extra):
-        start = ["--config_path", TINY_CFG] if recipe == "tiny" else \
-            ["--config_path", FINETUNE_CFG, "--resume_yolo", self.final("tiny")]
+        start = ["--config_path", FINETUNE_CFG, "--resume_yolo", self.final("tiny")] if recipe == "finetune" else \
+            ["--config_path", TINY_CFG, *(["--precision", "bf16"] if recipe == "tiny_bf16" else [])]
         return ["--data_dir", self.data, "--training_shape", "320", "--per_batch_size", "8", "--max_epoch", "3",
                 "--ckpt_path", out, "--log_interval", "1", *start, *extra]
 
@@ -158,8 +161,10 @@ def test_the_number_of_data_workers_does_not_change_the_weights(runs, tmp_path):
     assert checksums(one_worker.stdout) == checksums(log)
 
 
-@pytest.mark.parametrize("recipe", ["tiny", "finetune"])
+@pytest.mark.parametrize("recipe", ["tiny", "finetune", "tiny_bf16"])
 def test_sigkill_in_epoch_2_then_resume(runs, recipe, tmp_path):
+    if recipe == "tiny_bf16" and not has_bf16(kernels_isa()):
+        pytest.skip("this CPU (or the kernels' oneDNN) has no bf16 arithmetic (AVX512-BF16 or AMX-BF16)")
     baseline, log = runs.run(recipe)
     out = str(tmp_path / "run")
     argv = [sys.executable, os.path.join(REPO, "train.py"), *runs.args(recipe, out)]
@@ -170,6 +175,9 @@ def test_sigkill_in_epoch_2_then_resume(runs, recipe, tmp_path):
     assert f"at global_step 4, state checksum {checksums(log)['0-1_4.ckpt']}" in resumed.stdout
     assert_identical_state(os.path.join(out, "ckpt_0", "0-3_12.ckpt"), baseline, 12, OPTIMISER_STATE[recipe])
     assert checksums(resumed.stdout)["0-3_12.ckpt"] == checksums(log)["0-3_12.ckpt"]
+    if recipe == "tiny_bf16":  # it ran in bf16: other weights than the fp32 run's
+        assert "precision bf16" in resumed.stdout
+        assert checksums(log)["0-3_12.ckpt"] != checksums(runs.run("tiny")[1])["0-3_12.ckpt"]
 
 
 @pytest.mark.parametrize("recipe", ["tiny", "finetune"])
