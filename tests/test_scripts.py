@@ -1,6 +1,7 @@
 """The bash launchers check their arguments: usage and a non-zero exit on wrong ones."""
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -43,3 +44,16 @@ def test_rank_table_without_devices(tmp_path):
     proc = launch("run_distribute_train.sh", str(tmp_path), str(table), cwd=tmp_path)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1] == f"error: rank table {table}: it lists no device"
+
+
+def test_scratch_check_stops_at_the_first_failing_run(tmp_path):
+    """tools/scratch_check.sh: usage without OUT_DIR; a train.py error ends it with that error's line, no AP line."""
+    script = os.path.join(REPO, "tools", "scratch_check.sh")
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    proc = subprocess.run(["bash", script], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 2 and proc.stderr.startswith("usage:")
+    proc = subprocess.run(["bash", script, str(tmp_path / "out"), "--precision", "fp8"], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip() == "plain: train.py failed: error: precision must be one of fp32, bf16, auto, got 'fp8'"
+    assert len(os.listdir(tmp_path / "out" / "set_plain" / "train2017")) == 300  # the set it made stays for a rerun
