@@ -133,6 +133,37 @@ def test_bad_quantize_options_are_one_error(tiny_ckpt, tmp_path):
     assert os.listdir(tmp_path) == ["empty"]
 
 
+def overflowing_graph(path: str) -> str:
+    """A 32x32 graph whose decode overflows on real images, as yolov3's with untrained weights does (exp of raw
+    outputs in the tens of thousands): a body convolution, a head convolution, Exp and Mul (calibrated: inf)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.uniform(0.5, 1, shape).astype(np.float32) * scale, name)
+               for name, shape, scale in (("w1", (4, 3, 3, 3), 1.0), ("w2", (2, 4, 1, 1), 1e3))]
+    two = numpy_helper.from_array(np.array(2, np.float32), "two")
+    nodes = [helper.make_node("Conv", ["images", "w1"], ["body"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["body", "w2"], ["head"]),  # the head: float, as the export's
+             helper.make_node("Exp", ["head"], ["sizes"]),
+             helper.make_node("Mul", ["sizes", "two"], ["boxes"])]
+    graph = helper.make_graph(nodes, "overflow", [helper.make_tensor_value_info("images", TensorProto.FLOAT,
+                                                                                [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 2, 32, 32])],
+                              weights + [two])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+def test_calibration_on_overflowing_activations_is_one_error(tmp_path):
+    """A UserError naming the problem, and no int8 file left behind."""
+    from src.errors import UserError
+    from src.formats.quantize import calibration_images, quantize_int8
+    fp32 = overflowing_graph(str(tmp_path / "overflow.onnx"))
+    with pytest.raises(UserError, match=r"activations on the calibration images are not finite"):
+        quantize_int8(fp32, str(tmp_path / "overflow_int8.onnx"), calibration_images(VAL_IMAGES, 2), 32, 1, False)
+    assert sorted(os.listdir(tmp_path)) == ["overflow.onnx"]
+
 def test_bad_onnx_files_are_one_error(fp32_onnx, tiny_ckpt, tmp_path):
     import onnx
     from onnx import TensorProto, helper

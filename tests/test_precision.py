@@ -31,14 +31,19 @@ def bf16():
     precision.set_precision("fp32")
 
 
-@pytest.mark.parametrize("isa, auto, bf16_runs", [(AVX2, "fp32", False), (AVX512_CORE, "fp32", False),
-                                                  (AVX512_CORE_BF16, "fp32", True), (AMX, "bf16", True),
-                                                  (0, "fp32", False)])
-def test_auto_takes_bf16_with_amx_and_bf16_without_it_is_an_error(monkeypatch, isa, auto, bf16_runs):
-    """auto: bf16 only with AMX (with AVX512-BF16 alone bf16 measured slower than fp32); an explicit bf16 runs
-    wherever the CPU has bf16 dot products."""
+@pytest.mark.parametrize("isa, speedup, auto, bf16_runs", [
+    (AVX2, 0.0, "fp32", False), (AVX512_CORE, 0.0, "fp32", False), (AVX512_CORE_BF16, 0.5, "fp32", True),
+    (AVX512_CORE_BF16, 1.95, "bf16", True), (AMX, 0.5, "bf16", True), (0, 0.0, "fp32", False)])
+def test_auto_follows_the_cpu_and_bf16_without_it_is_an_error(monkeypatch, isa, speedup, auto, bf16_runs):
+    """auto: bf16 with AMX, and with AVX512-BF16 alone where its gemm measures faster than fp32's by the margin
+    (2x on an AMD EPYC, 0.5x on an Intel Xeon without AMX); an explicit bf16 runs wherever the CPU has bf16 dot
+    products."""
     monkeypatch.setattr(precision, "kernels_isa", lambda: isa)
-    assert precision.choose("auto")[0] == auto
+    monkeypatch.setattr(precision.matmul_peaks, "bf16_speedup", lambda: speedup)
+    chosen, why = precision.choose("auto")
+    assert chosen == auto
+    if isa == AVX512_CORE_BF16:
+        assert f"bf16 gemm measured {speedup:.2f}x the fp32 sgemm's rate" in why
     assert precision.choose("fp32") == ("fp32", "asked for")
     if bf16_runs:
         assert precision.choose("bf16")[0] == "bf16"
@@ -46,6 +51,16 @@ def test_auto_takes_bf16_with_amx_and_bf16_without_it_is_an_error(monkeypatch, i
     with pytest.raises(UserError, match="precision bf16 needs a CPU with AVX512-BF16 or AMX-BF16") as e:
         precision.choose("bf16")
     assert "\n" not in str(e.value)
+
+
+def test_bf16_speedup_measures_this_cpu():
+    """The measurement auto reads: positive where the kernels built, and bf16 not faster than fp32 where the CPU has
+    no bf16 dot products (oneDNN then emulates it)."""
+    from src.cpu import matmul_peaks
+    speedup = matmul_peaks.bf16_speedup(rounds=1, n=256)
+    assert speedup > 0
+    if not precision.has_bf16(precision.kernels_isa()):
+        assert speedup < precision.AUTO_BF16_SPEEDUP
 
 
 def test_bf16_forward_close_to_fp32(tiny_ckpt, sample_blob):

@@ -81,3 +81,13 @@ def int8_gops(repeats: int, n: int = 2048) -> float:
     offset = np.zeros(1, np.int32)
     return _rate(lambda lo, cols: gemm(b"N", b"N", b"F", n, cols, n, 1.0, a.ctypes.data, n, 0, b.ctypes.data + lo, n,
                                        0, 0.0, c.ctypes.data + 4 * lo, n, offset.ctypes.data), n, repeats)
+
+
+def bf16_speedup(rounds: int = 3, n: int = 1024) -> float:
+    """The bf16 gemm's rate over the fp32 sgemm's on this machine, the two in turns (the best of `rounds` each, so
+    that a busy moment does not decide); 0 without the kernels."""
+    fp32 = bf16 = 0.0
+    for _ in range(rounds):
+        fp32 = max(fp32, fp32_gflops(1, n))
+        bf16 = max(bf16, bf16_gflops(1, n))
+    return bf16 / fp32 if fp32 else 0.0

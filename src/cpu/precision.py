@@ -7,21 +7,23 @@ matrix product), batch normalisation and its statistics, the loss, the loss scal
 
 An explicit bf16 on a CPU without bf16 arithmetic (or without the kernels) is an error, not a quiet fallback: oneDNN
 would emulate it slower than fp32 and less exactly, and a run, benchmark or AP labelled bf16 would not be one.
-`auto` takes bf16 only where the CPU has AMX: with AVX512-BF16 alone (AMD Zen 4/5, Intel Xeon without AMX
-exposed) oneDNN's bf16 gemm ran at about half its fp32 sgemm's rate, and every forward and training step slower
-(docs/performance.md, "bf16").
+`auto` takes bf16 where the CPU has AMX, and where it has AVX512-BF16 alone only if oneDNN's bf16 gemm measures at
+least AUTO_BF16_SPEEDUP times its fp32 sgemm's rate here: on an AMD EPYC it ran at 2x and every forward and training
+step faster, on an Intel Xeon without AMX exposed at half, and every one slower (docs/performance.md, "bf16").
 """
 import ctypes
 from typing import Callable, Tuple
 
 import mindspore as ms
 
-from src.cpu import cpu_kernels
+from src.cpu import cpu_kernels, matmul_peaks
 from src.cpu.onednn import isa_name
 from src.errors import UserError
 
 ISA_AVX512_CORE_BF16 = 0xE7  # dnnl_cpu_isa_t: the bits every ISA with bf16 dot products (AVX512-BF16, AMX) holds
 ISA_AMX = 0x3EF  # dnnl_cpu_isa_t avx10_1_512_amx: the bits every ISA with AMX tiles holds
+# auto without AMX: the bf16 gemm's rate over fp32's that makes bf16 worth it (2x gave the models 1.2-1.5x)
+AUTO_BF16_SPEEDUP = 1.5
 
 
 def kernels_isa() -> int:
@@ -60,7 +62,11 @@ def choose(requested: str) -> Tuple[str, str]:
     if has_amx(isa):
         return "bf16", f"auto: the kernels' oneDNN runs {cpu} (AMX)"
     if has_bf16(isa):
-        return "fp32", f"auto: {cpu} has bf16 dot products but no AMX, where bf16 measured slower than fp32"
+        speedup = matmul_peaks.bf16_speedup()
+        gemm = f"its bf16 gemm measured {speedup:.2f}x the fp32 sgemm's rate here"
+        if speedup >= AUTO_BF16_SPEEDUP:
+            return "bf16", f"auto: the kernels' oneDNN runs {cpu}, no AMX; {gemm}"
+        return "fp32", f"auto: {cpu} has bf16 dot products but no AMX, and {gemm} (bf16 from {AUTO_BF16_SPEEDUP}x)"
     return "fp32", f"auto: no bf16 arithmetic here ({cpu})"
 
 

@@ -127,11 +127,17 @@ def quantize_int8(fp32_path: str, target: str, images: List[str], size: int, bat
     try:
         onnx.save(model, prepared)
         with atomic_path(target, ".onnx") as written:
-            quantize_static(prepared, written, reader,
-                            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, nodes_to_quantize=body,
-                            calibrate_method=CalibrationMethod.Percentile,
-                            extra_options={"CalibStridedMinMax": stride})
+            try:
+                quantize_static(prepared, written, reader,
+                                quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                                weight_type=QuantType.QInt8, nodes_to_quantize=body,
+                                calibrate_method=CalibrationMethod.Percentile,
+                                extra_options={"CalibStridedMinMax": stride})
+            except ValueError as e:  # numpy's histogram of an inf or NaN activation
+                if "finite" not in str(e):
+                    raise
+                raise UserError(f"cannot calibrate {fp32_path}: its activations on the calibration images are not "
+                                f"finite (untrained or diverged weights?)") from None
     finally:
         if os.path.exists(prepared):
             os.remove(prepared)
