@@ -39,7 +39,7 @@ def test_auto_follows_the_cpu_and_bf16_without_it_is_an_error(monkeypatch, isa, 
     (2x on an AMD EPYC, 0.5x on an Intel Xeon without AMX); an explicit bf16 runs wherever the CPU has bf16 dot
     products."""
     monkeypatch.setattr(precision, "kernels_isa", lambda: isa)
-    monkeypatch.setattr(precision.matmul_peaks, "bf16_speedup", lambda: speedup)
+    monkeypatch.setattr(precision, "measured_bf16_speedup", lambda: speedup)
     chosen, why = precision.choose("auto")
     assert chosen == auto
     if isa == AVX512_CORE_BF16:
@@ -51,6 +51,19 @@ def test_auto_follows_the_cpu_and_bf16_without_it_is_an_error(monkeypatch, isa, 
     with pytest.raises(UserError, match="precision bf16 needs a CPU with AVX512-BF16 or AMX-BF16") as e:
         precision.choose("bf16")
     assert "\n" not in str(e.value)
+
+
+def test_auto_measures_once_per_cpu_and_kernel_build(monkeypatch, tmp_path):
+    """The ratio is measured on the first call and kept beside the kernels (a resume and every rank choose alike);
+    an unreadable file is measured again."""
+    calls = []
+    monkeypatch.setattr(precision.cpu_kernels, "library", lambda: str(tmp_path / "cpu_kernels-abc.so"))
+    monkeypatch.setattr(precision.matmul_peaks, "bf16_speedup", lambda: calls.append(1) or 1.9)
+    assert precision.measured_bf16_speedup() == precision.measured_bf16_speedup() == 1.9 and len(calls) == 1
+    kept = tmp_path / "cpu_kernels-abc.bf16_speedup.json"
+    assert kept.exists()
+    kept.write_text("{")
+    assert precision.measured_bf16_speedup() == 1.9 and len(calls) == 2
 
 
 def test_bf16_speedup_measures_this_cpu():

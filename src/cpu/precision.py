@@ -8,10 +8,12 @@ matrix product), batch normalisation and its statistics, the loss, the loss scal
 An explicit bf16 on a CPU without bf16 arithmetic (or without the kernels) is an error, not a quiet fallback: oneDNN
 would emulate it slower than fp32 and less exactly, and a run, benchmark or AP labelled bf16 would not be one.
 `auto` takes bf16 where the CPU has AMX, and where it has AVX512-BF16 alone only if oneDNN's bf16 gemm measures at
-least AUTO_BF16_SPEEDUP times its fp32 sgemm's rate here: on an AMD EPYC it ran at 2x and every forward and training
+least AUTO_BF16_SPEEDUP times its fp32 sgemm's rate here (measured once per CPU and kernel build): on an AMD EPYC it ran at 2x and every forward and training
 step faster, on an Intel Xeon without AMX exposed at half, and every one slower (docs/performance.md, "bf16").
 """
 import ctypes
+import json
+import os
 from typing import Callable, Tuple
 
 import mindspore as ms
@@ -19,6 +21,7 @@ import mindspore as ms
 from src.cpu import cpu_kernels, matmul_peaks
 from src.cpu.onednn import isa_name
 from src.errors import UserError
+from src.fileio import write_json
 
 ISA_AVX512_CORE_BF16 = 0xE7  # dnnl_cpu_isa_t: the bits every ISA with bf16 dot products (AVX512-BF16, AMX) holds
 ISA_AMX = 0x3EF  # dnnl_cpu_isa_t avx10_1_512_amx: the bits every ISA with AMX tiles holds
@@ -42,6 +45,23 @@ def has_amx(isa: int) -> bool:
     return isa & ISA_AMX == ISA_AMX
 
 
+def measured_bf16_speedup() -> float:
+    """matmul_peaks.bf16_speedup(), measured on the first call on this CPU and kernel build and kept beside the
+    kernels: later runs, a resumed run and every rank of a distributed one then choose alike."""
+    path = os.path.splitext(cpu_kernels.library())[0] + ".bf16_speedup.json"
+    try:
+        with open(path, encoding="utf-8") as f:
+            return float(json.load(f)["bf16_speedup"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    speedup = matmul_peaks.bf16_speedup()
+    try:
+        write_json(path, {"bf16_speedup": speedup})
+    except OSError:
+        pass
+    return speedup
+
+
 def choose(requested: str) -> Tuple[str, str]:
     """The precision to run for `requested` (fp32, bf16 or auto: the config loader checks) on this device and CPU,
     and why."""
@@ -62,7 +82,7 @@ def choose(requested: str) -> Tuple[str, str]:
     if has_amx(isa):
         return "bf16", f"auto: the kernels' oneDNN runs {cpu} (AMX)"
     if has_bf16(isa):
-        speedup = matmul_peaks.bf16_speedup()
+        speedup = measured_bf16_speedup()
         gemm = f"its bf16 gemm measured {speedup:.2f}x the fp32 sgemm's rate here"
         if speedup >= AUTO_BF16_SPEEDUP:
             return "bf16", f"auto: the kernels' oneDNN runs {cpu}, no AMX; {gemm}"
