@@ -160,6 +160,25 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f"    {nodeid}")
 
 
+@pytest.fixture(scope="session")
+def user_checkout(tmp_path_factory) -> str:
+    """A copy of the repository as a user's fresh clone (no ../shared beside it): commands run there as typed, with
+    relative paths, and what they write lands there, not in this checkout. Shared by the tests that use it."""
+    root = tmp_path_factory.mktemp("clone") / "yolov3"
+    try:  # git's tracked files and those not yet added but not ignored
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                                capture_output=True, check=True).stdout.decode()
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout
+        shutil.copytree(REPO, root, ignore=shutil.ignore_patterns(".git", "__pycache__", "outputs", "train", "eval",
+                                                                  "train_parallel", "build"))
+        return str(root)
+    for name in listed.split("\0"):
+        if name and os.path.isfile(os.path.join(REPO, name)):
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(os.path.join(REPO, name), root / name)
+    return str(root)
+
+
 def shapes_set(tmp_path_factory, num_train: int, num_val: int, size: int, min_size: int, max_size: int) -> str:
     """A small src.data.synthetic data set in a fresh temporary folder."""
     from src.data.synthetic import make_dataset
