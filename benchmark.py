@@ -278,13 +278,16 @@ def bench_eval(config, data_dir: str, weights: str, size: int) -> Dict[str, floa
     return {"eval_ips": images / wall, "eval_wall_s": wall, "eval_AP": stats["AP"]}
 
 
-def random_weights(network: nn.Cell, data_dir: str, path: str) -> str:
+def random_weights(network: nn.Cell, num_classes: int, data_dir: str, path: str) -> str:
     """The network's initial weights, naming the val set's categories as train.py's checkpoints name theirs (so
-    that eval.py can score them)."""
+    that eval.py can score them): the set's, then placeholders up to the network's class count."""
     with open(os.path.join(data_dir, "annotations", "instances_val2017.json"), encoding="utf-8") as f:
-        categories = sorted(json.load(f)["categories"], key=lambda c: c["id"])
-    save_checkpoint(network_parameters(network), path, {"labels": "\n".join(c["name"] for c in categories),
-                                                        "coco_ids": ",".join(str(c["id"]) for c in categories)})
+        categories = sorted(json.load(f)["categories"], key=lambda c: c["id"])[:num_classes]
+    free = max(c["id"] for c in categories) + 1
+    names = [c["name"] for c in categories] + [f"class_{i}" for i in range(len(categories), num_classes)]
+    ids = [c["id"] for c in categories] + list(range(free, free + num_classes - len(categories)))
+    save_checkpoint(network_parameters(network), path, {"labels": "\n".join(names),
+                                                        "coco_ids": ",".join(map(str, ids))})
     return path
 
 
@@ -308,7 +311,8 @@ def run(config, size: int, repeats: int, json_path: Optional[str]) -> Dict[str, 
             data_dir = SHARED_COCO if os.path.isdir(SHARED_COCO) else os.path.join(tmp, "shapes")
             if data_dir != SHARED_COCO:
                 make_dataset(data_dir, 64, 32, size=size)
-        weights = config.pretrained or random_weights(network, data_dir, os.path.join(tmp, "random.ckpt"))
+        weights = config.pretrained or random_weights(network, config.num_classes, data_dir,
+                                                      os.path.join(tmp, "random.ckpt"))
         _, model = build_detection_model(config, weights)
         onnx_paths = {batch: export_onnx(model, size, batch, tmp) for batch in (1, 8)}
         results["gflops"] = conv_gflops(onnx_paths[1])
