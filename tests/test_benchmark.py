@@ -56,10 +56,10 @@ def test_deployment_of_an_uncalibratable_graph_is_skipped_with_the_reason(tmp_pa
     """yolov3 with random weights overflows in its decode: its int8 copy cannot be calibrated, and the benchmark
     says so in one line instead of stopping."""
     import benchmark
-    from conftest import COCO_TINY
+    from conftest import SAMPLES
     from test_onnx_deploy import overflowing_graph
     path = overflowing_graph(str(tmp_path / "overflow.onnx"))
-    result = benchmark.bench_deployment({1: path}, f"{COCO_TINY}/val2017", 32, False, 1)
+    result = benchmark.bench_deployment({1: path}, SAMPLES, 32, False, 1)
     assert list(result) == ["int8_skipped"] and "not finite (untrained or diverged weights?)" in result["int8_skipped"]
     capsys.readouterr()  # the quantiser's own prints
     benchmark.print_deployment(result)

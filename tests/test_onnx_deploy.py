@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import COCO_TINY, TINY_CFG, run_script
+from conftest import COCO_TINY, SAMPLES, TINY_CFG, run_script
 from test_cli_errors import assert_clean_error
 
 VAL_ANN = os.path.join(COCO_TINY, "annotations", "instances_val2017.json")
@@ -161,7 +161,7 @@ def test_calibration_on_overflowing_activations_is_one_error(tmp_path):
     from src.formats.quantize import calibration_images, quantize_int8
     fp32 = overflowing_graph(str(tmp_path / "overflow.onnx"))
     with pytest.raises(UserError, match=r"activations on the calibration images are not finite"):
-        quantize_int8(fp32, str(tmp_path / "overflow_int8.onnx"), calibration_images(VAL_IMAGES, 2), 32, 1, False)
+        quantize_int8(fp32, str(tmp_path / "overflow_int8.onnx"), calibration_images(SAMPLES, 2), 32, 1, False)
     assert sorted(os.listdir(tmp_path)) == ["overflow.onnx"]
 
 def test_bad_onnx_files_are_one_error(fp32_onnx, tiny_ckpt, tmp_path):
