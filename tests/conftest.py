@@ -179,6 +179,15 @@ def user_checkout(tmp_path_factory) -> str:
     return str(root)
 
 
+@pytest.fixture(scope="session")
+def readme_runs(user_checkout, tiny_weights_file, tmp_path_factory) -> dict:
+    """The commands of README.md and docs/usage.md run once as typed in the user's clone (tests/readme_commands.py):
+    command -> (as typed, its CompletedProcess, when it started)."""
+    import readme_commands
+    values = readme_commands.placeholders(str(tmp_path_factory.mktemp("readme_data")), tiny_weights_file)
+    return readme_commands.run_all(user_checkout, values)
+
+
 def shapes_set(tmp_path_factory, num_train: int, num_val: int, size: int, min_size: int, max_size: int) -> str:
     """A small src.data.synthetic data set in a fresh temporary folder."""
     from src.data.synthetic import make_dataset
