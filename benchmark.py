@@ -21,6 +21,7 @@ Options other than the ones below are config keys (e.g. --pretrained for eval.py
 --data_dir for its data; by default ../shared/data/coco_tiny if present, else a synthetic set).
 """
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -54,6 +55,7 @@ from src.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 from src.fileio import write_json  # noqa: E402
 from src.formats.checkpoint import network_parameters, save_checkpoint  # noqa: E402
 from src.formats.export import export_graph  # noqa: E402
+from src.formats.model_card import ModelCard  # noqa: E402
 from src.models.spec import ModelSpec  # noqa: E402
 from src.models.yolo import build_network  # noqa: E402
 
@@ -114,9 +116,10 @@ def bench_mindspore(model: nn.Cell, size: int, batch: int, repeats: int, convolu
     return in_turns(recorded(lambda: model(x).asnumpy(), convolutions), precisions, repeats)
 
 
-def export_onnx(model: nn.Cell, size: int, batch: int, folder: str) -> str:
+def export_onnx(model: nn.Cell, card: ModelCard, size: int, batch: int, folder: str) -> str:
     x = np.zeros((batch, 3, size, size), np.float32)
-    return export_graph(model, Tensor(x), os.path.join(folder, f"model_b{batch}"), "ONNX")
+    return export_graph(model, Tensor(x), os.path.join(folder, f"model_b{batch}"), "ONNX",
+                        dataclasses.replace(card, input_size=size))
 
 
 def bench_ort(path: str, size: int, batch: int, repeats: int) -> float:
@@ -309,8 +312,8 @@ def run(config, size: int, repeats: int, json_path: Optional[str]) -> Dict[str, 
             if data_dir != SHARED_COCO:
                 make_dataset(data_dir, 64, 32, size=size)
         weights = config.pretrained or random_weights(network, data_dir, os.path.join(tmp, "random.ckpt"))
-        _, model = build_detection_model(config, weights)
-        onnx_paths = {batch: export_onnx(model, size, batch, tmp) for batch in (1, 8)}
+        card, model = build_detection_model(config, weights)
+        onnx_paths = {batch: export_onnx(model, card, size, batch, tmp) for batch in (1, 8)}
         results["gflops"] = conv_gflops(onnx_paths[1])
         use_cpu_inference_kernels(model)  # as eval.py and predict.py run it; after the export (stock ops)
         for batch, onnx_path in onnx_paths.items():

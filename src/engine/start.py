@@ -77,8 +77,10 @@ def training_spec(config, data: CocoTrainSet, start: Optional[StartWeights], log
     if start is not None and start.whole_model:
         stored = dataclasses.replace(start.card, values={k: v for k, v in start.card.values.items()
                                                          if k not in CLASS_KEYS})
-    elif start is not None and "input_centering" in start.card.values:  # a backbone: the rest is not its
-        stored = StoredCard(start.path, "card", {"input_centering": start.card.values["input_centering"]})
+    elif start is not None:  # a backbone: only whether it sees centred pixels is its to say
+        said = {**start.card.assumed, **start.card.values}
+        stored = StoredCard(start.path, "card", {"input_centering": said["input_centering"]}) \
+            if "input_centering" in said else None
     return resolve(config, stored, logger, found), order
 
 

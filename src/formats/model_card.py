@@ -100,12 +100,14 @@ class ModelCard:
 @dataclass(frozen=True)
 class StoredCard:
     """What a file says about its model: `values` by config key (the fields it holds); `layout` is "card",
-    "older" (train.py's values before the card), "none" (a checkpoint or export without one) or "darknet"."""
+    "older" (train.py's values before the card), "none" (a checkpoint or export without one) or "darknet";
+    `assumed`: what a file of the older layouts is taken to mean where it does not say."""
     path: str
     layout: str
     values: Dict[str, Any] = field(default_factory=dict)
     weights_checksum: str = ""
     package_version: str = ""
+    assumed: Dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
         return f"{self.path} (darknet weights)" if self.layout == "darknet" else f"{self.path}'s card"
@@ -133,7 +135,8 @@ def _checkpoint_card(path: str, ckpt: Dict[str, Any]) -> StoredCard:
     if CARD_KEY in ckpt:
         return decode(str(ckpt[CARD_KEY]), path)
     values = {key: read(ckpt[key]) for key, read in OLDER_LAYOUT.items() if key in ckpt}
-    return StoredCard(path, "older" if values else "none", values)
+    # checkpoints from before input_centering (and converted darknet weights) see raw pixels
+    return StoredCard(path, "older" if values else "none", values, assumed={"input_centering": False})
 
 
 def _graph_card(path: str, entries: Dict[str, str]) -> StoredCard:
@@ -259,6 +262,8 @@ def resolve(config, stored: Optional[StoredCard], logger, found: Optional[Dict[s
     if stored is not None:
         for key, value in stored.values.items():
             found.setdefault(key, (value, stored.describe()))
+        for key, value in stored.assumed.items():
+            found.setdefault(key, (value, f"{stored.path} (assumed)"))
     values: Dict[str, Any] = {}
     sources: Dict[str, str] = {}
     for key in CONFIG_KEYS:
@@ -277,7 +282,7 @@ def resolve(config, stored: Optional[StoredCard], logger, found: Optional[Dict[s
         by_source.setdefault(sources[key], []).append(_shown(key, values[key]))
     logger.info("model card: %s", "; ".join(f"from {s}: {', '.join(v)}" for s, v in by_source.items()))
     if stored is not None and stored.layout in ("none", "older"):
-        assumed = [_shown(k, values[k]) for k in CONFIG_KEYS if sources[k].endswith("(default)")]
+        assumed = [_shown(k, values[k]) for k in CONFIG_KEYS if sources[k].endswith(("(default)", "(assumed)"))]
         what = "no model card" if stored.layout == "none" else "the older layout (no model card)"
         logger.warning("%s has %s: assumed %s", stored.path, what, ", ".join(assumed) or "nothing")
     spec = ModelSpec(**{k: values[k] for k in ModelSpec.__dataclass_fields__})
