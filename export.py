@@ -1,9 +1,13 @@
-"""Export YOLOv3 (network + box decode) to MINDIR, ONNX or AIR.
+"""Export YOLOv3 (network + box decode) to MINDIR, ONNX or AIR, with its model card.
 
 The graph takes a float32 RGB NCHW batch in [0, 1] and returns one tensor
 (B, N, 5+num_classes): scales in cfg order (coarsest first), rows ordered
 (y, x, anchor), columns cx, cy, w, h in input pixels, objectness, class
-probabilities.
+probabilities. The model card (classes and category ids, anchors, input size,
+letterbox, architecture: src/formats/model_card.py) goes into the ONNX file's
+metadata_props, the MINDIR's user_info, or beside an AIR file (FILE.air.json);
+the checkpoint's card decides the model unless the command line or your own
+config file says otherwise.
 """
 import os
 import tempfile
