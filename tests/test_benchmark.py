@@ -47,8 +47,8 @@ def test_gflops_match_darknet(tmp_path):
     import benchmark
     from model_utils.config import load_config
     from src.engine.detector import build_detection_model
-    _, model = build_detection_model(load_config(["--config_path", TINY_CFG]), None)
-    path = benchmark.export_onnx(model, 416, 1, str(tmp_path))
+    card, model = build_detection_model(load_config(["--config_path", TINY_CFG]), None)
+    path = benchmark.export_onnx(model, card, 416, 1, str(tmp_path))
     assert abs(benchmark.conv_gflops(path) - 5.56) < 0.01
 
 
