@@ -41,7 +41,6 @@ OLDER_LAYOUT: Dict[str, Callable[[Any], Any]] = {
     "num_classes": lambda v: int(v.asnumpy()), "labels": lambda v: str(v).split("\n"),
     "coco_ids": lambda v: [int(i) for i in str(v).split(",")], "anchor_scales": lambda v: json.loads(str(v)),
     "anchor_mask": lambda v: json.loads(str(v)), "input_centering": lambda v: bool(int(v.asnumpy()))}
-WEIGHT_EXTENSIONS = (".ckpt", ".weights", ".onnx", ".mindir")
 
 
 def _ints(value: Any) -> bool:
