@@ -160,11 +160,8 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f"    {nodeid}")
 
 
-@pytest.fixture(scope="session")
-def user_checkout(tmp_path_factory) -> str:
-    """A copy of the repository as a user's fresh clone (no ../shared beside it): commands run there as typed, with
-    relative paths, and what they write lands there, not in this checkout. Shared by the tests that use it."""
-    root = tmp_path_factory.mktemp("clone") / "yolov3"
+def copy_as_cloned(root) -> str:
+    """A copy of the repository at `root` as a user's fresh clone (no ../shared beside it)."""
     try:  # git's tracked files and those not yet added but not ignored
         listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
                                 capture_output=True, check=True).stdout.decode()
@@ -177,6 +174,13 @@ def user_checkout(tmp_path_factory) -> str:
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(os.path.join(REPO, name), root / name)
     return str(root)
+
+
+@pytest.fixture(scope="session")
+def user_checkout(tmp_path_factory) -> str:
+    """The user's clone where the README's commands run as typed, with relative paths; what they write lands
+    there, not in this checkout."""
+    return copy_as_cloned(tmp_path_factory.mktemp("clone") / "yolov3")
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from conftest import copy_as_cloned
 from test_multinode import rank_table, started
 
 BIN = os.path.dirname(sys.executable)
@@ -18,12 +19,12 @@ DEVICE_ERROR = "is not usable here: Unsupported device target"
 
 
 @pytest.fixture(scope="module")
-def clone(user_checkout):
-    """The user's clone with a 4 + 2 image data set in it, at ./data."""
+def clone(tmp_path_factory):
+    """A clone of its own (the README's commands write into theirs) with a 4 + 2 image data set at ./data."""
     from src.data.synthetic import make_dataset
-    if not os.path.isdir(os.path.join(user_checkout, "data")):
-        make_dataset(os.path.join(user_checkout, "data"), 4, 2, size=64, min_size=12, max_size=30)
-    return user_checkout
+    root = copy_as_cloned(tmp_path_factory.mktemp("launchers") / "yolov3")
+    make_dataset(os.path.join(root, "data"), 4, 2, size=64, min_size=12, max_size=30)
+    return root
 
 
 @pytest.fixture
