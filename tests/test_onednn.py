@@ -58,6 +58,22 @@ def test_training_runs_no_reference_convolution(config, tmp_path):
     assert onednn.convolution_implementations(out) == []
 
 
+def test_bf16_training_runs_onednn_convolutions_and_no_reference_one(tmp_path):
+    """In bf16 the kernels run some passes on their own oneDNN's convolution primitives (kernels/dnnl_conv.cc);
+    none of them, nor any other convolution, is a reference implementation."""
+    from src.cpu import precision
+    from src.data.synthetic import make_dataset
+    if not precision.has_bf16(precision.kernels_isa()):
+        pytest.skip("this CPU (or the kernels' oneDNN) has no bf16 arithmetic (AVX512-BF16 or AMX-BF16)")
+    make_dataset(str(tmp_path / "data"), 4, 2, size=128, min_size=24, max_size=50)
+    out = run_verbose("train.py", "--config_path", TINY_CFG, "--data_dir", str(tmp_path / "data"),
+                      "--training_shape", "128", "--per_batch_size", "2", "--max_epoch", "1", "--precision", "bf16",
+                      "--ckpt_path", str(tmp_path / "run"))
+    implementations = onednn.convolution_implementations(out)
+    assert implementations and all("bf16" in name for name in implementations), set(implementations)
+    assert onednn.reference_kernels(implementations) == []
+
+
 def isa_in_subprocess(**env: str) -> str:
     code = ("from src.cpu.process import set_up_process; set_up_process(); from src.cpu import onednn; "
             "print(onednn.mindspore_isa())")

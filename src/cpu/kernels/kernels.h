@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
@@ -25,6 +26,11 @@ typedef float v8 __attribute__((vector_size(32)));  // eight floats, one AVX reg
 // Every matrix product of the kernels (gemm.cc): dnnl_sgemm's arguments, row-major, on the calling thread only.
 void gemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
           const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+
+// The kernels' private libdnnl (dlopen handle, null if it did not load), and whether the matrix products and
+// oneDNN's convolutions run in bf16 (KernelsSetPrecision).
+void *dnnl_library();
+bool bf16_products();
 
 // A convolution with padding k / 2 and stride st: input n x c x h x w, output n x o x oh x ow.
 struct Conv {
@@ -57,5 +63,17 @@ void split_over_threads(int64_t len, Piece piece) {
 bool use_winograd(const Conv &s);
 void conv_winograd(const float *x, const float *weight, const float *bias, bool act, const Conv &s, float *y);
 void grad_weight_winograd(const float *x, const float *dy, const Conv &s, float *dw);
+
+// The passes of a convolution in training.
+enum ConvPass { kForward = 0, kInputGrad = 1, kWeightGrad = 2 };
+
+// oneDNN's convolution primitives (dnnl_conv.cc) on the kernels' fp32 NCHW tensors, in the precision of
+// bf16_products(): the forward (bias and leaky ReLU optional), the input gradient and the weight gradient.
+bool onednn_ready();
+void onednn_conv(const float *x, const float *weight, const float *bias, bool act, const Conv &s, float *y);
+void onednn_grad_input(const float *dy, const float *weight, const Conv &s, float *dx);
+void onednn_grad_weight(const float *x, const float *dy, const Conv &s, float *dw);
+// The implementation oneDNN picked for a pass's primitive.
+const char *onednn_impl(ConvPass pass, const Conv &s, bool bias, bool act);
 
 }  // namespace yolo
