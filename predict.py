@@ -21,6 +21,7 @@ from model_utils.config import ROOT, load_config  # noqa: E402
 from model_utils.device_adapter import setup_device  # noqa: E402
 from src.cpu.precision import setup_precision  # noqa: E402
 from src.engine.detector import Detections, Detector  # noqa: E402
+from src.engine.precision_timing import measure_speedup  # noqa: E402
 from src.engine.visualize import draw_detections  # noqa: E402
 from src.errors import UserError, run_cli  # noqa: E402
 from src.fileio import atomic_path, temp_path_beside, write_json  # noqa: E402
@@ -135,7 +136,7 @@ def main() -> None:
     paths = (list_images(source) if os.path.isdir(source) else [source]) if is_images else []
     check_output_dir(config.output_dir, paths)
     setup_device(config)
-    setup_precision(config, get_logger().info)
+    setup_precision(config, get_logger().info, measure_speedup(config, "infer", 1, config.testing_shape))
     detector = Detector(config, weights, 1)
     labels = Labels(detector.spec)
     out_dir = config.output_dir

@@ -10,6 +10,7 @@ from model_utils.config import load_config
 from src.cpu import cpu_kernels, precision
 from src.cpu.routing import use_cpu_inference_kernels, use_cpu_training_kernels
 from src.data.targets import build_targets
+from src.engine import precision_timing
 from src.engine.detector import build_detection_model
 from src.engine.loss import YoloWithLoss
 from src.engine.train_step import make_train_step
@@ -178,3 +179,44 @@ def test_fp32_runs_the_hand_written_convolutions():
     """In fp32 the hand-written forms measured as fast or faster on every layer: no pass goes to oneDNN."""
     for shape, out, k, stride, _ in ONEDNN_CASES:
         assert cpu_kernels.conv_route(shape, (out, shape[1], k, k), stride) == [None] * 3
+
+
+@pytest.mark.parametrize("isa, speedup, auto", [(AVX512_CORE_BF16, 1.3, "bf16"), (AVX512_CORE_BF16, 0.9, "fp32"),
+                                                (AMX, 0.9, "fp32"), (AMX, 2.4, "bf16"), (AVX2, 3.0, "fp32")])
+def test_auto_takes_the_precision_the_network_runs_faster_in(monkeypatch, isa, speedup, auto):
+    """auto with the run's workload timed: bf16 where it measured faster, whatever the gemm or AMX say; not timed
+    where the CPU has no bf16 arithmetic, nor for an explicit precision."""
+    calls = []
+    network = (lambda: calls.append(1) or speedup, "yolov3_tiny training step at batch 8, 416")
+    monkeypatch.setattr(precision, "kernels_isa", lambda: isa)
+    monkeypatch.setattr(precision, "measured_bf16_speedup", lambda: 2.0)
+    chosen, why = precision.choose("auto", network)
+    assert chosen == auto
+    if isa == AVX2:
+        assert not calls
+        return
+    assert why.startswith(f"auto: yolov3_tiny training step at batch 8, 416 measured {speedup:.2f}x as fast in bf16")
+    assert precision.choose("fp32", network)[0] == "fp32" and precision.choose("bf16", network)[0] == "bf16"
+    assert len(calls) == 1
+
+
+def test_network_times_are_measured_once_per_workload(monkeypatch, tmp_path):
+    """Kept beside the kernels per model, kind, batch and size (a resume and every rank choose alike); an unreadable
+    file is measured again."""
+    calls = []
+    monkeypatch.setattr(cpu_kernels, "library", lambda: str(tmp_path / "cpu_kernels-abc.so"))
+    monkeypatch.setattr(precision_timing, "measure_in_child",
+                        lambda config, kind, batch, size: calls.append((kind, batch, size)) or {"fp32": 2.0, "bf16": 1.0})
+    config = load_config(["--config_path", TINY_CFG])
+    speedup, what = precision_timing.measure_speedup(config, "train", 8, 416)
+    assert speedup() == speedup() == 2.0 and what == "yolov3_tiny training step at batch 8, 416"
+    assert precision_timing.measure_speedup(config, "train", 4, 416)[0]() == 2.0
+    assert calls == [("train", 8, 416), ("train", 4, 416)]
+    (tmp_path / "cpu_kernels-abc.network_times.json").write_text("{")
+    assert speedup() == 2.0 and len(calls) == 3
+
+
+def test_network_timing_runs_the_configured_step_in_both_precisions():
+    """The child process times a real training step of the configured model (toy size) in fp32 and in bf16."""
+    times = precision_timing.measure_in_child(load_config(["--config_path", TINY_CFG]), "train", 2, 64)
+    assert set(times) == {"fp32", "bf16"} and all(0 < t < 60 for t in times.values())
