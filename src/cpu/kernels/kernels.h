@@ -22,6 +22,7 @@
 namespace yolo {
 
 typedef float v8 __attribute__((vector_size(32)));  // eight floats, one AVX register
+typedef int32_t v8i __attribute__((vector_size(32)));  // eight ints: v8 comparisons, lane masks and patterns
 
 // Every matrix product of the kernels (gemm.cc): dnnl_sgemm's arguments, row-major, on the calling thread only.
 void gemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
