@@ -97,6 +97,19 @@ def test_the_kernels_sgemm_keeps_the_cpus_instruction_set():
     assert isa.startswith(("AVX512", "AVX10")) if avx512 else isa.startswith("AVX2"), isa
 
 
+def test_a_cpu_without_bf16_convolutions_keeps_the_hand_written_forms():
+    """Capped at AVX2 (as on an AVX2-only CPU) the kernels' oneDNN has no bf16 convolution: forced into bf16, every
+    pass stays on the hand-written forms instead of failing."""
+    code = ("from src.cpu.process import set_up_process; set_up_process(); import mindspore as ms; "
+            "ms.set_context(device_target='CPU'); from src.cpu import cpu_kernels, precision; "
+            "precision.set_precision('bf16'); print(cpu_kernels.sgemm_isa(), "
+            "cpu_kernels.conv_route((2, 16, 20, 20), (32, 16, 3, 3), 1))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**clean_env(), "ONEDNN_VERBOSE": "0", "ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "AVX2 [None, None, None]"
+
+
 def test_verbose_lines_are_parsed():
     text = "\n".join([
         "onednn_verbose,v1,info,cpu,isa:Intel AVX2",

@@ -235,17 +235,19 @@ void conv_hand(const float *x, const float *weight, const float *bias, bool act,
 bool onednn_runs(const Conv &s, ConvPass pass) {
   if (!bf16_products() || !onednn_ready()) return false;
   const int64_t columns = s.n * s.hw;  // input positions of the call
+  bool faster = false;
   switch (pass) {
     case kForward:  // not the direct form (the RGB layer): as fast, and exact in fp32 on the image's pixels
-      return s.k == 3 && (s.st == 2 || s.c <= 32) && !(s.st == 1 && s.ckk <= kDirectTaps);
+      faster = s.k == 3 && (s.st == 2 || s.c <= 32) && !(s.st == 1 && s.ckk <= kDirectTaps);
+      break;
     case kInputGrad:
-      if (s.k == 1) return s.o <= 32 || s.hw <= 26 * 26;
-      return s.st == 2 || s.c <= 64 || columns < 1000;
+      faster = s.k == 1 ? s.o <= 32 || s.hw <= 26 * 26 : s.st == 2 || s.c <= 64 || columns < 1000;
+      break;
     case kWeightGrad:
-      if (s.k == 1) return s.c <= 768 && columns >= 5000;
-      return s.st == 1 && s.c <= 32;
+      faster = s.k == 1 ? s.c <= 768 && columns >= 5000 : s.st == 1 && s.c <= 32;
+      break;
   }
-  return false;
+  return faster && onednn_has(pass, s);
 }
 
 void conv_any(const float *x, const float *weight, const float *bias, bool act, const Conv &s, float *y) {

@@ -3,7 +3,7 @@
 //
 // The tensors MindSpore hands the kernels are fp32 NCHW; each primitive is created with `any` layouts, so oneDNN
 // picks its own (blocked, bf16 where asked), and reorders into and out of it run around the primitive. Primitives
-// and reorders are created once per shape and kept (a map under a mutex); the memory they run on is per thread.
+// and reorders are created once per shape and kept (a map under a mutex), and run one at a time.
 // Every primitive has oneDNN's deterministic attribute (fixed-order reductions: the weight gradient) and a user
 // scratchpad. The threads are the kernels' OpenMP threads, lent to oneDNN through its threadpool interface.
 #include <dlfcn.h>
@@ -80,7 +80,11 @@ struct OmpPool : dnnl::ThreadpoolIface {
   int get_num_threads() const override { return omp_get_max_threads(); }
   bool get_in_parallel() const override { return omp_in_parallel(); }
   void parallel_for(int n, const std::function<void(int, int)> &fn) override {
-#pragma omp parallel for schedule(static)
+    if (n == 1) {
+      fn(0, 1);
+      return;
+    }
+#pragma omp parallel for schedule(static) num_threads(n)
     for (int i = 0; i < n; ++i) fn(i, n);
   }
   uint64_t get_flags() const override { return 0; }
@@ -162,7 +166,7 @@ struct Primitive {
   std::string impl;
 };
 
-// 64-byte aligned buffers, kept per thread and operand slot.
+// 64-byte aligned buffers, kept per operand slot.
 struct Buffer {
   void *data = nullptr;
   size_t size = 0;
@@ -230,9 +234,13 @@ void reorder(handle primitive, handle from, handle to) {
   check(dnnl::api().primitive_execute(primitive, stream(), 2, args), "reorder");
 }
 
-// Run p on the op's pointers: inputs reordered into per-thread buffers, the primitive, outputs reordered back.
+// Run p on the op's pointers: inputs reordered into buffers, the primitive, outputs reordered back. One primitive
+// at a time: each already runs on every core, and MindSpore may call two kernels at once (a layer's two
+// gradients), whose thread teams then took turns on the cores at every one of oneDNN's many parallel sections.
 void run(const Primitive &p, void *const *pointers) {
-  thread_local Buffer buffers[4], scratchpad;
+  static std::mutex one_at_a_time;
+  std::lock_guard<std::mutex> lock(one_at_a_time);
+  static Buffer buffers[4], scratchpad;
   std::vector<dnnl::ExecArg> args;
   std::vector<handle> made;
   for (size_t i = 0; i < p.operands.size(); ++i) {
@@ -294,31 +302,31 @@ struct Descs {
     pad_r[0] = (s.oh - 1) * s.st + s.k - s.h - s.pad;
     pad_r[1] = (s.ow - 1) * s.st + s.k - s.w - s.pad;
   }
+  // null where oneDNN has no implementation (e.g. bf16 on a CPU without it)
   handle forward_pd(handle attr, int prop, handle dst_md) const {
     handle pd = nullptr;
-    check(dnnl::api().convolution_forward_primitive_desc_create(&pd, engine(), prop, dnnl::kConvolutionDirect,
-                                                                src.md, weights.md, bias.md, dst_md, strides,
-                                                                dilates, pad_l, pad_r, attr),
-          "convolution_forward_pd");
-    return pd;
+    const dnnl::status made = dnnl::api().convolution_forward_primitive_desc_create(
+        &pd, engine(), prop, dnnl::kConvolutionDirect, src.md, weights.md, bias.md, dst_md, strides, dilates, pad_l,
+        pad_r, attr);
+    return made == 0 ? pd : nullptr;
   }
 };
 
 std::mutex cache_mutex;
 std::map<Key, std::unique_ptr<Primitive>> cache;
 
-const Primitive &primitive(int kind, const Conv &s, bool bias_too, bool act) {
-  const bool bf16 = bf16_products();
-  const Key key{kind, s.n, s.c, s.h, s.w, s.o, s.k, s.st, bf16, act, bias_too};
-  std::lock_guard<std::mutex> lock(cache_mutex);
-  std::unique_ptr<Primitive> &slot = cache[key];
-  if (slot) return *slot;
+// The primitive for a pass, made on first use; null where oneDNN has no implementation for it.
+std::unique_ptr<Primitive> make_primitive(int kind, const Conv &s, bool bf16, bool bias_too, bool act) {
   auto p = std::make_unique<Primitive>();
   Descs d(s, bf16, bias_too);
   const dnnl::Api &a = dnnl::api();
   handle attr = attributes(act);
   if (kind == 0) {
     p->pd = d.forward_pd(attr, dnnl::kForwardInference, d.dst.md);  // no workspace: training needs nothing more
+    if (p->pd == nullptr) {
+      a.primitive_attr_destroy(attr);
+      return nullptr;
+    }
     std::vector<std::tuple<int, int, handle, bool>> ops = {{dnnl::kArgSrc, 0, d.user_src.md, false},
                                                            {dnnl::kArgWeights, 1, d.user_weights.md, false}};
     if (bias_too) ops.push_back({dnnl::kArgBias, 2, d.user_bias.md, false});
@@ -332,31 +340,52 @@ const Primitive &primitive(int kind, const Conv &s, bool bias_too, bool act) {
                           : std::initializer_list<int64_t>{s.o, s.c, s.k, s.k},
                 dnnl::kF32));
     handle hint = d.forward_pd(hint_attr, dnnl::kForwardTraining, diff_dst.md);
+    dnnl::status made = hint == nullptr ? 1 : 0;
+    if (made == 0 && kind == 1) {
+      made = a.convolution_backward_data_primitive_desc_create(&p->pd, engine(), dnnl::kConvolutionDirect, diff.md,
+                                                               d.weights.md, diff_dst.md, d.strides, d.dilates,
+                                                               d.pad_l, d.pad_r, hint, attr);
+    } else if (made == 0) {
+      made = a.convolution_backward_weights_primitive_desc_create(&p->pd, engine(), dnnl::kConvolutionDirect,
+                                                                  d.src.md, diff.md, nullptr, diff_dst.md, d.strides,
+                                                                  d.dilates, d.pad_l, d.pad_r, hint, attr);
+    }
+    if (hint) a.primitive_desc_destroy(hint);
+    a.primitive_attr_destroy(hint_attr);
+    if (made != 0) {
+      a.primitive_attr_destroy(attr);
+      return nullptr;
+    }
     if (kind == 1) {  // op pointers: x (for its shape), dy, weight, dx
-      check(a.convolution_backward_data_primitive_desc_create(&p->pd, engine(), dnnl::kConvolutionDirect, diff.md,
-                                                              d.weights.md, diff_dst.md, d.strides, d.dilates,
-                                                              d.pad_l, d.pad_r, hint, attr),
-            "convolution_backward_data_pd");
       finish(p.get(), {{dnnl::kArgDiffDst, 1, d.user_dst.md, false},
                        {dnnl::kArgWeights, 2, d.user_weights.md, false},
                        {dnnl::kArgDiffSrc, 3, d.user_src.md, true}});
     } else {  // op pointers: x, dy, weight (for its shape), dw
-      check(a.convolution_backward_weights_primitive_desc_create(&p->pd, engine(), dnnl::kConvolutionDirect,
-                                                                 d.src.md, diff.md, nullptr, diff_dst.md,
-                                                                 d.strides, d.dilates, d.pad_l, d.pad_r, hint,
-                                                                 attr),
-            "convolution_backward_weights_pd");
       finish(p.get(), {{dnnl::kArgSrc, 0, d.user_src.md, false},
                        {dnnl::kArgDiffDst, 1, d.user_dst.md, false},
                        {dnnl::kArgDiffWeights, 3, d.user_weights.md, true}});
     }
     d.user_src.md = d.user_weights.md = d.user_dst.md = nullptr;
-    a.primitive_desc_destroy(hint);
-    a.primitive_attr_destroy(hint_attr);
   }
   a.primitive_attr_destroy(attr);
-  slot = std::move(p);
-  return *slot;
+  return p;
+}
+
+const Primitive *primitive(int kind, const Conv &s, bool bias_too, bool act) {
+  const bool bf16 = bf16_products();
+  const Key key{kind, s.n, s.c, s.h, s.w, s.o, s.k, s.st, bf16, act, bias_too};
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  auto found = cache.find(key);
+  if (found == cache.end()) found = cache.emplace(key, make_primitive(kind, s, bf16, bias_too, act)).first;
+  return found->second.get();
+}
+
+const Primitive &made(const Primitive *p) {
+  if (p == nullptr) {
+    std::fprintf(stderr, "oneDNN: no convolution implementation for a pass that had one\n");
+    std::abort();
+  }
+  return *p;
 }
 }  // namespace
 
@@ -365,21 +394,23 @@ bool onednn_ready() { return dnnl::api().ready; }
 void onednn_conv(const float *x, const float *weight, const float *bias, bool act, const Conv &s, float *y) {
   void *pointers[4] = {const_cast<float *>(x), const_cast<float *>(weight), const_cast<float *>(bias), y};
   if (bias == nullptr) pointers[2] = y;
-  run(primitive(0, s, bias != nullptr, act), pointers);
+  run(made(primitive(0, s, bias != nullptr, act)), pointers);
 }
 
 void onednn_grad_input(const float *dy, const float *weight, const Conv &s, float *dx) {
   void *pointers[4] = {nullptr, const_cast<float *>(dy), const_cast<float *>(weight), dx};
-  run(primitive(1, s, false, false), pointers);
+  run(made(primitive(1, s, false, false)), pointers);
 }
 
 void onednn_grad_weight(const float *x, const float *dy, const Conv &s, float *dw) {
   void *pointers[4] = {const_cast<float *>(x), const_cast<float *>(dy), nullptr, dw};
-  run(primitive(2, s, false, false), pointers);
+  run(made(primitive(2, s, false, false)), pointers);
 }
 
+bool onednn_has(ConvPass pass, const Conv &s) { return primitive(pass, s, false, false) != nullptr; }
+
 const char *onednn_impl(ConvPass pass, const Conv &s, bool bias, bool act) {
-  return primitive(pass, s, bias, act).impl.c_str();
+  return made(primitive(pass, s, bias, act)).impl.c_str();
 }
 
 }  // namespace yolo

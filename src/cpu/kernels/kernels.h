@@ -71,6 +71,7 @@ enum ConvPass { kForward = 0, kInputGrad = 1, kWeightGrad = 2 };
 // oneDNN's convolution primitives (dnnl_conv.cc) on the kernels' fp32 NCHW tensors, in the precision of
 // bf16_products(): the forward (bias and leaky ReLU optional), the input gradient and the weight gradient.
 bool onednn_ready();
+bool onednn_has(ConvPass pass, const Conv &s);  // oneDNN implements the pass in the current precision (made here)
 void onednn_conv(const float *x, const float *weight, const float *bias, bool act, const Conv &s, float *y);
 void onednn_grad_input(const float *dy, const float *weight, const Conv &s, float *dx);
 void onednn_grad_weight(const float *x, const float *dy, const Conv &s, float *dw);
