@@ -230,8 +230,8 @@ void conv_hand(const float *x, const float *weight, const float *bias, bool act,
 // (Winograd's 2.25x fewer products on the wide 3x3 layers); in bf16 oneDNN's AVX512-BF16 / AMX kernels won the
 // narrow 3x3 layers (up to 32 input channels), the stride-2 layers and most input gradients, while Winograd (fewer
 // products, each rounded to bf16 as well) kept the wide 3x3 stride-1 layers on larger maps. The RGB layer's forward
-// stays the direct form in fp32: as fast as oneDNN's, and the image is not rounded to bf16 (the scores of the
-// converted yolov3-tiny moved by up to 0.055 with it rounded, 0.02 without).
+// stays the direct form in fp32: as fast as oneDNN's, and the image is not rounded to bf16 (with it rounded the
+// converted yolov3-tiny's scores moved by up to 0.055 from fp32's, more than tests/test_precision.py allows).
 bool onednn_runs(const Conv &s, ConvPass pass) {
   if (!bf16_products() || !onednn_ready()) return false;
   const int64_t columns = s.n * s.hw;  // input positions of the call

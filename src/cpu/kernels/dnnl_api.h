@@ -16,16 +16,16 @@ typedef dim dims[12];  // DNNL_MAX_NDIMS
 typedef int status;    // dnnl_status_t: dnnl_success = 0
 typedef struct opaque *handle;  // engine, stream, memory descriptor, primitive descriptor, primitive, attributes...
 
-enum DataType { kF32 = 3, kBf16 = 2, kS8 = 5, kU8 = 6, kS32 = 4 };  // dnnl_data_type_t
+enum DataType { kF32 = 3, kBf16 = 2 };  // dnnl_data_type_t
 enum FormatTag { kAnyTag = 1 };                                      // dnnl_format_tag_any
-enum PropKind { kForwardTraining = 64, kForwardInference = 96, kBackwardData = 160, kBackwardWeights = 192 };
+enum PropKind { kForwardTraining = 64, kForwardInference = 96 };
 enum AlgKind { kConvolutionDirect = 0x1, kEltwiseRelu = 0x20 };
 enum Query { kImplInfoStr = 8, kScratchpadMd = 136, kExecArgMd = 255 };  // dnnl_query_t (impl_info_str, *_md)
 enum Arg {                                                                  // DNNL_ARG_*
   kArgSrc = 1, kArgDst = 17, kArgWeights = 33, kArgBias = 41, kArgScratchpad = 80, kArgDiffSrc = 129,
   kArgDiffDst = 145, kArgDiffWeights = 161, kArgFrom = 1, kArgTo = 17
 };
-enum { kScratchpadUser = 1, kFpmathStrict = 0, kFpmathBf16 = 1, kEngineCpu = 1 };
+enum { kScratchpadUser = 1, kEngineCpu = 1 };  // dnnl_scratchpad_mode_user, dnnl_cpu
 
 struct ExecArg {  // dnnl_exec_arg_t
   int arg;
@@ -56,7 +56,6 @@ struct Api {
   status (*primitive_attr_destroy)(handle);
   status (*primitive_attr_set_scratchpad_mode)(handle, int);
   status (*primitive_attr_set_deterministic)(handle, int);
-  status (*primitive_attr_set_fpmath_mode)(handle, int);
   status (*primitive_attr_set_post_ops)(handle, handle);
   status (*post_ops_create)(handle *);
   status (*post_ops_destroy)(handle);
@@ -81,7 +80,6 @@ struct Api {
   status (*primitive_desc_destroy)(handle);
   status (*primitive_create)(handle *, handle pd);
   status (*primitive_execute)(handle primitive, handle stream, int nargs, const ExecArg *args);
-  status (*stream_wait)(handle);
   bool ready = false;
 };
 

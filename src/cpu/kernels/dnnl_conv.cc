@@ -46,7 +46,6 @@ const Api &api() {
     get(&a.primitive_attr_destroy, "dnnl_primitive_attr_destroy");
     get(&a.primitive_attr_set_scratchpad_mode, "dnnl_primitive_attr_set_scratchpad_mode");
     get(&a.primitive_attr_set_deterministic, "dnnl_primitive_attr_set_deterministic");
-    get(&a.primitive_attr_set_fpmath_mode, "dnnl_primitive_attr_set_fpmath_mode");
     get(&a.primitive_attr_set_post_ops, "dnnl_primitive_attr_set_post_ops");
     get(&a.post_ops_create, "dnnl_post_ops_create");
     get(&a.post_ops_destroy, "dnnl_post_ops_destroy");
@@ -61,7 +60,6 @@ const Api &api() {
     get(&a.primitive_desc_destroy, "dnnl_primitive_desc_destroy");
     get(&a.primitive_create, "dnnl_primitive_create");
     get(&a.primitive_execute, "dnnl_primitive_execute");
-    get(&a.stream_wait, "dnnl_stream_wait");
     a.ready = all;
     return a;
   }();

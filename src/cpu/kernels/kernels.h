@@ -2,7 +2,8 @@
 // built into one library by src/cpu/cpu_kernels.py: pool.cc (2x2 max-pools), conv.cc (convolutions: direct, row
 // blocks of im2col, whole-image im2col, and their gradients), winograd.cc (Winograd F(2x2, 3x3), forward and weight
 // gradient), depthwise.cc (MobileNetV2's 3x3 depthwise convolutions), batchnorm.cc (batch normalisation with the
-// batch's statistics and leaky ReLU) and gemm.cc (the matrix product they all use).
+// batch's statistics and leaky ReLU), gemm.cc (the matrix product they all use) and dnnl_conv.cc (oneDNN's own
+// convolution primitives, which conv.cc picks in bf16 where they measured faster; dnnl_api.h declares the C API).
 #pragma once
 
 #include <omp.h>
