@@ -21,6 +21,7 @@ Options other than the ones below are config keys (e.g. --pretrained for eval.py
 --data_dir for its data; by default ../shared/data/coco_tiny if present, else a synthetic set).
 """
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -52,6 +53,7 @@ from src.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 from src.fileio import write_json  # noqa: E402
 from src.formats.checkpoint import network_parameters, save_checkpoint  # noqa: E402
 from src.formats.export import export_graph  # noqa: E402
+from src.formats.model_card import ModelCard, card_of_config, checkpoint_entry  # noqa: E402
 from src.models.spec import ModelSpec  # noqa: E402
 from src.models.yolo import build_network  # noqa: E402
 
@@ -112,9 +114,10 @@ def bench_mindspore(model: nn.Cell, size: int, batch: int, repeats: int, convolu
     return in_turns(recorded(lambda: model(x).asnumpy(), convolutions), precisions, repeats)
 
 
-def export_onnx(model: nn.Cell, size: int, batch: int, folder: str) -> str:
+def export_onnx(model: nn.Cell, card: ModelCard, size: int, batch: int, folder: str) -> str:
     x = np.zeros((batch, 3, size, size), np.float32)
-    return export_graph(model, Tensor(x), os.path.join(folder, f"model_b{batch}"), "ONNX")
+    return export_graph(model, Tensor(x), os.path.join(folder, f"model_b{batch}"), "ONNX",
+                        dataclasses.replace(card, input_size=size))
 
 
 def bench_ort(path: str, size: int, batch: int, repeats: int) -> float:
@@ -257,13 +260,17 @@ def bench_eval(config, data_dir: str, weights: str, size: int) -> Dict[str, floa
     return {"eval_ips": images / wall, "eval_wall_s": wall, "eval_AP": stats["AP"]}
 
 
-def random_weights(network: nn.Cell, data_dir: str, path: str) -> str:
-    """The network's initial weights, naming the val set's categories as train.py's checkpoints name theirs (so
-    that eval.py can score them)."""
+def random_weights(network: nn.Cell, config, data_dir: str, path: str) -> str:
+    """The network's initial weights with their card naming the val set's categories, then placeholders up to the
+    network's class count (as train.py names a set's classes), so that eval.py can score them."""
     with open(os.path.join(data_dir, "annotations", "instances_val2017.json"), encoding="utf-8") as f:
-        categories = sorted(json.load(f)["categories"], key=lambda c: c["id"])
-    save_checkpoint(network_parameters(network), path, {"labels": "\n".join(c["name"] for c in categories),
-                                                        "coco_ids": ",".join(str(c["id"]) for c in categories)})
+        categories = sorted(json.load(f)["categories"], key=lambda c: c["id"])[:config.num_classes]
+    free = max(c["id"] for c in categories) + 1
+    extra = range(len(categories), config.num_classes)
+    card = card_of_config(config)
+    spec = card.spec.replace(labels=[c["name"] for c in categories] + [f"class_{i}" for i in extra],
+                             coco_ids=[c["id"] for c in categories] + [free + i - len(categories) for i in extra])
+    save_checkpoint(network_parameters(network), path, checkpoint_entry(dataclasses.replace(card, spec=spec)))
     return path
 
 
@@ -287,9 +294,9 @@ def run(config, size: int, repeats: int, json_path: Optional[str]) -> Dict[str, 
             data_dir = SHARED_COCO if os.path.isdir(SHARED_COCO) else os.path.join(tmp, "shapes")
             if data_dir != SHARED_COCO:
                 make_dataset(data_dir, 64, 32, size=size)
-        weights = config.pretrained or random_weights(network, data_dir, os.path.join(tmp, "random.ckpt"))
-        _, model = build_detection_model(config, weights)
-        onnx_paths = {batch: export_onnx(model, size, batch, tmp) for batch in (1, 8)}
+        weights = config.pretrained or random_weights(network, config, data_dir, os.path.join(tmp, "random.ckpt"))
+        card, model = build_detection_model(config, weights)
+        onnx_paths = {batch: export_onnx(model, card, size, batch, tmp) for batch in (1, 8)}
         results["gflops"] = conv_gflops(onnx_paths[1])
         use_cpu_inference_kernels(model)  # as eval.py and predict.py run it; after the export (stock ops)
         for batch, onnx_path in onnx_paths.items():

@@ -47,7 +47,7 @@ def run_eval(config) -> Optional[dict]:
 def main() -> None:
     config = load_config(description=__doc__)
     setup_device(config)
-    setup_precision(config, get_logger().info,
+    setup_precision(config, get_logger().info, None if config.onnx_file else
                     measure_speedup(config, "infer", config.per_batch_size, config.testing_shape))
     if config.is_distributed:
         config = config.with_values(**init_distributed(config))

@@ -1,9 +1,13 @@
-"""Export YOLOv3 (network + box decode) to MINDIR, ONNX or AIR.
+"""Export YOLOv3 (network + box decode) to MINDIR, ONNX or AIR, with its model card.
 
 The graph takes a float32 RGB NCHW batch in [0, 1] and returns one tensor
 (B, N, 5+num_classes): scales in cfg order (coarsest first), rows ordered
 (y, x, anchor), columns cx, cy, w, h in input pixels, objectness, class
-probabilities.
+probabilities. The model card (classes and category ids, anchors, input size,
+letterbox, architecture: src/formats/model_card.py) goes into the ONNX file's
+metadata_props, the MINDIR's user_info, or beside an AIR file (FILE.air.json);
+the checkpoint's card decides the model unless the command line or your own
+config file says otherwise.
 """
 import os
 import tempfile
@@ -21,12 +25,13 @@ from model_utils.moxing_adapter import run_with_modelarts  # noqa: E402
 from src.engine.detector import build_detection_model, check_input_size  # noqa: E402
 from src.errors import UserError, run_cli  # noqa: E402
 from src.formats.export import export_graph  # noqa: E402
+from src.formats.model_card import ModelCard  # noqa: E402
 from src.formats.quantize import calibration_images, quantize_int8  # noqa: E402
 from src.logger import get_logger  # noqa: E402
 
 
 def export_model(config) -> str:
-    """Write the exported file atomically; returns its path."""
+    """Write the exported file, with the model's card, atomically; returns its path."""
     fmt = config.file_format
     if fmt == "AIR" and config.device_target != "Ascend":
         raise UserError(f"AIR export needs an Ascend device (--device_target Ascend); this run uses "
@@ -35,15 +40,26 @@ def export_model(config) -> str:
         raise UserError("no weights given: --ckpt_file CKPT (.ckpt or darknet .weights)")
     if config.batch_size < 1:
         raise UserError(f"batch_size must be at least 1, got {config.batch_size}")
-    size = check_input_size(config.testing_shape)
     images = check_quantize_options(config)
-    _, model = build_detection_model(config, config.ckpt_file)
+    card, model = build_detection_model(config, config.ckpt_file, checksum=True)
+    size = check_input_size(card.input_size)
     sample = ms.Tensor(np.zeros((config.batch_size, 3, size, size), np.float32))
     if not images:
-        return export_graph(model, sample, config.file_name, fmt)
+        path = export_graph(model, sample, config.file_name, fmt, card)
+        log_export(config, card, path)
+        return path
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = export_graph(model, sample, os.path.join(tmp, "fp32"), fmt)
-        return quantize_int8(fp32, config.file_name + ".onnx", images, size, config.batch_size, config.letterbox)
+        fp32 = export_graph(model, sample, os.path.join(tmp, "fp32"), fmt, card)
+        path = quantize_int8(fp32, config.file_name + ".onnx", images, size, config.batch_size, card.letterbox)
+    log_export(config, card, path)
+    return path
+
+
+def log_export(config, card: ModelCard, path: str) -> None:
+    precision = "" if config.quantize == "none" else f", {config.quantize}"
+    get_logger().info("exported %s (%s%s, batch %d, %dx%d, %d classes, weights %s) with its model card to %s",
+                      card.spec.model_name, config.file_format, precision, config.batch_size, card.input_size,
+                      card.input_size, card.spec.num_classes, card.weights_checksum, path)
 
 
 def check_quantize_options(config) -> List[str]:
@@ -62,13 +78,7 @@ def check_quantize_options(config) -> List[str]:
 def main() -> None:
     config = load_config(description=__doc__)
     setup_device(config)
-    run_with_modelarts(config, lambda resolved: log_export(resolved, export_model(resolved)))
-
-
-def log_export(config, path: str) -> None:
-    precision = "" if config.quantize == "none" else f", {config.quantize}"
-    get_logger().info("exported %s (%s%s, batch %d, %dx%d) to %s", config.model_name, config.file_format, precision,
-                      config.batch_size, config.testing_shape, config.testing_shape, path)
+    run_with_modelarts(config, export_model)
 
 
 if __name__ == "__main__":

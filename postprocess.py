@@ -3,7 +3,8 @@
 Each result file is RESULT_FILES/IMAGE_FILE_NAME.txt with one "label score x y w h" line per
 detection (image pixels). Detections become COCO results exactly as eval.py makes them (each label
 to the annotation file's category as eval.py maps it: by the model's category names, else ids, from
---pretrained, the train.py checkpoint that was exported, or the config: COCO's 80 by default; bbox
+the model card: the one the app copied into RESULT_FILES/model_card.json from the exported model, or
+--pretrained's (a .ckpt, .onnx or .mindir); without either, the config's: COCO's 80 by default; bbox
 rounded to 3 decimals, score to 5), are scored as eval.py scores (faster-coco-eval), and
 OUTPUT_DIR receives predictions.json, stats.json (the keys of eval.py's) and acc.log (the
 COCO summary). Images of the annotation file without a result file (skipped by the app as
@@ -16,7 +17,7 @@ stays strict JSON.
 """
 import argparse
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -24,11 +25,12 @@ from model_utils.config import load_config
 from src.data.coco import coco_result, evaluate, label_to_category, load_coco
 from src.errors import UserError, run_cli
 from src.fileio import write_json, write_text
-from src.formats.checkpoint import weights_spec
+from src.formats.model_card import CARD_KEY, StoredCard, decode, open_weights, read_bytes, resolve
 from src.logger import get_logger
 from src.models.spec import ModelSpec
 
 RESULT_SUFFIX = ".txt"
+APP_CARD = CARD_KEY + ".json"  # the card the C++ app read from the model, in its result folder
 
 
 def read_result_file(path: str) -> List[Tuple[int, np.float32, np.ndarray]]:
@@ -112,12 +114,21 @@ def main() -> None:
     config = load_config(rest, description=__doc__ + (
         "\nOwn options: --result_files (the C++ app's result folder, default ./result_Files), --output_dir (where "
         "predictions.json, stats.json and acc.log go, default .). Config keys below: --ann_file (required), "
-        "--pretrained, --config_path, --coco_ids, --labels, --num_classes."))
+        "--pretrained (the exported model or its weights, for their card), --config_path, --coco_ids, --labels, "
+        "--num_classes."))
     if not config.ann_file:
         raise UserError("give --ann_file, the COCO annotation file of the images")
-    spec = weights_spec(config, config.pretrained) if config.pretrained.endswith(".ckpt") \
-        else ModelSpec.from_config(config)
-    run(args.result_files, config.ann_file, args.output_dir, spec)
+    card = resolve(config, model_card(config.pretrained, args.result_files), get_logger())
+    run(args.result_files, config.ann_file, args.output_dir, card.spec)
+
+
+def model_card(pretrained: str, result_dir: str) -> Optional[StoredCard]:
+    """The card of --pretrained if given, else the one the C++ app left in its result folder, else none."""
+    if pretrained:
+        return open_weights(pretrained)[0]
+    app_card = os.path.join(result_dir, APP_CARD)
+    return decode(read_bytes(app_card, "model card").decode("utf-8"), app_card) if os.path.isfile(app_card) \
+        else None
 
 
 if __name__ == "__main__":

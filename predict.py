@@ -3,6 +3,10 @@
 With no arguments: darknet's COCO-trained yolov3-tiny (fetched and converted
 once, cached in ~/.cache/yolov3-mindspore) on the images in samples/.
 
+The model: --pretrained (a .ckpt or darknet .weights), or --onnx_file (an
+exported ONNX graph, fp32 or int8, in --runtime onnxruntime or openvino); its
+model card names the classes and gives the input size and letterbox.
+
 Writes into output_dir one annotated image per input image (a video: an
 annotated video with every frame) and detections.json: file, (frame,) bbox
 [x, y, w, h] in pixels, score, category_id, category_name.
@@ -21,6 +25,7 @@ from model_utils.config import ROOT, load_config  # noqa: E402
 from model_utils.device_adapter import setup_device  # noqa: E402
 from src.cpu.precision import setup_precision  # noqa: E402
 from src.engine.detector import Detections, Detector  # noqa: E402
+from src.engine.onnx_runtime import graph_detector  # noqa: E402
 from src.engine.precision_timing import measure_speedup  # noqa: E402
 from src.engine.visualize import draw_detections  # noqa: E402
 from src.errors import UserError, run_cli  # noqa: E402
@@ -128,16 +133,21 @@ def main() -> None:
     source = config.input
     if not source:
         raise UserError("give --input IMAGE|DIR|VIDEO|CAMERA_INDEX")
-    if not weights:
-        raise UserError("no weights given: --pretrained CKPT (.ckpt or darknet .weights)")
+    if config.onnx_file and weights:
+        raise UserError("give --onnx_file or --pretrained, not both")
+    if config.is_set("runtime") and not config.onnx_file:
+        raise UserError("--runtime applies to --onnx_file only")
+    if not weights and not config.onnx_file:
+        raise UserError("no weights given: --pretrained CKPT (.ckpt or darknet .weights) or --onnx_file M.onnx")
     if not source.isdigit() and not os.path.exists(source):
         raise UserError(f"input not found: {source}")
     is_images = not source.isdigit() and (os.path.isdir(source) or source.lower().endswith(IMAGE_EXTS))
     paths = (list_images(source) if os.path.isdir(source) else [source]) if is_images else []
     check_output_dir(config.output_dir, paths)
     setup_device(config)
-    setup_precision(config, get_logger().info, measure_speedup(config, "infer", 1, config.testing_shape))
-    detector = Detector(config, weights, 1)
+    setup_precision(config, get_logger().info,
+                    None if config.onnx_file else measure_speedup(config, "infer", 1, config.testing_shape))
+    detector = graph_detector(config, get_logger()) if config.onnx_file else Detector(config, weights, 1)
     labels = Labels(detector.spec)
     out_dir = config.output_dir
     os.makedirs(out_dir, exist_ok=True)

@@ -31,7 +31,10 @@ from model_utils.config import load_config  # noqa: E402
 from model_utils.device_adapter import setup_device  # noqa: E402
 from onnx_for_opencv import lower_file  # noqa: E402
 from src.data.transforms import preprocess  # noqa: E402
-from src.engine.detector import Detector, build_detection_model, check_input_size  # noqa: E402
+from src.engine.detector import (Detector, LiveWeights, build_detection_model, build_with_weights,  # noqa: E402
+                                 check_input_size)
+from src.formats.checkpoint import network_parameters  # noqa: E402
+from src.formats.model_card import ModelCard  # noqa: E402
 from src.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 from src.fileio import write_json  # noqa: E402
 from src.formats.export import export_graph  # noqa: E402
@@ -48,16 +51,15 @@ def build_app() -> str:
     return os.path.join(build_dir, "main")
 
 
-def cpp_ms_per_image(config, image_dir: str, folder: str) -> Dict[str, float]:
-    """Export, lower, run the app; its graph-only and end-to-end mean ms per image."""
-    size = check_input_size(config.testing_shape)
-    _, model = build_detection_model(config, config.pretrained)
+def cpp_ms_per_image(card: ModelCard, model, image_dir: str, folder: str) -> Dict[str, float]:
+    """Export (with its card: the app takes the input size and letterbox from it), lower, run the app; its
+    graph-only and end-to-end mean ms per image."""
+    size = check_input_size(card.input_size)
     onnx_path = export_graph(model, ms.Tensor(np.zeros((1, 3, size, size), np.float32)),
-                             os.path.join(folder, "model"), "ONNX")
+                             os.path.join(folder, "model"), "ONNX", card)
     lowered = os.path.join(folder, "model_opencv.onnx")
     lower_file(onnx_path, lowered)
-    proc = subprocess.run([build_app(), f"--model_path={lowered}", f"--dataset_path={image_dir}",
-                           f"--image_size={size}", f"--letterbox={config.letterbox}"],
+    proc = subprocess.run([build_app(), f"--model_path={lowered}", f"--dataset_path={image_dir}"],
                           cwd=folder, capture_output=True, text=True)
     if proc.returncode:
         raise UserError(f"the C++ app failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
@@ -68,21 +70,21 @@ def cpp_ms_per_image(config, image_dir: str, folder: str) -> Dict[str, float]:
             "cpp_images": int(lines[0].rsplit(" ", 1)[1])}
 
 
-def read_images(image_dir: str, config) -> List[np.ndarray]:
-    """The preprocessed images, as eval.py prepares them (unreadable ones left out)."""
+def read_images(image_dir: str, card: ModelCard) -> List[np.ndarray]:
+    """The preprocessed images, as eval.py prepares them for the model (unreadable ones left out)."""
     blobs = []
     for name in sorted(n for n in os.listdir(image_dir) if n.lower().endswith(IMAGE_EXTENSIONS)):
         img = cv2.imread(os.path.join(image_dir, name), cv2.IMREAD_COLOR)
         if img is not None:
-            blobs.append(preprocess(img, config.testing_shape, config.letterbox)[0])
+            blobs.append(preprocess(img, card.input_size, card.letterbox)[0])
     if not blobs:
         raise UserError(f"no readable images in {image_dir}")
     return blobs
 
 
-def mindspore_ms_per_image(config, blobs: List[np.ndarray], batch: int) -> float:
+def mindspore_ms_per_image(config, weights: LiveWeights, blobs: List[np.ndarray], batch: int) -> float:
     """Detector.forward over all images in batches of `batch`, after one warm-up batch."""
-    detector = Detector(config, config.pretrained, batch)
+    detector = Detector(config, weights, batch)
     batches = [np.stack(blobs[i:i + batch]) for i in range(0, len(blobs), batch)]
     detector.forward(batches[0])
     start = time.perf_counter()
@@ -96,14 +98,16 @@ def run(config, image_dir: str) -> Dict:
         raise UserError("no weights given: --pretrained CKPT (.ckpt or darknet .weights)")
     if not os.path.isdir(image_dir):
         raise UserError(f"image directory not found: {image_dir}")
+    card, network = build_with_weights(config, config.pretrained)  # the weights, read once
+    weights = LiveWeights(card, network_parameters(network))
     with tempfile.TemporaryDirectory() as folder:
-        results: Dict = cpp_ms_per_image(config, image_dir, folder)
-    blobs = read_images(image_dir, config)
-    results["mindspore_forward_b1_ms"] = mindspore_ms_per_image(config, blobs, 1)
+        results: Dict = cpp_ms_per_image(*build_detection_model(config, weights), image_dir, folder)
+    blobs = read_images(image_dir, card)
+    results["mindspore_forward_b1_ms"] = mindspore_ms_per_image(config, weights, blobs, 1)
     results[f"mindspore_forward_b{config.per_batch_size}_ms"] = mindspore_ms_per_image(
-        config, blobs, config.per_batch_size)
+        config, weights, blobs, config.per_batch_size)
     results = {k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}
-    results.update(model=config.model_name, shape=config.testing_shape, letterbox=config.letterbox,
+    results.update(model=card.spec.model_name, shape=card.input_size, letterbox=card.letterbox,
                    images=len(blobs), cores=os.cpu_count())
     return results
 

@@ -1,7 +1,8 @@
 """The one config loader: default_config.yaml, then the start's recipe, then --config_path, then --key value.
 
 default_config.yaml holds every key with its default (first YAML document), its
-help text (second) and allowed choices (third), as in the MindSpore model zoo.
+help text (second) and allowed choices (third), as in the MindSpore model zoo, and
+the checks its value must pass (fourth; model_utils/checks.py).
 A --config_path file overrides only the keys it names; it may name the files it
 builds on in `_base_` (a path or a list, relative to it; later ones and the file
 itself win), as mmdetection's configs do, so that a model's keys live in one
@@ -22,7 +23,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
-from src.errors import UserError
+from model_utils.checks import check_values
+from src.errors import ArgumentParser, UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(ROOT, "default_config.yaml")
@@ -223,6 +225,8 @@ def _recipe_layers(values: Dict[str, Any], sources: Dict[str, str]) -> Tuple[str
     if not path:
         return name, [], f"recipe {name}: {why}; {values['model_name']} names no {RECIPE_FILES[name]}, so " \
                          f"default_config.yaml's training values hold"
+    if not os.path.isfile(path):
+        raise UserError(f"{RECIPE_FILES[name]} not found: {path} ({sources.get(RECIPE_FILES[name], COMMAND_LINE)})")
     layers = read_layers(path)
     for file, layer in layers:
         named = sorted(set(layer) & {"recipe", *RECIPE_FILES.values()})
@@ -245,7 +249,7 @@ def _apply(layers: List[Layer], given: Dict[str, Any], defaults: Dict[str, Any]
 
 def _command_line_values(argv: Sequence[str], defaults: Dict[str, Any]) -> Dict[str, Any]:
     """--key value options, parsed and type-checked (unknown options are left to the full parser)."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser = ArgumentParser(add_help=False, allow_abbrev=False)
     for key in defaults:
         parser.add_argument(f"--{key}", type=str, default=None)
     args, _ = parser.parse_known_args(argv)
@@ -265,7 +269,7 @@ def _check_choices(values: Dict[str, Any], choices: Dict[str, list]) -> None:
 
 def _help_parser(description: str, values: Dict[str, Any], sources: Dict[str, str], helps: Dict[str, str],
                  choices: Dict[str, list], recipe_note: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description, epilog=recipe_note, allow_abbrev=False)
+    parser = ArgumentParser(description=description, epilog=recipe_note, allow_abbrev=False)
     parser.add_argument("--config_path", default=DEFAULT_CONFIG, help="YAML file overriding default_config.yaml "
                         f"(it may name files it builds on in {BASE_KEY})")
     for key, value in values.items():
@@ -276,15 +280,33 @@ def _help_parser(description: str, values: Dict[str, Any], sources: Dict[str, st
     return parser
 
 
+def _joined_negative_values(argv: List[str], defaults: Dict[str, Any]) -> List[str]:
+    """`--key -1,2` as `--key=-1,2`: argparse reads a value starting with '-' that is not one number as an option."""
+    out: List[str] = []
+    for arg in argv:
+        if out and out[-1][2:] in defaults and arg.startswith("-") and not arg.startswith("--"):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+def value_rules() -> Dict[str, str]:
+    """default_config.yaml's value checks (its fourth document), key -> rule."""
+    docs = _read_yaml(DEFAULT_CONFIG)
+    return docs[3] if len(docs) > 3 else {}
+
+
 def load_config(argv: Optional[Sequence[str]] = None, description: str = "") -> Config:
     """Build the config for a script from default_config.yaml, the recipe, --config_path (and its bases) and argv."""
-    argv = list(sys.argv[1:] if argv is None else argv)
     docs = _read_yaml(DEFAULT_CONFIG)
     defaults = docs[0]
+    argv = _joined_negative_values(list(sys.argv[1:] if argv is None else argv), defaults)
     helps = docs[1] if len(docs) > 1 else {}
     choices = docs[2] if len(docs) > 2 else {}
+    rules = docs[3] if len(docs) > 3 else {}
 
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre = ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config_path", default=DEFAULT_CONFIG)
     known, _ = pre.parse_known_args(argv)
     user_layers = read_layers(known.config_path) if os.path.abspath(known.config_path) != DEFAULT_CONFIG else []
@@ -301,8 +323,7 @@ def load_config(argv: Optional[Sequence[str]] = None, description: str = "") -> 
     if unknown:
         raise UserError(f"unknown option {unknown[0]} (see --help)")
     _check_choices(values, choices)
-    shape = values.get("training_shape", 0)
-    if shape < 0 or shape % 32:
-        raise UserError(f"training_shape must be 0 (multi-scale) or a positive multiple of 32, got {shape}")
     values["config_path"] = os.path.abspath(known.config_path)
-    return Config(values, user_sources, given, sources, recipe_note)
+    config = Config(values, user_sources, given, sources, recipe_note)
+    check_values(values, rules, config.source, check_paths=not values["enable_modelarts"])
+    return config

@@ -30,6 +30,10 @@ def init_distributed(config) -> Dict[str, int]:
         raise UserError(f"is_distributed=1 but the collective runtime did not start (launch with msrun or "
                         f"the scripts/ launchers): {str(e).splitlines()[0]}") from None
     ranks = {"rank": get_rank(), "group_size": get_group_size()}
+    for key, value in ranks.items():
+        if config.is_set(key) and getattr(config, key) != value:
+            raise UserError(f"{key} {getattr(config, key)} ({config.source(key)}) is not the runtime's {value}: the "
+                            f"launcher gives each process its rank and the group size; leave {key} out")
     ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
                                  device_num=ranks["group_size"])
     return ranks

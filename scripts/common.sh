@@ -25,17 +25,38 @@ PYTHON=${PYTHON:-python3}
 # One token per launch, shared by every process it starts (ModelArts copy markers, see moxing_adapter.py).
 export YOLO_JOB_TOKEN=${YOLO_JOB_TOKEN:-$(date +%s%N)-$$}
 
-# wants_resume [train.py args]: whether the arguments hold --resume True.
-wants_resume() {
-  local prev="" arg
+# absolute_args [script options]: the options in ARGS, every path among them (--config_path, --resume_yolo,
+# --pretrained, --ckpt_path, ...: the path kinds of default_config.yaml's checks) made absolute against the
+# caller's folder, so that they mean what the user typed after a launcher changes folder.
+absolute_args() {
+  local listing
+  listing=$(mktemp) || exit 1
+  if ! PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m model_utils.checks --absolute --null "$@" \
+      > "$listing" 2> "$listing.err"; then
+    local problem; problem=$(tail -n 1 "$listing.err")
+    rm -f "$listing" "$listing.err"
+    die "${problem#error: }"
+  fi
+  mapfile -d '' -t ARGS < "$listing"
+  rm -f "$listing" "$listing.err"
+}
+
+# option_value KEY [script options]: the value of the last --KEY among the options (empty if none).
+option_value() {
+  local key=$1 prev="" arg value=""; shift
   for arg in "$@"; do
     case "$arg" in
-      --resume=*) [[ "${arg#--resume=}" =~ ^([Tt]rue|TRUE|1|[Yy]es)$ ]] && return 0 ;;
-      *) [ "$prev" = "--resume" ] && [[ "$arg" =~ ^([Tt]rue|TRUE|1|[Yy]es)$ ]] && return 0 ;;
+      --$key=*) value=${arg#--$key=} ;;
+      *) [ "$prev" = "--$key" ] && value=$arg ;;
     esac
     prev=$arg
   done
-  return 1
+  printf '%s' "$value"
+}
+
+# wants_resume [train.py args]: whether the arguments hold --resume True.
+wants_resume() {
+  [[ "$(option_value resume "$@")" =~ ^([Tt]rue|TRUE|1|[Yy]es)$ ]]
 }
 
 # open_run_dir DIR [train.py args]: the launch's run folder. Never deletes anything: a folder holding
@@ -65,17 +86,30 @@ keep_logs() {
   done
 }
 
+# run_logged LOG COMMAND...: COMMAND with its output in LOG; on failure its last error line (or the log's path)
+# on stderr, and its exit code.
+run_logged() {
+  local log=$1; shift
+  "$@" > "$log" 2>&1 && return 0
+  local rc=$? problem
+  problem=$(grep '^error:' "$log" | tail -n 1)
+  echo "${problem:-error: exit code $rc} (log: $PWD/$log)" >&2
+  return $rc
+}
+
 # standalone_train TARGET DATA_DIR [train.py args]: one device; work dir, outputs and log in ./train/
 standalone_train() {
   local target=$1; shift
   [ $# -ge 1 ] || die "missing DATA_DIR"
   local data_dir; data_dir=$(abspath "$1"); shift
   require_dir "$data_dir" "DATA_DIR"
-  open_run_dir train "$@"
+  absolute_args "$@"
+  open_run_dir train "${ARGS[@]}"
   cd train || exit 1
-  echo "training on $target device ${DEVICE_ID:-0}; log: $PWD/log.txt"
-  "$PYTHON" "$ROOT/train.py" --data_dir "$data_dir" --device_target "$target" --device_id "${DEVICE_ID:-0}" \
-    --is_distributed 0 "$@" > log.txt 2>&1
+  local shown; shown=$(option_value device_target "${ARGS[@]}")
+  echo "training on ${shown:-$target} device ${DEVICE_ID:-0}; log: $PWD/log.txt"
+  run_logged log.txt "$PYTHON" "$ROOT/train.py" --data_dir "$data_dir" --device_target "$target" \
+    --device_id "${DEVICE_ID:-0}" --is_distributed 0 "${ARGS[@]}"
 }
 
 # require_node_env PORT: NODE_NUM, NODE_RANK, MASTER_ADDR, MASTER_PORT of a (multi-node) msrun launch,
@@ -111,9 +145,10 @@ msrun_train() {
   require_count "$count" "$count_name"
   require_node_env "$port"
   command -v msrun >/dev/null || die "msrun not on PATH (activate the environment that has mindspore)"
+  absolute_args "$@"
   local log_dir=train_parallel
   [ "$NODE_NUM" -eq 1 ] || log_dir=train_parallel/node_$NODE_RANK
-  open_run_dir train_parallel "$@"
+  open_run_dir train_parallel "${ARGS[@]}"
   [ "$log_dir" = train_parallel ] || keep_logs "$log_dir"
   if [ "$NODE_NUM" -eq 1 ]; then
     echo "training on $count $target workers; logs: $PWD/$log_dir/worker_*.log"
@@ -124,7 +159,7 @@ msrun_train() {
   msrun --worker_num="$((NODE_NUM * count))" --local_worker_num="$count" --node_rank="$NODE_RANK" \
     --master_addr="$MASTER_ADDR" --master_port="$MASTER_PORT" --log_dir="$log_dir" --join=True \
     "$ROOT/train.py" --data_dir "$data_dir" --device_target "$target" --is_distributed 1 \
-    --ckpt_path "$PWD/train_parallel/outputs" "$@"
+    --ckpt_path "$PWD/train_parallel/outputs" "${ARGS[@]}"
 }
 
 # eval_on TARGET DATA_DIR CKPT [eval.py args]: results and log in ./eval/
@@ -134,9 +169,11 @@ eval_on() {
   local data_dir ckpt; data_dir=$(abspath "$1"); ckpt=$(abspath "$2"); shift 2
   require_dir "$data_dir" "DATA_DIR"
   require_file "$ckpt" "CKPT"
+  absolute_args "$@"
   keep_logs eval
   cd eval || exit 1
-  echo "evaluating on $target device ${DEVICE_ID:-0}; log: $PWD/log.txt"
-  "$PYTHON" "$ROOT/eval.py" --data_dir "$data_dir" --pretrained "$ckpt" --device_target "$target" \
-    --device_id "${DEVICE_ID:-0}" --eval_dir "$PWD" "$@" > log.txt 2>&1
+  local shown; shown=$(option_value device_target "${ARGS[@]}")
+  echo "evaluating on ${shown:-$target} device ${DEVICE_ID:-0}; log: $PWD/log.txt"
+  run_logged log.txt "$PYTHON" "$ROOT/eval.py" --data_dir "$data_dir" --pretrained "$ckpt" \
+    --device_target "$target" --device_id "${DEVICE_ID:-0}" --eval_dir "$PWD" "${ARGS[@]}"
 }

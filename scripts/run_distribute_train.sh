@@ -15,6 +15,7 @@ DATA_DIR=$(abspath "$1"); RANK_TABLE_FILE=$(abspath "$2"); shift 2
 require_dir "$DATA_DIR" "DATA_DIR"
 require_file "$RANK_TABLE_FILE" "RANK_TABLE_FILE"
 [[ "${DRY_RUN:-0}" =~ ^[01]$ ]] || die "DRY_RUN must be 1 (print the commands) or 0, got '$DRY_RUN'"
+absolute_args "$@"
 
 # This host's addresses (hostname -I, else ip -o addr), unless SERVER_ID names the server.
 if [ -n "${SERVER_ID:-}" ]; then
@@ -29,7 +30,7 @@ RANK_SIZE=$(head -n 1 <<< "$TABLE")
 mapfile -t DEVICES < <(tail -n +2 <<< "$TABLE")
 
 RUN_DIR=$PWD/train_parallel
-if [ "${DRY_RUN:-0}" = 1 ]; then check_run_dir train_parallel "$@"; else open_run_dir train_parallel "$@"; fi
+if [ "${DRY_RUN:-0}" = 1 ]; then check_run_dir train_parallel "${ARGS[@]}"; else open_run_dir train_parallel "${ARGS[@]}"; fi
 export RANK_TABLE_FILE RANK_SIZE
 CORES=$(nproc)
 PER=$(( CORES / ${#DEVICES[@]} > 0 ? CORES / ${#DEVICES[@]} : 1 ))
@@ -38,7 +39,7 @@ for ((i = 0; i < ${#DEVICES[@]}; i++)); do
   read -r rank device <<< "${DEVICES[i]}"
   start=$(( i * PER % CORES )); end=$(( start + PER - 1 ))
   cmd=(taskset -c "$start-$end" "$PYTHON" "$ROOT/train.py" --data_dir "$DATA_DIR" --device_target Ascend
-       --is_distributed 1 --ckpt_path "$RUN_DIR/outputs" "$@")
+       --is_distributed 1 --ckpt_path "$RUN_DIR/outputs" "${ARGS[@]}")
   if [ "${DRY_RUN:-0}" = 1 ]; then
     echo "RANK_TABLE_FILE=$(printf %q "$RANK_TABLE_FILE") RANK_SIZE=$RANK_SIZE RANK_ID=$rank DEVICE_ID=$device" \
       "$(printf '%q ' "${cmd[@]}")> $(printf %q "$RUN_DIR/worker_$rank.log")"

@@ -5,9 +5,10 @@ USAGE="usage: bash scripts/run_infer_cpp.sh MODEL_PATH DATA_PATH ANNO_PATH DEVIC
   MODEL_PATH   CPU: the ONNX from export.py (--file_format ONNX --batch_size 1); Ascend: the MINDIR
   DATA_PATH    folder of images; ANNO_PATH: their COCO annotation file
   DEVICE_TYPE  CPU or Ascend; DEVICE_ID (default 0): the Ascend device
-  IMAGE_SIZE (env, default 416): the size the model was exported at; LETTERBOX (env, True|False,
-  default True); CKPT_FILE (env): the train.py checkpoint that was exported, whose category ids map labels
-  to the annotation file's categories (default: COCO's 80); BUILD_DIR (env, default ascend310_infer/build);
+  The model's card (export.py writes it into the model) gives the input size, letterbox and the classes
+  and category ids that map labels to the annotation file's categories. IMAGE_SIZE, LETTERBOX (env,
+  True|False): for a model exported without a card (default 416, True); CKPT_FILE (env): that model's
+  train.py checkpoint, for its classes (default: COCO's 80); BUILD_DIR (env, default ascend310_infer/build);
   PYTHON (env, default python3)
   writes result_Files/, time_Result/, predictions.json, stats.json, acc.log and build/infer/postprocess logs"
 source "$(dirname "$0")/common.sh"
@@ -49,8 +50,9 @@ bash "$INFER_DIR/build.sh" > build.log 2>&1 || fail "building the C++ app failed
 
 workdir=$(mktemp -d)
 trap 'rm -rf "$workdir"' EXIT
-app_args=(--dataset_path="$data_path" --device_type="$device_type" --device_id="$device_id"
-          --image_size="${IMAGE_SIZE:-416}" --letterbox="${LETTERBOX:-True}")
+app_args=(--dataset_path="$data_path" --device_type="$device_type" --device_id="$device_id")
+[ -z "${IMAGE_SIZE:-}" ] || app_args+=(--image_size="$IMAGE_SIZE")
+[ -z "${LETTERBOX:-}" ] || app_args+=(--letterbox="$LETTERBOX")
 if [ "$device_type" = CPU ]; then
   "$PYTHON" "$INFER_DIR/onnx_for_opencv.py" --input "$model" --output "$workdir/model_opencv.onnx" > infer.log 2>&1 \
     || fail "lowering $model for OpenCV DNN failed" infer.log

@@ -160,6 +160,34 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f"    {nodeid}")
 
 
+@pytest.fixture(scope="session")
+def user_checkout(tmp_path_factory) -> str:
+    """A copy of the repository as a user's fresh clone (no ../shared beside it): commands run there as typed, with
+    relative paths, and what they write lands there, not in this checkout. Shared by the tests that use it."""
+    root = tmp_path_factory.mktemp("clone") / "yolov3"
+    try:  # git's tracked files and those not yet added but not ignored
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                                capture_output=True, check=True).stdout.decode()
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout
+        shutil.copytree(REPO, root, ignore=shutil.ignore_patterns(".git", "__pycache__", "outputs", "train", "eval",
+                                                                  "train_parallel", "build"))
+        return str(root)
+    for name in listed.split("\0"):
+        if name and os.path.isfile(os.path.join(REPO, name)):
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(os.path.join(REPO, name), root / name)
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def readme_runs(user_checkout, tiny_weights_file, tmp_path_factory) -> dict:
+    """The commands of README.md and docs/usage.md run once as typed in the user's clone (tests/readme_commands.py):
+    command -> (as typed, its CompletedProcess, when it started)."""
+    import readme_commands
+    values = readme_commands.placeholders(str(tmp_path_factory.mktemp("readme_data")), tiny_weights_file)
+    return readme_commands.run_all(user_checkout, values)
+
+
 def shapes_set(tmp_path_factory, num_train: int, num_val: int, size: int, min_size: int, max_size: int) -> str:
     """A small src.data.synthetic data set in a fresh temporary folder."""
     from src.data.synthetic import make_dataset
@@ -173,3 +201,44 @@ def tiny_train_args(data: str, out: str, shape: int, batch: int, workers: int, l
     return ["--config_path", TINY_CFG, "--data_dir", data, "--training_shape", str(shape), "--per_batch_size",
             str(batch), "--ckpt_path", out, "--log_interval", str(log_interval), "--num_parallel_workers",
             str(workers), *extra]
+
+
+THREE_CLASSES = ["person", "car", "bottle"]  # COCO ids 1, 3, 44
+
+
+@pytest.fixture(scope="session")
+def three_class(tiny_ckpt, tmp_path_factory):
+    """A 3-class yolov3-tiny checkpoint with its model card (the converted COCO model's person, car and bottle
+    outputs, cut from its heads; ids 1, 2, 3) and coco_tiny's val2017 with only those categories, numbered 1..3
+    as a labelling tool numbers them: (checkpoint, data dir)."""
+    import json
+    import mindspore as ms
+    from model_utils.config import load_config
+    from src.formats.checkpoint import save_checkpoint, state_checksum
+    from src.formats.model_card import card_of_config, checkpoint_entry
+    root = tmp_path_factory.mktemp("three_class")
+    ann = json.loads(open(os.path.join(COCO_TINY, "annotations", "instances_val2017.json")).read())
+    coco_id = {c["name"]: c["id"] for c in ann["categories"]}
+    new_id = {coco_id[n]: k + 1 for k, n in enumerate(THREE_CLASSES)}
+    ann["categories"] = [{"id": k + 1, "name": n, "supercategory": "thing"} for k, n in enumerate(THREE_CLASSES)]
+    ann["annotations"] = [dict(a, category_id=new_id[a["category_id"]]) for a in ann["annotations"]
+                          if a["category_id"] in new_id]
+    (root / "data" / "annotations").mkdir(parents=True)
+    (root / "data" / "annotations" / "instances_val2017.json").write_text(json.dumps(ann))
+    os.symlink(os.path.join(COCO_TINY, "val2017"), root / "data" / "val2017")
+    config = load_config(["--config_path", TINY_CFG, "--num_classes", "3", "--labels", ",".join(THREE_CLASSES),
+                          "--coco_ids", "1,2,3", "--input_centering", "False"])
+    coco_labels = [list(load_config(["--config_path", TINY_CFG]).coco_ids).index(coco_id[n]) for n in THREE_CLASSES]
+    rows = np.concatenate([np.arange(5), 5 + np.array(coco_labels)])  # box, objectness, the 3 classes
+    params = {}
+    for name, value in ms.load_checkpoint(tiny_ckpt).items():
+        if not isinstance(value, ms.Parameter):
+            continue
+        array = value.asnumpy()
+        if name.startswith("head") and name.endswith((".conv.weight", ".conv.bias")):
+            array = array.reshape((3, 85) + array.shape[1:])[:, rows].reshape((24,) + array.shape[1:])
+        params[name] = ms.Parameter(ms.Tensor(array), name=name)
+    card = card_of_config(config).with_checksum(state_checksum(params))
+    path = str(root / "three.ckpt")
+    save_checkpoint(params, path, checkpoint_entry(card))
+    return path, str(root / "data")

@@ -79,6 +79,13 @@ def test_seeded_and_stretch_and_new_mask(tmp_path):
     assert config.anchor_mask == [[2, 3], [0, 1]] and len(config.anchor_scales) == 4
     odd = anchors_cli(*args[:3], "5", *args[4:]).stdout
     assert "set anchor_mask by hand: 5 anchors do not split evenly over 2 scales" in odd
+    saved = tmp_path / "mine" / "tiny.yaml"
+    anchors_cli(*args, "--save_config", str(saved))
+    mine = load_config(["--config_path", str(saved)])  # the model's config with the fitted anchors and mask
+    assert (mine.anchor_scales, mine.anchor_mask) == (config.anchor_scales, config.anchor_mask)
+    assert mine.model_name == "yolov3_tiny" and mine.source("anchor_scales") == str(saved)
+    proc = run_script(sys.executable, "-m", "src.data.anchors", *args, "--save_config", str(tmp_path), check=False)
+    assert proc.returncode == 1 and proc.stderr.strip() == f"error: save_config {tmp_path} is a folder; give a file name"
 
 
 def test_boxes_scaled_as_the_network_input(tmp_path):

@@ -42,11 +42,11 @@ def test_bad_training_annotation(damage, message, shapes, tmp_path):
     assert digest(ann.parent) == before
 
 
-@pytest.mark.parametrize("shape", ["100", "-32"])
-def test_training_shape_not_a_multiple_of_32(shape, shapes, tmp_path):
+@pytest.mark.parametrize("shape, message", [("100", "must be a multiple of 32, got 100"), ("-32", "must be >= 0, got -32")])
+def test_training_shape_not_a_multiple_of_32(shape, message, shapes, tmp_path):
     proc = run_script("train.py", "--config_path", TINY_CFG, "--data_dir", str(shapes), "--training_shape", shape,
                       "--ckpt_path", str(tmp_path / "out"), check=False)
-    assert_clean_error(proc, f"training_shape must be 0 (multi-scale) or a positive multiple of 32, got {shape}")
+    assert_clean_error(proc, f"training_shape {message} (command line)")
     assert not (tmp_path / "out").exists()
 
 
@@ -54,6 +54,7 @@ def test_predict_refuses_to_overwrite_its_input_images(shapes, tmp_path):
     images = shapes / "train2017"
     before = digest(images)
     first = sorted(before)[0]
+    (tmp_path / "any.ckpt").write_bytes(b"")  # checked before it is read
     for source, out_dir in [(images, images), (images, str(images) + os.sep + "."),
                             (images / first, images)]:
         proc = run_script("predict.py", "--config_path", TINY_CFG, "--input", str(source), "--pretrained",

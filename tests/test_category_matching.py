@@ -147,12 +147,13 @@ def test_finetuning_keeps_the_model_class_order(tiny_ckpt, tmp_path):
                       "--warmup_epochs", "0", "--ckpt_path", str(out), "--run_eval", "True", "--val_ann_file",
                       shuffled, "--val_image_dir", VAL_DIR, "--testing_shape", "416")
     assert f"fine-tuning: the 80 classes keep the label order of {tiny_ckpt}" in proc.stdout
-    ckpt = ms.load_checkpoint(str(out / "ckpt_0" / "0-1_1.ckpt"))
+    from src.formats.model_card import open_weights
+    card = open_weights(str(out / "ckpt_0" / "0-1_1.ckpt"))[0].values
     coco_ids = [int(i) for i in load_config(["--config_path", TINY_CFG]).coco_ids]
     new_id = {old: k + 1 for k, old in enumerate(order)}
     coco_names = names_of(VAL_ANN)
-    assert ckpt["coco_ids"] == ",".join(str(new_id[c]) for c in coco_ids)
-    assert ckpt["labels"].split("\n") == [coco_names[c] for c in coco_ids]
+    assert card["coco_ids"] == [new_id[c] for c in coco_ids]
+    assert card["labels"] == [coco_names[c] for c in coco_ids]
     ap = float(re.search(r"epoch\[0\], val AP:([0-9.]+)", proc.stdout).group(1))
     assert ap > 0.12, proc.stdout[-3000:]
 

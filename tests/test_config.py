@@ -170,7 +170,14 @@ def test_each_config_from_scratch_has_the_values_it_had_before_configs_composed(
     assert effective(load_config(["--config_path", os.path.join(REPO, name)])) == want
 
 
-def test_the_tiny_config_from_weights_gets_the_fine_tuning_values_but_the_users():
+@pytest.fixture
+def weights_here(tmp_path, monkeypatch):
+    """A (blank) w.ckpt in the working folder: the loader checks that weight files exist."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.ckpt").write_bytes(b"")
+
+
+def test_the_tiny_config_from_weights_gets_the_fine_tuning_values_but_the_users(weights_here):
     """The issue's command names --lr, not --optimizer: it trains with the fine-tuning recipe's momentum SGD."""
     import json
     want = json.load(open(os.path.join(REPO, "tests", "effective_configs.json")))["configs/yolov3_tiny_finetune.yaml"]
@@ -188,7 +195,7 @@ def test_the_tiny_config_from_weights_gets_the_fine_tuning_values_but_the_users(
                                   "config_path": FINETUNE_CFG}
 
 
-def test_the_user_decides_over_the_start(tmp_path):
+def test_the_user_decides_over_the_start(tmp_path, weights_here):
     """--recipe, or any key of the user's config or command line, wins over the recipe the start picks."""
     scratch = load_config(["--config_path", TINY_CFG, "--resume_yolo", "w.ckpt", "--recipe", "scratch"])
     assert scratch.optimizer == "adamw" and scratch.lr == 0.0015 and scratch.recipe == "scratch"

@@ -171,6 +171,29 @@ def test_preprocess_matches_python(cpp_build, shared, tmp_path):
             assert np.array_equal(ours, theirs), (path, use_letterbox, np.abs(ours - theirs).max())
 
 
+def test_card_reader_matches_python(cpp_build, three_class, tmp_path):
+    """The app's model card reader (src/model_card.cc) on what export.py writes: an ONNX file's metadata_props,
+    a MINDIR's user_info and an AIR file's sidecar; a file without a card has none."""
+    import export
+    from model_utils.config import load_config
+    from src.engine.detector import build_with_weights
+    from src.formats.model_card import open_weights, write_sidecar
+    ckpt, _ = three_class
+    paths = [export.export_model(load_config(["--ckpt_file", ckpt, "--file_name", str(tmp_path / "m"),
+                                              "--file_format", fmt, "--testing_shape", "320"]))
+             for fmt in ("ONNX", "MINDIR")]
+    card = open_weights(paths[0])[0]
+    air_card, _ = build_with_weights(load_config(["--ckpt_file", ckpt, "--testing_shape", "320"]), ckpt)
+    (tmp_path / "m.air").write_bytes(b"")  # AIR needs an Ascend device to export: its sidecar, as export.py writes it
+    write_sidecar(str(tmp_path / "m.air"), air_card)
+    paths.append(str(tmp_path / "m.air"))
+    want = "found 1\ninput_size 320\nletterbox 1\nnum_classes 3\n1 person\n2 car\n3 bottle\n"
+    for path in paths:
+        assert check(cpp_build, "card", path, tmp_path=tmp_path).stdout == want, path
+    assert card.values["labels"] == ["person", "car", "bottle"] and card.values["testing_shape"] == 320
+    assert check(cpp_build, "card", ckpt, tmp_path=tmp_path).stdout.startswith("found 0\n")
+
+
 # ---- (b) the whole chain against eval.py
 
 def tiny_eval_stats(tiny_ckpt: str, out, *extra: str) -> dict:
@@ -184,10 +207,13 @@ def eval_stats(tiny_ckpt, tmp_path_factory):
     return tiny_eval_stats(tiny_ckpt, tmp_path_factory.mktemp("eval"))
 
 
-def run_infer_cpp(build_dir: str, onnx: str, tmp_path) -> dict:
-    """scripts/run_infer_cpp.sh on coco_tiny's val2017: its stats.json, after the checks every run must pass."""
-    proc = subprocess.run(["bash", RUN_INFER, onnx, VAL, ANN, "CPU", "0"], cwd=tmp_path,
-                          env=script_env(build_dir), capture_output=True, text=True, timeout=900)
+def run_infer_cpp(build_dir: str, onnx: str, tmp_path, ann: str = ANN) -> dict:
+    """scripts/run_infer_cpp.sh on coco_tiny's val2017 (without CKPT_FILE): its stats.json, after the checks every
+    run must pass."""
+    env = script_env(build_dir)
+    env.pop("CKPT_FILE", None)
+    proc = subprocess.run(["bash", RUN_INFER, onnx, VAL, ann, "CPU", "0"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert stats["images"] == 80 and stats["skipped_images"] == 0
@@ -205,10 +231,30 @@ def test_run_infer_cpp_matches_eval_ap(cpp_build, tiny_onnx, eval_stats, tmp_pat
     assert stats["AP"] > 0.1
     acc = (tmp_path / "acc.log").read_text()
     assert acc.count("Average Precision") == 6 and f"= {stats['AP']:.3f}" in acc
-    assert len(os.listdir(tmp_path / "result_Files")) == 80
+    assert len(os.listdir(tmp_path / "result_Files")) == 80 + 1  # and model_card.json
     timing = (tmp_path / "time_Result" / "test_perform_static.txt").read_text()
     assert "of infer_count 80" in timing and "skipped unreadable: 0" in timing
     assert float(timing.split("average time: ")[1].split(" ms")[0]) > 0
+
+
+def test_run_infer_cpp_takes_the_model_from_its_card(cpp_build, three_class, tmp_path):
+    """A 3-class model (ids 1..3, not COCO's) exported with no model flags and scored without CKPT_FILE,
+    IMAGE_SIZE or LETTERBOX: the app reads the card (input size, letterbox, classes) from the ONNX and leaves it
+    for postprocess.py's class map; the AP is eval.py's."""
+    ckpt, data = three_class
+    name = str(tmp_path / "three")
+    run_script("export.py", "--ckpt_file", ckpt, "--file_name", name, "--file_format", "ONNX")
+    ann = os.path.join(data, "annotations", "instances_val2017.json")
+    run_script("eval.py", "--data_dir", data, "--pretrained", ckpt, "--eval_dir", str(tmp_path / "eval"))
+    want = json.loads((tmp_path / "eval" / "stats.json").read_text())
+    (tmp_path / "cpp").mkdir()
+    stats = run_infer_cpp(cpp_build, name + ".onnx", tmp_path / "cpp", ann)
+    assert_same_ap(stats, want)
+    assert stats["AP"] > 0.05
+    log = (tmp_path / "cpp" / "infer.log").read_text()
+    assert "model_opencv.onnx: 3 classes (1 person, 2 car, 3 bottle), input 416, letterbox" in log
+    card = json.loads((tmp_path / "cpp" / "result_Files" / "model_card.json").read_text())
+    assert card["names"] == ["person", "car", "bottle"] and card["category_ids"] == [1, 2, 3]
 
 
 def test_run_infer_cpp_with_input_centering(cpp_build, tiny_ckpt, eval_stats, tmp_path):
@@ -241,7 +287,9 @@ def test_app_flag_errors(cpp_build, lowered_onnx, tmp_path):
         ([model, f"--dataset_path={VAL}", "--device_type=GPU"], "--device_type must be CPU or Ascend"),
         ([model, f"--dataset_path={VAL}", "--aipp_path=" + os.path.join(INFER_DIR, "aipp.cfg")],
          "--aipp_path applies to --device_type Ascend only"),
-        ([model, f"--dataset_path={VAL}", "--image_size=320"], "is --image_size the size the model was exported at"),
+        ([model, f"--dataset_path={VAL}", "--image_size=320"],
+         f"--image_size 320 contradicts the model card of {lowered_onnx}: input_size 416"),
+        ([model, f"--dataset_path={VAL}", "--letterbox=false"], "--letterbox false contradicts the model card"),
         ([model, f"--dataset_path={VAL}", "--bogus=1"], "unknown flag --bogus"),
         ([model, "--dataset_path"], "--dataset_path needs a value"),
         ([f"--dataset_path={VAL}"], "missing --model_path"),
@@ -280,7 +328,8 @@ def test_unreadable_images_are_counted(cpp_build, tiny_onnx, shared, tmp_path):
     assert "warning: skipping unreadable image" in log and "broken.jpg" in log and "empty.png" in log
     timing = (work / "time_Result" / "test_perform_static.txt").read_text()
     assert "images: 3, skipped unreadable: 2" in timing and "non-finite rows dropped before NMS: 0" in timing
-    assert sorted(os.listdir(work / "result_Files")) == sorted(f"{im['file_name']}.txt" for im in images[:3])
+    assert sorted(os.listdir(work / "result_Files")) == sorted(
+        [f"{im['file_name']}.txt" for im in images[:3]] + ["model_card.json"])
     stats = json.loads((work / "stats.json").read_text())
     assert stats["images"] == 3 and stats["skipped_images"] == 1
 
@@ -363,7 +412,7 @@ def test_app_with_diverged_weights(cpp_build, tmp_path):
                f"--image_size={SIZE}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert f"non-finite rows dropped before NMS: {3 * INF_ROWS_PER_IMAGE}" in proc.stdout
-    files = sorted((tmp_path / "result_Files").iterdir())
+    files = sorted((tmp_path / "result_Files").glob("*.txt"))
     assert len(files) == 3
     for path in files:
         detections = read_result_file(str(path))

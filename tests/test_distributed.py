@@ -32,10 +32,12 @@ def shapes64(tmp_path_factory):
 
 
 def test_launcher_trains_two_identical_ranks(shapes64, tmp_path):
+    """Typed in another folder than the repository's, with relative paths (from its root: test_launchers.py)."""
     out = tmp_path / "out"
-    proc = subprocess.run(["bash", os.path.join(REPO, "scripts", "run_distribute_train_cpu.sh"), shapes64, "2",
-                           "--config_path", TINY_CFG, "--training_shape", "320", "--max_epoch", "1",
-                           "--per_batch_size", "4", "--is_save_on_master", "0", "--ckpt_path", str(out)],
+    rel = lambda path: os.path.relpath(path, tmp_path)  # noqa: E731
+    proc = subprocess.run(["bash", rel(os.path.join(REPO, "scripts", "run_distribute_train_cpu.sh")), rel(shapes64),
+                           "2", "--config_path", rel(TINY_CFG), "--training_shape", "320", "--max_epoch", "1",
+                           "--per_batch_size", "4", "--is_save_on_master", "0", "--ckpt_path", "out"],
                           cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "logs: " in proc.stdout

@@ -51,7 +51,8 @@ def test_averages_follow_the_weights_by_the_decay():
 def test_readers_take_the_averaged_weights(tmp_path):
     """eval.py, predict.py and export.py (build_with_weights) and fine-tuning (load_for_finetuning) read a
     checkpoint's averages as the model; --resume reads the raw weights (test_resume.py)."""
-    from src.formats.checkpoint import build_with_weights, load_for_finetuning, network_parameters, save_checkpoint
+    from src.engine.detector import build_with_weights
+    from src.formats.checkpoint import load_for_finetuning, network_parameters, save_checkpoint
     from src.models.yolo import build_network
     network = build_network(ModelSpec.from_config(tiny()))
     raw = network_parameters(network)
@@ -62,7 +63,7 @@ def test_readers_take_the_averaged_weights(tmp_path):
     want = raw[name].asnumpy() + 1
     np.testing.assert_array_equal(network_parameters(build_with_weights(tiny(), path)[1])[name].asnumpy(), want)
     target = build_network(ModelSpec.from_config(tiny()))
-    load_for_finetuning(target, path, ModelSpec.from_config(tiny()), True)
+    load_for_finetuning(target, path, ms.load_checkpoint(path), ModelSpec.from_config(tiny()), True)
     np.testing.assert_array_equal(network_parameters(target)[name].asnumpy(), want)
 
 

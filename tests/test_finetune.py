@@ -32,7 +32,8 @@ def test_coco_weights_load_into_a_3_class_model(tiny_ckpt, source, whole_model):
     ms.set_seed(5)
     network = build_network(spec)
     path = tiny_ckpt if source == "ckpt" else os.path.join(DARKNET, "yolov3-tiny.weights")
-    loaded, reinitialised = load_for_finetuning(network, path, spec, whole_model)
+    from src.formats.model_card import open_weights
+    loaded, reinitialised = load_for_finetuning(network, path, open_weights(path)[1], spec, whole_model)
     heads = ["head1.conv.bias", "head1.conv.weight", "head2.conv.bias", "head2.conv.weight"]
     assert reinitialised == heads and loaded == len(fresh) - 4
     coco = ms.load_checkpoint(tiny_ckpt)
@@ -50,11 +51,11 @@ def test_new_heads_take_head_init_std(tiny_ckpt):
     import mindspore as ms
     from src.formats.checkpoint import network_parameters
     from src.models.yolo import build_network
-    from src.engine.start import load_initial_weights
+    from src.engine.start import load_initial_weights, open_start_weights
     config = tiny_config("--num_classes", "3", "--resume_yolo", tiny_ckpt, "--head_init_std", "0.01")
     spec = ModelSpec.from_config(config)
     network = build_network(spec)
-    load_initial_weights(network, spec, config, logging.getLogger("test"))
+    load_initial_weights(network, spec, config, open_start_weights(config), logging.getLogger("test"))
     params = network_parameters(network)
     for name in ("head1.conv.weight", "head2.conv.weight"):
         assert params[name].asnumpy().std() == pytest.approx(0.01, rel=0.05)
@@ -65,10 +66,16 @@ def test_new_heads_take_head_init_std(tiny_ckpt):
 
 
 def test_another_architecture_is_an_error(tiny_ckpt, tmp_path):
+    """Weights that do not say what they are (darknet's, a checkpoint without a card) are taken for the config's
+    model: another architecture's is one error."""
+    import mindspore as ms
     from test_train import train_args
     from src.data.synthetic import make_dataset
+    from src.formats.checkpoint import save_checkpoint
     make_dataset(str(tmp_path / "data"), 4, 0, size=96, min_size=20, max_size=40)
-    for cfg, path, message in [(MBV2_CFG, tiny_ckpt, "does not fit yolov3_mobilenetv2"),
+    bare = str(tmp_path / "no_card.ckpt")
+    save_checkpoint({k: v for k, v in ms.load_checkpoint(tiny_ckpt).items() if isinstance(v, ms.Parameter)}, bare)
+    for cfg, path, message in [(MBV2_CFG, bare, "does not fit yolov3_mobilenetv2"),
                                (MBV2_CFG, os.path.join(DARKNET, "yolov3-tiny.weights"), "has no darknet counterpart"),
                                (os.path.join(REPO, "default_config.yaml"), os.path.join(DARKNET, "yolov3-tiny.weights"),
                                 "does not fit yolov3_darknet53")]:

@@ -19,7 +19,8 @@ STEPS = 40
 def test_a_few_dozen_steps_learn_the_images(tmp_path, optimizer):
     from mindspore import Tensor
     from model_utils.config import load_config
-    from src.formats.checkpoint import network_parameters, save_checkpoint, training_info
+    from src.formats.checkpoint import network_parameters, save_checkpoint
+    from src.formats.model_card import card_of_config, checkpoint_entry
     from src.data.dataset import BatchSource, CocoTrainSet
     from src.engine.detector import build_detection_model
     from src.engine.loss import YoloWithLoss
@@ -53,7 +54,7 @@ def test_a_few_dozen_steps_learn_the_images(tmp_path, optimizer):
     assert last < 0.1 * first, (first, last)
 
     weights = str(tmp_path / "learned.ckpt")
-    save_checkpoint(network_parameters(network), weights, training_info(spec))  # as train.py saves it
+    save_checkpoint(network_parameters(network), weights, checkpoint_entry(card_of_config(cfg)))  # as train.py
     _, model = build_detection_model(cfg, weights)
     ann = json.loads((tmp_path / "annotations" / "instances_train2017.json").read_text())
     for image in ann["images"]:

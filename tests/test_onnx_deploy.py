@@ -1,11 +1,12 @@
 """Deployed graphs: eval.py --onnx_file scores an export as eval.py scores its weights; the int8 export
 (export.py --quantize int8) keeps the AP; OpenVINO agrees with ONNX Runtime; bad input is one error line."""
+import dataclasses
 import json
 import os
 
 import pytest
 
-from conftest import COCO_TINY, TINY_CFG, run_script
+from conftest import COCO_TINY, SAMPLES, THREE_CLASSES, TINY_CFG, run_script
 from test_cli_errors import assert_clean_error
 
 VAL_ANN = os.path.join(COCO_TINY, "annotations", "instances_val2017.json")
@@ -34,12 +35,13 @@ def int8_onnx(tiny_ckpt, tmp_path_factory) -> str:
 
 
 def graph_stats(path: str, out, runtime: str = "onnxruntime", ann_file: str = VAL_ANN) -> dict:
-    """eval.py --onnx_file's stats, in this process (test_onnx_eval_is_eval_of_the_weights runs the script)."""
+    """eval.py --onnx_file's stats, in this process (test_onnx_eval_is_eval_of_the_weights runs the script), with
+    no model flags: the card gives them."""
     from model_utils.config import load_config
     from src.engine.evaluation import evaluate_detector
     from src.engine.onnx_runtime import graph_detector
     from src.logger import get_logger
-    config = load_config(["--config_path", TINY_CFG, "--onnx_file", path, "--runtime", runtime, "--letterbox", "False"])
+    config = load_config(["--onnx_file", path, "--runtime", runtime])
     return evaluate_detector(config, graph_detector(config, get_logger()), ann_file, VAL_IMAGES, str(out), get_logger())
 
 
@@ -50,14 +52,15 @@ def fp32_stats(fp32_onnx, tmp_path_factory) -> dict:
 
 
 def test_onnx_eval_is_eval_of_the_weights(tiny_ckpt, fp32_onnx, tmp_path):
-    """On 16 val images: eval.py --onnx_file logs, writes and scores as eval.py on the exported checkpoint."""
+    """On 16 val images: eval.py --onnx_file logs, writes and scores as eval.py on the exported checkpoint, with
+    no model flags (the export's card: yolov3-tiny, stretched)."""
     ann = json.loads(open(VAL_ANN).read())
     keep = {im["id"] for im in ann["images"][:16]}
     ann.update(images=ann["images"][:16], annotations=[a for a in ann["annotations"] if a["image_id"] in keep])
     ann_file = str(tmp_path / "ann.json")
     (tmp_path / "ann.json").write_text(json.dumps(ann))
-    proc = run_script("eval.py", "--config_path", TINY_CFG, "--ann_file", ann_file, "--image_dir", VAL_IMAGES,
-                      "--letterbox", "False", "--eval_dir", str(tmp_path / "onnx"), "--onnx_file", fp32_onnx)
+    proc = run_script("eval.py", "--ann_file", ann_file, "--image_dir", VAL_IMAGES, "--eval_dir",
+                      str(tmp_path / "onnx"), "--onnx_file", fp32_onnx)  # no model flags: the card says
     assert "batch 8, 416x416, 80 classes, in onnxruntime, stretch" in proc.stdout
     assert "=============coco eval result=========" in proc.stdout and "per-class AP" in proc.stdout
     onnx_stats = json.loads((tmp_path / "onnx" / "stats.json").read_text())
@@ -70,9 +73,9 @@ def test_onnx_eval_is_eval_of_the_weights(tiny_ckpt, fp32_onnx, tmp_path):
     assert ckpt_stats["AP"] > 0.1
 
 
-def test_int8_export_keeps_the_ap(fp32_stats, int8_onnx, tmp_path):
+def test_int8_export_keeps_the_ap(fp32_onnx, fp32_stats, int8_onnx, tmp_path):
     """QDQ int8 with per-channel weights (opset 13); the heads' output convolutions and the decode float; the AP on
-    coco_tiny val (stretched) within 0.01 of the fp32 export's."""
+    coco_tiny val (stretched) within 0.01 of the fp32 export's; the fp32 export's model card."""
     import onnx
     from onnx import numpy_helper
     model = onnx.load(int8_onnx)
@@ -85,6 +88,9 @@ def test_int8_export_keeps_the_ap(fp32_stats, int8_onnx, tmp_path):
                for n in convs if n not in int8_convs)  # the heads' 3 x (5 + 80) outputs
     assert {n.op_type for n in model.graph.node} >= {"QuantizeLinear", "DequantizeLinear", "LeakyRelu", "Exp"}
     int8 = graph_stats(int8_onnx, tmp_path)
+    from src.formats.model_card import open_weights
+    int8_card, fp32_card = open_weights(int8_onnx)[0], open_weights(fp32_onnx)[0]
+    assert int8_card.layout == "card" and int8_card == dataclasses.replace(fp32_card, path=int8_onnx)
     assert fp32_stats["AP"] > 0.14
     assert fp32_stats["AP"] - int8["AP"] <= 0.01, (fp32_stats["AP"], int8["AP"])
 
@@ -95,6 +101,37 @@ def test_openvino_scores_as_onnxruntime(fp32_onnx, fp32_stats, tmp_path):
     ov_stats = graph_stats(fp32_onnx, tmp_path, "openvino")
     assert abs(ov_stats["AP"] - ort_stats["AP"]) <= 0.005, (ov_stats["AP"], ort_stats["AP"])
     assert abs(ov_stats["AP50"] - ort_stats["AP50"]) <= 0.005
+
+
+def test_three_class_export_scores_and_predicts_from_its_card(three_class, tmp_path):
+    """A 3-class model's ONNX export (ids 1..3, not COCO's), with no model flags: eval.py --onnx_file gives
+    eval.py --pretrained's AP to 1e-4 in ONNX Runtime and OpenVINO, under the model's class names; predict.py
+    --onnx_file names its classes."""
+    import export as export_script
+    from model_utils.config import load_config
+    ckpt, data = three_class
+    onnx_path = export_script.export_model(load_config([
+        "--ckpt_file", ckpt, "--file_name", str(tmp_path / "three"), "--file_format", "ONNX", "--batch_size", "8"]))
+    run_script("eval.py", "--data_dir", data, "--pretrained", ckpt, "--eval_dir", str(tmp_path / "ckpt"))
+    proc = run_script("eval.py", "--data_dir", data, "--onnx_file", onnx_path, "--eval_dir", str(tmp_path / "onnx"))
+    assert "batch 8, 416x416, 3 classes, in onnxruntime, letterbox" in proc.stdout
+    want = json.loads((tmp_path / "ckpt" / "stats.json").read_text())
+    ann_file = os.path.join(data, "annotations", "instances_val2017.json")
+    for stats in (json.loads((tmp_path / "onnx" / "stats.json").read_text()),
+                  graph_stats(onnx_path, tmp_path / "openvino", "openvino", ann_file)):
+        assert abs(stats["AP"] - want["AP"]) <= 1e-4 and abs(stats["AP50"] - want["AP50"]) <= 1e-4
+        assert [(r["category_id"], r["name"]) for r in stats["per_class"]] == list(enumerate(THREE_CLASSES, 1))
+    assert want["AP"] > 0.05  # the COCO model's AP on these 3 classes of coco_tiny val: 0.084
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in sorted(os.listdir(VAL_IMAGES))[:4]:
+        os.symlink(os.path.join(VAL_IMAGES, name), images / name)
+    run_script("predict.py", "--onnx_file", onnx_path, "--input", str(images), "--output_dir",
+               str(tmp_path / "predict"))
+    records = json.loads((tmp_path / "predict" / "detections.json").read_text())
+    assert len(os.listdir(tmp_path / "predict")) == 5  # 4 drawn images and detections.json
+    assert records and {(r["category_id"], r["category_name"]) for r in records} <= set(enumerate(THREE_CLASSES, 1))
+    assert "person" in {r["category_name"] for r in records}
 
 
 def test_openvino_missing_is_one_error(fp32_onnx, monkeypatch):
@@ -161,7 +198,7 @@ def test_calibration_on_overflowing_activations_is_one_error(tmp_path):
     from src.formats.quantize import calibration_images, quantize_int8
     fp32 = overflowing_graph(str(tmp_path / "overflow.onnx"))
     with pytest.raises(UserError, match=r"activations on the calibration images are not finite"):
-        quantize_int8(fp32, str(tmp_path / "overflow_int8.onnx"), calibration_images(VAL_IMAGES, 2), 32, 1, False)
+        quantize_int8(fp32, str(tmp_path / "overflow_int8.onnx"), calibration_images(SAMPLES, 2), 32, 1, False)
     assert sorted(os.listdir(tmp_path)) == ["overflow.onnx"]
 
 def test_bad_onnx_files_are_one_error(fp32_onnx, tiny_ckpt, tmp_path):
@@ -183,9 +220,12 @@ def test_bad_onnx_files_are_one_error(fp32_onnx, tiny_ckpt, tmp_path):
         (["--onnx_file", str(tmp_path / "relu.onnx")], "is not an exported detections graph (want input 'images'"),
         (["--onnx_file", str(tmp_path / "gone.onnx")], "ONNX file not found"),
         (["--onnx_file", fp32_onnx, "--testing_shape", "320"],
-         f"testing_shape 320 (command line) disagrees with {fp32_onnx}, whose graph has testing_shape 416"),
-        (["--onnx_file", fp32_onnx, "--per_batch_size", "2"], "whose graph has per_batch_size 8"),
-        (["--onnx_file", fp32_onnx, "--num_classes", "3"], "whose graph has num_classes 80"),
+         f"testing_shape 320 (command line) contradicts {fp32_onnx}'s graph: input_size 416"),
+        (["--onnx_file", fp32_onnx, "--per_batch_size", "2"], "graph: per_batch_size 8"),
+        (["--onnx_file", fp32_onnx, "--num_classes", "3"], "num_classes 3 (command line) contradicts"),
+        (["--onnx_file", fp32_onnx, "--anchor_scales", "1,2,3,4,5,6,7,8,9,10,11,12"],
+         f"anchor_scales [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12]] (command line) contradicts "
+         f"{fp32_onnx}'s card: anchors [[10, 14], [23, 27], [37, 58], [81, 82], [135, 169], [344, 319]]"),
     ]
     for args, message in cases:
         with pytest.raises(UserError) as err:

@@ -94,7 +94,9 @@ def test_no_argument_demo_uses_cached_weights(demo):
     found = {(r["file"], r["category_name"]) for r in json.loads((out / "detections.json").read_text())
              if r["score"] > 0.5}
     assert {("000000119828.jpg", "laptop"), ("000000261888.jpg", "person")} <= found
-    assert (cache / "yolov3_tiny.ckpt").exists()
+    from src.formats.model_card import CARD_VERSION, open_weights
+    card = open_weights(str(cache / f"yolov3_tiny.card{CARD_VERSION}.ckpt"))[0]
+    assert card.layout == "card" and len(card.values["labels"]) == 80 and card.values["input_centering"] is False
 
 
 def test_demo_detections_match_darknet_reference(demo, tiny_weights_file, ref_python, tmp_path):

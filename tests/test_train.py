@@ -39,8 +39,9 @@ def test_train_resume_and_eval(shapes, tmp_path):
     assert ckpts(out) == ["0-1_4.ckpt", "0-2_8.ckpt"]
     ckpt = ms.load_checkpoint(os.path.join(out, "ckpt_0", "0-2_8.ckpt"))
     assert int(ckpt["global_step"].asnumpy()) == 8 and int(ckpt["epoch"].asnumpy()) == 1
-    assert int(ckpt["num_classes"].asnumpy()) == 3 and ckpt["labels"].split("\n") == ["circle", "square", "triangle"]
-    assert ckpt["coco_ids"] == "1,2,3" and any(k.startswith("optimizer.moments.") for k in ckpt)
+    card = json.loads(ckpt["model_card"])
+    assert card["num_classes"] == 3 and card["names"] == ["circle", "square", "triangle"]
+    assert card["category_ids"] == [1, 2, 3] and any(k.startswith("optimizer.moments.") for k in ckpt)
 
     again = run_script("train.py", *train_args(shapes, out, "--max_epoch", "2", *sgd), check=False)
     assert_clean_error(again, "already holds checkpoints of another run")
@@ -92,29 +93,31 @@ def test_auto_anchor_trains_with_fitted_anchors_that_the_checkpoint_carries(shap
                                                      config)
     assert fit > config_fit and f"training with anchor_scales {fitted}" in proc.stdout + proc.stderr
     path = os.path.join(out, "ckpt_0", "0-1_4.ckpt")
-    assert json.loads(ms.load_checkpoint(path)["anchor_scales"]) == fitted != config.anchor_scales
+    assert json.loads(ms.load_checkpoint(path)["model_card"])["anchors"] == fitted != config.anchor_scales
 
     # eval, predict and export take the checkpoint's anchors over the config file's, not over the command line's
-    spec, _ = build_detection_model(load_config(["--config_path", TINY_CFG]), path)
-    assert spec.anchor_scales == fitted
+    card, _ = build_detection_model(load_config(["--config_path", TINY_CFG]), path)
+    assert card.spec.anchor_scales == fitted
     config = load_config(["--config_path", TINY_CFG, "--anchor_scales", "1,2,3,4,5,6,7,8,9,10,11,12"])
-    spec, _ = build_detection_model(config, path)
-    assert spec.anchor_scales == [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12]]
+    card, _ = build_detection_model(config, path)
+    assert card.spec.anchor_scales == [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12]]
 
 
 def test_input_centering_goes_with_the_weights(shapes, tmp_path):
     """A checkpoint records input_centering and whoever loads it follows; darknet .weights and checkpoints that do
     not say (converted, older) see raw pixels; the command line wins."""
     from model_utils.config import load_config
-    from src.formats.checkpoint import build_with_weights, network_parameters, save_checkpoint
+    from src.engine.detector import build_with_weights
+    from src.formats.checkpoint import network_parameters, save_checkpoint
     from src.models.yolo import build_network
     out = str(tmp_path / "run")
     run_script("train.py", *train_args(shapes, out, "--max_epoch", "1", "--input_centering", "True"))
     path = os.path.join(out, "ckpt_0", "0-1_4.ckpt")
-    assert int(ms.load_checkpoint(path)["input_centering"].asnumpy()) == 1
+    assert json.loads(ms.load_checkpoint(path)["model_card"])["input_centering"] is True
 
     def centred(argv, weights):
-        spec, network = build_with_weights(load_config(["--config_path", TINY_CFG, *argv]), weights)
+        card, network = build_with_weights(load_config(["--config_path", TINY_CFG, *argv]), weights)
+        spec = card.spec
         flags = [c.center_input for _, c in network.cells_and_names() if hasattr(c, "center_input")]
         assert sum(flags) == spec.input_centering  # only the layer on the image, and as the spec says
         return spec.input_centering

@@ -1,6 +1,7 @@
 // Command-line flags of the inference app: --name=value or --name value.
 #pragma once
 
+#include <optional>
 #include <string>
 
 namespace yolo {
@@ -10,8 +11,8 @@ struct Options {
   std::string dataset_path;
   std::string device_type = "CPU";
   int device_id = 0;
-  int image_size = 416;
-  bool letterbox = true;
+  std::optional<int> image_size;  // not given: the model card's input_size (416 without a card)
+  std::optional<bool> letterbox;  // not given: the model card's letterbox (true without a card)
   std::string aipp_path;
   bool help = false;
 };

@@ -50,8 +50,8 @@ void Check(const Options& o) {
     throw UserError("--device_type must be CPU or Ascend, got '" + o.device_type + "'");
   }
   if (o.device_id < 0) throw UserError("--device_id must be >= 0, got " + std::to_string(o.device_id));
-  if (o.image_size <= 0 || o.image_size % 32 != 0) {
-    throw UserError("--image_size must be a positive multiple of 32, got " + std::to_string(o.image_size));
+  if (o.image_size && (*o.image_size <= 0 || *o.image_size % 32 != 0)) {
+    throw UserError("--image_size must be a positive multiple of 32, got " + std::to_string(*o.image_size));
   }
   if (!o.aipp_path.empty() && !std::filesystem::is_regular_file(o.aipp_path)) {
     throw UserError("AIPP config not found: " + o.aipp_path);
@@ -82,10 +82,13 @@ Options ParseFlags(int argc, char** argv) {
 
 std::string Usage() {
   return "usage: main --model_path=MODEL --dataset_path=IMAGE_DIR [--device_type=CPU|Ascend] [--device_id=0]\n"
-         "            [--image_size=416] [--letterbox=true|false] [--aipp_path=aipp.cfg]\n"
+         "            [--image_size=SIZE] [--letterbox=true|false] [--aipp_path=aipp.cfg]\n"
          "  MODEL: the exported ONNX lowered by onnx_for_opencv.py (CPU) or the MINDIR (Ascend)\n"
+         "  --image_size, --letterbox: from the model card export.py writes into MODEL (or MODEL.json beside it);\n"
+         "    for a model without one, 416 and true; a value that contradicts the card is an error\n"
          "  --device_id: the Ascend device; --aipp_path (Ascend): feed RGB uint8 and let AIPP normalise\n"
-         "  writes result_Files/IMAGE_NAME.txt (label score x y w h per line) and\n"
+         "  writes result_Files/IMAGE_NAME.txt (label score x y w h per line), result_Files/model_card.json (the\n"
+         "  card, for postprocess.py's class map) and\n"
          "  time_Result/test_perform_static.txt in the working directory\n";
 }
 

@@ -4,6 +4,7 @@
 //   yolo_check decode ROWS.f32 N COLS SX SY DX DY IMG_W IMG_H SCORE_THR IOU_THR MAX_BOXES OUT.txt
 //                                                            (prints the non-finite row count)
 //   yolo_check preprocess IMAGE SIZE LETTERBOX(0|1) OUT.f32  (prints "sx sy dx dy")
+//   yolo_check card MODEL                                    (prints the model card's fields, one a line)
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -12,6 +13,7 @@
 
 #include <opencv2/imgcodecs.hpp>
 
+#include "model_card.h"
 #include "utils.h"
 
 namespace {
@@ -71,16 +73,25 @@ int CheckPreprocess(char** a) {
 
 }  // namespace
 
+int CheckCard(char** a) {
+  const yolo::ModelCard card = yolo::ReadModelCard(a[2]);
+  std::cout << "found " << card.found << "\ninput_size " << card.input_size << "\nletterbox " << card.letterbox
+            << "\nnum_classes " << card.num_classes << "\n";
+  for (size_t k = 0; k < card.names.size(); ++k) std::cout << card.category_ids[k] << " " << card.names[k] << "\n";
+  return 0;
+}
+
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   try {
     if (mode == "nms" && argc == 6) return CheckNms(argv);
     if (mode == "decode" && argc == 15) return CheckDecode(argv);
     if (mode == "preprocess" && argc == 6) return CheckPreprocess(argv);
+    if (mode == "card" && argc == 3) return CheckCard(argv);
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;
   }
-  std::cerr << "usage: yolo_check nms|decode|preprocess ... (see the source)\n";
+  std::cerr << "usage: yolo_check nms|decode|preprocess|card ... (see the source)\n";
   return 2;
 }

@@ -1,6 +1,7 @@
 """Anchor priors fitted to a data set: k-means on the training boxes with 1 - IoU as the distance.
 
     python -m src.data.anchors --data_dir D [--num_anchors 9] [--size 416] [--config_path configs/x.yaml]
+                               [--save_config D/mine.yaml]
 
 reads D/annotations/instances_train2017.json (or --ann_file), scales every box
 as the network input of --size sees it (letterboxed, or stretched with
@@ -8,8 +9,11 @@ as the network input of --size sees it (letterboxed, or stretched with
 the mean best IoU of the boxes against them and against the config's current
 anchors. The IoU of two sizes is that of boxes sharing a centre (darknet's
 calc_anchors, ultralytics' autoanchor). Seeded by the config's seed.
+--save_config writes a config file that builds on --config_path with these
+anchors, for train.py and eval.py's --config_path.
 """
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -17,10 +21,11 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from model_utils.config import load_config
+from model_utils.config import DEFAULT_CONFIG, load_config
 from src.data.augment import MIN_BOX_PX
 from src.data.coco import load_coco
 from src.errors import UserError, run_cli
+from src.fileio import write_text
 
 RESTARTS = 5
 MAX_ITERATIONS = 300
@@ -113,6 +118,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     own = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
     own.add_argument("--num_anchors", type=int)
     own.add_argument("--size", type=int)
+    own.add_argument("--save_config", default="")
     try:
         args, rest = own.parse_known_args(argv)
     except argparse.ArgumentError as e:
@@ -120,7 +126,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     config = load_config(rest, description=(
         "Fit anchor_scales to the training boxes of --data_dir (or --ann_file) by k-means with 1 - IoU. "
         "Own options: --num_anchors N (default: as many as the config's anchor_scales), --size S (network "
-        "input size; default: training_shape, else testing_shape). Any config key below may be given too."))
+        "input size; default: training_shape, else testing_shape), --save_config FILE (a config building on "
+        "--config_path with the fitted anchors). Any config key below may be given too."))
+    if args.save_config and os.path.isdir(args.save_config):
+        raise UserError(f"save_config {args.save_config} is a folder; give a file name")
     current = np.array(config.anchor_scales, np.float64)
     k = len(current) if args.num_anchors is None else args.num_anchors
     size = (config.training_shape or config.testing_shape) if args.size is None else args.size
@@ -141,6 +150,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     print(f"{len(boxes)} boxes of {ann_file} at input size {size} ({mode}), k-means with 1 - IoU, seed {config.seed}")
     print(f"anchor_scales: {anchors.tolist()}")
     options = f"--anchor_scales {flat}"
+    keys = {"anchor_scales": anchors.tolist()}
     if k != len(current):
         mask = anchor_mask_for(k, len(config.anchor_mask))
         if mask is None:
@@ -149,9 +159,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         else:
             print(f"anchor_mask: {mask}")
             options += f" --anchor_mask {shlex.quote(str(mask).replace(' ', ''))}"
+            keys["anchor_mask"] = mask
     print(options)
-    print(f"mean best IoU: {mean_best_iou(boxes, anchors):.4f} with these {k} anchors, "
-          f"{mean_best_iou(boxes, current):.4f} with the current {len(current)} ({config.config_path})")
+    fit = (f"mean best IoU: {mean_best_iou(boxes, anchors):.4f} with these {k} anchors, "
+           f"{mean_best_iou(boxes, current):.4f} with the current {len(current)} ({config.config_path})")
+    print(fit)
+    if args.save_config:
+        base = f"_base_: {json.dumps(config.config_path)}\n" if config.config_path != DEFAULT_CONFIG else ""
+        write_text(args.save_config, f"# python -m src.data.anchors on {ann_file} at input size {size} ({mode}); "
+                   f"{fit}\n{base}" + "".join(f"{key}: {json.dumps(value)}\n" for key, value in keys.items()))
+        print(f"written {args.save_config}: {config.config_path} with these anchors")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""Building the inference model from a config and running it on images (eval and predict)."""
+"""Building the inference model from its weights (their card decides what it is) and running it on images (eval,
+predict, export)."""
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import mindspore as ms
@@ -10,12 +11,23 @@ from src.cpu.routing import use_cpu_inference_kernels
 from src.data.transforms import Mapping, boxes_to_image, preprocess
 from src.engine.nms import select_detections
 from src.errors import UserError
-from src.formats.checkpoint import Weights, build_with_weights
+from src.formats.checkpoint import load_checkpoint_into, model_weights, network_parameters, state_checksum
+from src.formats.darknet_weights import DarknetFile, load_darknet_weights
+from src.formats.model_card import ModelCard, card_of_config, open_weights, resolve
 from src.logger import get_logger
 from src.models.layers import fold_batchnorm
-from src.models.spec import ModelSpec
 from src.models.yolo import build_network
 from src.models.yolo_head import DetectionModel, YoloDecode
+
+
+@dataclass(frozen=True)
+class LiveWeights:
+    """A model in memory (e.g. the network being trained): its card and its named parameters."""
+    card: ModelCard
+    params: Dict[str, Any]
+
+
+Weights = Union[str, LiveWeights]  # a .ckpt or darknet .weights path, or a model in memory
 
 
 @dataclass
@@ -43,19 +55,47 @@ def check_input_size(size: int) -> int:
     return size
 
 
-def build_detection_model(config, weights: Optional[Weights]) -> Tuple[ModelSpec, nn.Cell]:
-    """The model's spec, and its network + decode in inference mode, BN folded into the convs; weights from a
-    .ckpt or darknet .weights or a model in memory if given (their spec), else the config's new model."""
-    if weights is None:
-        spec = ModelSpec.from_config(config)
-        network = build_network(spec)
+def build_with_weights(config, weights: Weights, checksum: bool = False) -> Tuple[ModelCard, nn.Cell]:
+    """The model's card and its network with a whole model loaded from a .ckpt or darknet .weights file (read
+    once; its card and the config decide the card: model_card.resolve), or from a model in memory. Of a
+    checkpoint holding averaged weights (`ema`), those are the model. `checksum`: the card's weights_checksum
+    computed from the weights loaded (for an export)."""
+    if isinstance(weights, LiveWeights):
+        network = build_network(weights.card.spec)
+        load_checkpoint_into(network, "(the network being trained)", weights.card.spec.model_name,
+                             ckpt=weights.params)
+        return weights.card, network
+    if not weights:
+        raise UserError("no weights given (--pretrained / --ckpt_file)")
+    if weights.endswith((".onnx", ".mindir", ".air")):
+        raise UserError(f"{weights} is an exported graph, not weights: eval.py and predict.py take it as "
+                        f"--onnx_file (ONNX)")
+    stored, content = open_weights(weights)
+    card = resolve(config, stored, get_logger())
+    network = build_network(card.spec)
+    if isinstance(content, DarknetFile):
+        load_darknet_weights(network, content, card.spec.model_name, allow_prefix=False)
     else:
-        spec, network = build_with_weights(config, weights)
+        load_checkpoint_into(network, weights, card.spec.model_name, ckpt=model_weights(content))
+    if checksum:
+        card = card.with_checksum(state_checksum(network_parameters(network)))
+    return card, network
+
+
+def build_detection_model(config, weights: Optional[Weights], checksum: bool = False) -> Tuple[ModelCard, nn.Cell]:
+    """The model's card, and its network + decode in inference mode, BN folded into the convs; weights from a
+    .ckpt or darknet .weights or a model in memory if given (their card), else the config's new model."""
+    if weights is None:
+        card = card_of_config(config)
+        network = build_network(card.spec)
+    else:
+        card, network = build_with_weights(config, weights, checksum)
+    spec = card.spec
     network.set_train(False)
     decode = YoloDecode(spec.anchor_scales, spec.anchor_mask, spec.num_classes)
     model = DetectionModel(fold_batchnorm(network), decode)
     model.set_train(False)
-    return spec, model
+    return card, model
 
 
 class Detector:
@@ -66,21 +106,22 @@ class Detector:
     """
 
     def __init__(self, config, weights: Weights, batch_size: int):
-        self.size = check_input_size(config.testing_shape)
-        self.letterbox = config.letterbox
         self.batch_size = max(1, batch_size)
         self.score_threshold = config.eval_ignore_threshold
         self.nms_threshold = config.nms_thresh
         self.max_boxes = config.max_boxes
-        self.spec, self.model = self.load_model(config, weights)
+        self.card, self.model = self.load_model(config, weights)
+        self.spec = self.card.spec
+        self.size = check_input_size(self.card.input_size)
+        self.letterbox = self.card.letterbox
         self.nonfinite_rows = 0
 
-    def load_model(self, config, weights: Weights) -> Tuple[ModelSpec, Any]:
-        """The model's spec and the model `forward` runs (subclasses run other engines on the same pre- and
-        post-processing)."""
-        spec, model = build_detection_model(config, weights)
+    def load_model(self, config, weights: Weights) -> Tuple[ModelCard, Any]:
+        """The model's card (its input size and letterbox are the detector's) and the model `forward` runs
+        (subclasses run other engines on the same pre- and post-processing)."""
+        card, model = build_detection_model(config, weights)
         use_cpu_inference_kernels(model)
-        return spec, model
+        return card, model
 
     def prepare(self, img_bgr: np.ndarray) -> Tuple[np.ndarray, Mapping, Tuple[int, int]]:
         """The network input, its box mapping and the image's (height, width)."""

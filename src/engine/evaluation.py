@@ -14,11 +14,10 @@ from tqdm import tqdm
 from model_utils.device_adapter import all_gather_rows, all_reduce_sum
 from src.data.coco import (category_ids, coco_result, evaluate, label_to_category, load_coco,
                            per_class_stats, per_class_table)
-from src.engine.detector import Detector
+from src.engine.detector import Detector, Weights
 from src.data.transforms import read_image
 from src.engine.plots import pr_curves
 from src.fileio import write_json
-from src.formats.checkpoint import Weights
 from src.models.spec import ModelSpec
 
 

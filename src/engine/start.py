@@ -1,6 +1,8 @@
-"""Where a training run starts: the model it trains (ModelSpec, decided before the build) and the weights it
-starts from (--resume_yolo, --pretrained_backbone or none)."""
-from typing import Dict, List
+"""Where a training run starts: the weights it starts from (--resume_yolo, --pretrained_backbone or none, read
+once) and the model it trains (its card, decided before the build)."""
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 from mindspore import Tensor, nn
@@ -9,72 +11,104 @@ from src.data.anchors import fit_to_training_set
 from src.data.coco import label_to_category
 from src.data.dataset import CocoTrainSet
 from src.errors import UserError
-from src.formats.checkpoint import (finetuning_spec, head_parameter_names, load_for_finetuning, network_parameters,
-                                    read_checkpoint)
+from src.formats.checkpoint import head_parameter_names, load_for_finetuning, network_parameters
+from src.formats.model_card import ModelCard, StoredCard, open_weights, resolve, user_source
 from src.models.spec import ModelSpec
 
+CLASS_KEYS = ("num_classes", "labels", "coco_ids")
 
-def keep_start_model_classes(config, data: CocoTrainSet, logger) -> None:
-    """Fine-tuning a whole model whose classes are the training file's (as many, each category one of its
-    labels by name, else id: label_to_category): the labels keep the model's order, so that its heads
-    keep their classes whatever the file's ids. Otherwise labels follow the sorted category ids."""
-    path = config.resume_yolo
-    if not path or config.is_set("num_classes") or config.is_set("labels") or config.is_set("coco_ids"):
-        return
-    ckpt = read_checkpoint(path) if path.endswith(".ckpt") else {}
-    if "labels" in ckpt:
-        ids = [int(i) for i in str(ckpt["coco_ids"]).split(",")]
-        names = str(ckpt["labels"]).split("\n")
+
+@dataclass(frozen=True)
+class StartWeights:
+    """The file a run starts from, read once: its card and its parameters (open_weights)."""
+    path: str
+    card: StoredCard
+    content: Any
+    whole_model: bool  # --resume_yolo (else --pretrained_backbone)
+
+
+def open_start_weights(config) -> Optional[StartWeights]:
+    """--resume_yolo or --pretrained_backbone, read once; None when training from scratch."""
+    path = config.resume_yolo or config.pretrained_backbone
+    if not path:
+        return None
+    if path.endswith((".onnx", ".mindir", ".air")):
+        raise UserError(f"cannot train from the exported graph {path}: give the .ckpt or darknet .weights it was "
+                        f"exported from")
+    card, content = open_weights(path)
+    return StartWeights(path, card, content, bool(config.resume_yolo))
+
+
+def start_model_label_order(config, data: CocoTrainSet, start: Optional[StartWeights], logger) -> List[int]:
+    """The category id of each label, in label order. Fine-tuning a whole model whose classes are the training
+    file's (as many, each category one of its labels by name, else id: label_to_category): the model's order, so
+    that its heads keep their classes whatever the file's ids. Otherwise the sorted category ids."""
+    if start is None or not start.whole_model or any(user_source(config, key) for key in CLASS_KEYS):
+        return list(data.cat_ids)
+    if "labels" in start.card.values and "coco_ids" in start.card.values:
+        ids, names = start.card.values["coco_ids"], start.card.values["labels"]
     else:  # converted darknet weights: the config's classes
         ids, names = ModelSpec.from_config(config).categories()
     if names is None or len(names) != len(data.cat_ids):
-        return
+        return list(data.cat_ids)
     try:
         labels = label_to_category(data.coco, data.ann_file, ids, names)
     except UserError:
-        return
+        return list(data.cat_ids)
     order = [labels[k] for k in range(len(names))]
     if order != data.cat_ids:
-        data.order_classes(order)
         logger.info("fine-tuning: the %d classes keep the label order of %s (categories matched by name, "
-                    "else id)", len(order), path)
+                    "else id)", len(order), start.path)
+    return order
 
 
-def training_spec(config, data: CocoTrainSet, logger) -> ModelSpec:
-    """The model a run trains, decided before the build: the config's, with the training set's classes (in the
-    start model's label order where it has the file's classes), the fitted anchors (auto_anchor) and what the
-    start's weights were trained with (input_centering; with --resume_yolo the anchors)."""
-    keep_start_model_classes(config, data, logger)
-    spec = ModelSpec.from_config(config).replace(**_classes(config, data))
+def training_spec(config, data: CocoTrainSet, start: Optional[StartWeights], logger) -> Tuple[ModelCard, List[int]]:
+    """The card of the model a run trains, decided before the build, and the category id of each of its labels
+    (the data set is left as it is; the trainer puts its labels in this order). model_card.resolve's rule, with
+    the training set's classes (in the start model's label order where it has the file's classes) and
+    auto_anchor's fitted anchors where a card stands; from the start weights' card: for a whole model
+    (--resume_yolo) every other field, for a backbone only input_centering."""
+    order = start_model_label_order(config, data, start, logger)
+    found = {key: (value, "the training set") for key, value in _classes(config, data, order).items()}
     if config.auto_anchor:
-        spec = spec.replace(**_fitted_anchors(config, data.ann_file, logger))
-    path = config.resume_yolo or config.pretrained_backbone
-    return finetuning_spec(config, spec, path, bool(config.resume_yolo)) if path else spec
+        found.update({key: (value, "auto_anchor") for key, value in _fitted_anchors(config, data.ann_file, start,
+                                                                                     logger).items()})
+    stored = None
+    if start is not None and start.whole_model:
+        stored = dataclasses.replace(start.card, values={k: v for k, v in start.card.values.items()
+                                                         if k not in CLASS_KEYS})
+    elif start is not None:  # a backbone: only whether it sees centred pixels is its to say
+        said = {**start.card.assumed, **start.card.values}
+        stored = StoredCard(start.path, "card", {"input_centering": said["input_centering"]}) \
+            if "input_centering" in said else None
+    return resolve(config, stored, logger, found), order
 
 
-def _classes(config, data: CocoTrainSet) -> Dict[str, object]:
-    """num_classes, labels and coco_ids from the training set, where the user did not set them."""
+def _classes(config, data: CocoTrainSet, order: List[int]) -> Dict[str, object]:
+    """num_classes, labels and coco_ids of the training set, labels in `order`, where the user did not set them."""
     n = len(data.cat_ids)
+    name_of = dict(zip(data.cat_ids, data.names))
     classes: Dict[str, object] = {}
-    if not config.is_set("num_classes"):
+    if not user_source(config, "num_classes"):
         classes["num_classes"] = n
     elif config.num_classes < n:
         raise UserError(f"the annotations have {n} categories but num_classes is {config.num_classes}")
     num_classes = classes.get("num_classes", config.num_classes)
-    if not config.is_set("labels"):
-        classes["labels"] = data.names + [f"class_{i}" for i in range(n, num_classes)]
-    if not config.is_set("coco_ids"):
-        first_free = max(data.cat_ids) + 1
-        classes["coco_ids"] = data.cat_ids + list(range(first_free, first_free + num_classes - n))
+    if not user_source(config, "labels"):
+        classes["labels"] = [name_of[c] for c in order] + [f"class_{i}" for i in range(n, num_classes)]
+    if not user_source(config, "coco_ids"):
+        first_free = max(order) + 1
+        classes["coco_ids"] = list(order) + list(range(first_free, first_free + num_classes - n))
     return classes
 
 
-def _fitted_anchors(config, ann_file: str, logger) -> Dict[str, object]:
-    """auto_anchor: anchors fitted to the training boxes (src.data.anchors), unless the anchors are given on the
-    command line or come with --resume_yolo's model. Seeded: a resumed run fits the same ones."""
-    if config.resume_yolo or config.on_command_line("anchor_scales"):
-        logger.info("auto_anchor: keeping the anchors of %s",
-                    "--resume_yolo" if config.resume_yolo else "--anchor_scales")
+def _fitted_anchors(config, ann_file: str, start: Optional[StartWeights], logger) -> Dict[str, object]:
+    """auto_anchor: anchors fitted to the training boxes (src.data.anchors), unless the user gives the anchors
+    (command line or their config file) or they come with --resume_yolo's model. Seeded: a resumed run fits the
+    same ones."""
+    given = user_source(config, "anchor_scales")
+    if given or (start is not None and start.whole_model):
+        logger.info("auto_anchor: keeping the anchors of %s", given or "--resume_yolo")
         return {}
     try:
         fitted, fit, current_fit, count = fit_to_training_set(ann_file, config)
@@ -104,16 +138,17 @@ def init_new_heads(network: nn.Cell, config, names: List[str]) -> None:
             p.set_data(Tensor((rng.standard_normal(p.shape) * config.head_init_std).astype(np.float32)))
 
 
-def load_initial_weights(network: nn.Cell, spec: ModelSpec, config, logger) -> List[str]:
-    """--resume_yolo (a whole model) or --pretrained_backbone (any part of one), of any class count, into `network`
-    built from `spec`; heads that start anew get head_init_std. Returns the names of the parameters that start
-    anew."""
-    path = config.resume_yolo or config.pretrained_backbone
-    if not path:
+def load_initial_weights(network: nn.Cell, spec: ModelSpec, config, start: Optional[StartWeights],
+                         logger) -> List[str]:
+    """The start weights, --resume_yolo (a whole model) or --pretrained_backbone (any part of one), of any class
+    count, into `network` built from `spec`; heads that start anew get head_init_std. Returns the names of the
+    parameters that start anew."""
+    if start is None:
         heads = sorted(head_parameter_names(network))
         init_new_heads(network, config, heads)
         return heads
-    loaded, reinitialised = load_for_finetuning(network, path, spec, bool(config.resume_yolo))
+    path = start.path
+    loaded, reinitialised = load_for_finetuning(network, path, start.content, spec, start.whole_model)
     init_new_heads(network, config, reinitialised)
     what = "darknet conv layers" if path.endswith(".weights") and not reinitialised else "parameters"
     logger.info("%s: loaded %d %s from %s", "fine-tuning" if config.resume_yolo else "pretrained backbone",

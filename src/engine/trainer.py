@@ -20,11 +20,12 @@ from src.engine.lr_scheduler import get_lr
 from src.engine.precision_timing import measure_speedup
 from src.engine.progress import EpochBar, LogWindow, MetricsLog, StepProfiler
 from src.engine.run_checkpoints import RunCheckpoints, restore_training_state
-from src.engine.start import load_initial_weights, training_spec
+from src.engine.start import load_initial_weights, open_start_weights, training_spec
 from src.engine.train_step import OPTIMIZER_STATE, make_optimizer, make_train_step
 from src.errors import UserError
-from src.formats.checkpoint import (LiveWeights, load_checkpoint_into, network_parameters, read_checkpoint,
-                                    state_checksum, training_info)
+from src.engine.detector import LiveWeights
+from src.formats.checkpoint import load_checkpoint_into, network_parameters, read_checkpoint, state_checksum
+from src.formats.model_card import ModelCard, checkpoint_entry
 from src.logger import get_logger
 from src.models.yolo import build_network
 
@@ -46,10 +47,14 @@ class Trainer:
             raise UserError(f"data_dir not found: {config.data_dir or '(not given)'}")
         self.data = CocoTrainSet(os.path.join(config.data_dir, "annotations", "instances_train2017.json"),
                                  os.path.join(config.data_dir, "train2017"))
-        self.spec = training_spec(config, self.data, self.logger)
+        start = open_start_weights(config)
+        self.card, label_order = training_spec(config, self.data, start, self.logger)
+        if label_order != self.data.cat_ids:
+            self.data.order_classes(label_order)
+        self.spec = self.card.spec
         self.network = build_network(self.spec)
         use_cpu_training_kernels(self.network)
-        self.starts_as_detector = not load_initial_weights(self.network, self.spec, config, self.logger)
+        self.starts_as_detector = not load_initial_weights(self.network, self.spec, config, start, self.logger)
         self.ema = WeightAverage(self.network, config.ema_decay) if config.ema else None
         self.sampler = DistributedSampler(len(self.data), config.group_size, config.rank, True, config.seed)
         self.steps_per_epoch = len(self.sampler) // config.per_batch_size
@@ -111,6 +116,10 @@ class Trainer:
         """The model that eval during training scores and best.ckpt keeps: the averaged weights with `ema`."""
         return self.ema.model() if self.ema is not None else network_parameters(self.network)
 
+    def model_card(self) -> ModelCard:
+        """The card a checkpoint carries: what the run trains, with the checksum of the model's weights now."""
+        return self.card.with_checksum(state_checksum(self.model_weights()))
+
     def _start_fresh(self) -> int:
         self.checkpoints.check_unused()
         return 0
@@ -119,7 +128,7 @@ class Trainer:
         """--resume: the newest checkpoint's whole state; its global_step."""
         path = self.checkpoints.newest()
         ckpt = read_checkpoint(path)
-        load_checkpoint_into(self.network, path, self.cfg.model_name)
+        load_checkpoint_into(self.network, path, self.spec.model_name, ckpt=ckpt)
         restore_training_state(self.state(), ckpt, path, self.cfg.optimizer)
         self.guard = RunGuard.restore(self.logger, ckpt)
         step = int(ckpt["global_step"].asnumpy())
@@ -153,7 +162,7 @@ class Trainer:
             return
         state = self.state()
         path = self.checkpoints.save(state, epoch, self.optimizer_step(),
-                                     {**training_info(self.spec), **self.guard.state()})
+                                     {**checkpoint_entry(self.model_card()), **self.guard.state()})
         self.logger.info("saved %s, state checksum %s", path, state_checksum(state))
 
     def evaluate(self, epoch: int) -> None:
@@ -169,7 +178,7 @@ class Trainer:
             if self.main_rank:
                 path = self.checkpoints.save_best(self.model_weights(), {
                     "epoch": epoch, "global_step": self.optimizer_step(), "AP": ap, "AP50": ap50,
-                    **training_info(self.spec)})
+                    **checkpoint_entry(self.model_card())})
                 self.logger.info("saved best checkpoint %s (epoch[%d], AP:%.6f)", path, epoch, ap)
         if self.main_rank:
             self.logger.info("epoch[%d], val AP:%.6f, AP50:%.6f, best AP:%.6f at epoch[%d]", epoch, ap, ap50,
@@ -179,7 +188,7 @@ class Trainer:
 
     def _val_ap(self) -> Tuple[float, float]:
         """(AP, AP50) of the model on the val set, every rank scoring its share."""
-        stats = evaluate_model(self.cfg, LiveWeights(self.spec, self.model_weights()), *self.val,
+        stats = evaluate_model(self.cfg, LiveWeights(self.card, self.model_weights()), *self.val,
                                os.path.join(self.cfg.ckpt_path, "eval"), self.logger)
         values = np.array([stats["AP"], stats["AP50"]] if stats is not None else [0.0, 0.0])
         if self.cfg.is_distributed:

@@ -1,29 +1,17 @@
-"""Saving and loading model weights: MindSpore checkpoints (atomic) and darknet .weights."""
+"""Saving and loading model weights: MindSpore checkpoints (atomic), and fine-tuning starts of any class count
+(a checkpoint's or a darknet file's)."""
 import hashlib
-import json
 import os
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import mindspore as ms
 from mindspore import nn
 
 from src.errors import UserError
-from src.formats.darknet_weights import load_darknet_for_finetuning, load_darknet_weights
+from src.formats.darknet_weights import DarknetFile, load_darknet_for_finetuning
 from src.models.layers import HeadConv
 from src.models.spec import ModelSpec
-from src.models.yolo import build_network
 
-
-
-@dataclass(frozen=True)
-class LiveWeights:
-    """A model in memory (e.g. the network being trained): its spec and its named parameters."""
-    spec: ModelSpec
-    params: Dict[str, Any]
-
-
-Weights = Union[str, LiveWeights]  # a .ckpt or darknet .weights path, or a model in memory
 EMA_PREFIX = "ema."  # a train.py checkpoint's averaged weights (src/engine/ema.py), beside the weights it trains on
 
 
@@ -116,9 +104,11 @@ def load_checkpoint_into(network: nn.Cell, path: str, model_name: str, strict: b
     return _fit(network, ckpt, path, model_name, strict, heads_may_differ=False)[0]
 
 
-def load_for_finetuning(network: nn.Cell, path: str, spec: ModelSpec, whole_model: bool) -> Tuple[int, List[str]]:
-    """Fine-tuning start: a .ckpt or darknet .weights of any class count, into `network` built from `spec`
-    (finetuning_spec: the anchors and input_centering the weights were trained with).
+def load_for_finetuning(network: nn.Cell, path: str, content: Union[Dict[str, Any], DarknetFile], spec: ModelSpec,
+                        whole_model: bool) -> Tuple[int, List[str]]:
+    """Fine-tuning start: a .ckpt or darknet .weights of any class count, as open_weights read it (`content`),
+    into `network` built from `spec` (training_spec: the anchors and input_centering the weights were trained
+    with).
 
     Every parameter whose name and shape fit is loaded; the heads' output convs
     of another class count keep the initialisation of the just-built network
@@ -130,98 +120,10 @@ def load_for_finetuning(network: nn.Cell, path: str, spec: ModelSpec, whole_mode
     Returns (parameters loaded, parameters re-initialised); for a darknet file
     that fits exactly, (conv layers loaded, []).
     """
-    if path.endswith(".weights"):
-        loaded, ckpt = load_darknet_for_finetuning(network, path, spec, whole_model)
+    if isinstance(content, DarknetFile):
+        loaded, ckpt = load_darknet_for_finetuning(network, content, spec, whole_model)
         if ckpt is None:
             return loaded, []
     else:
-        ckpt = model_weights(read_checkpoint(path))
+        ckpt = model_weights(content)
     return _fit(network, ckpt, path, spec.model_name, whole_model, heads_may_differ=True)
-
-
-def _input_centering(config, ckpt: Optional[Dict[str, Any]]) -> bool:
-    """Whether the weights expect input_centering, unless it is given on the command line: as a train.py
-    checkpoint records it; off for darknet .weights (None here) and for checkpoints that do not say (converted or
-    older ones)."""
-    if config.on_command_line("input_centering"):
-        return config.input_centering
-    return bool(ckpt is not None and "input_centering" in ckpt and int(ckpt["input_centering"].asnumpy()))
-
-
-def _anchors(config, spec: ModelSpec, ckpt: Dict[str, Any]) -> Dict[str, Any]:
-    """The anchors a train.py checkpoint was trained with, unless anchor_scales is given on the command line."""
-    if "anchor_scales" not in ckpt or config.on_command_line("anchor_scales"):
-        return {}
-    changes = {"anchor_scales": json.loads(str(ckpt["anchor_scales"]))}
-    if not config.on_command_line("anchor_mask"):
-        changes["anchor_mask"] = json.loads(str(ckpt["anchor_mask"]))
-    return changes
-
-
-def _classes(config, ckpt: Dict[str, Any]) -> Dict[str, Any]:
-    """num_classes, labels and category ids saved by train.py, unless the user set them (a config file's are the
-    model's defaults; weights trained otherwise work only with what they were trained with)."""
-    changes: Dict[str, Any] = {}
-    if "num_classes" in ckpt and not config.is_set("num_classes"):
-        changes["num_classes"] = int(ckpt["num_classes"].asnumpy())
-    if "labels" in ckpt and not config.is_set("labels"):
-        changes["labels"] = str(ckpt["labels"]).split("\n")
-    if "coco_ids" in ckpt and not config.is_set("coco_ids"):
-        changes["coco_ids"] = [int(i) for i in str(ckpt["coco_ids"]).split(",")]
-    return changes
-
-
-def finetuning_spec(config, spec: ModelSpec, path: str, whole_model: bool) -> ModelSpec:
-    """`spec` with what the fine-tuning start's weights were trained with: input_centering, and for a whole model
-    (--resume_yolo) the anchors; the classes stay the training set's."""
-    ckpt = None if path.endswith(".weights") else read_checkpoint(path)
-    changes = _anchors(config, spec, ckpt) if whole_model and ckpt is not None else {}
-    return spec.replace(input_centering=_input_centering(config, ckpt), **changes)
-
-
-def training_info(spec: ModelSpec) -> Dict[str, Any]:
-    """What train.py saves in each checkpoint for eval, predict, export and fine-tuning to read back
-    (build_with_weights, finetuning_spec): the classes, their names and category ids, the anchors, and
-    input_centering."""
-    return {"num_classes": spec.num_classes, "labels": "\n".join(spec.labels),
-            "coco_ids": ",".join(str(i) for i in spec.coco_ids),
-            "anchor_scales": json.dumps(spec.anchor_scales), "anchor_mask": json.dumps(spec.anchor_mask),
-            "input_centering": int(spec.input_centering)}
-
-
-def build_with_weights(config, weights: Weights) -> Tuple[ModelSpec, nn.Cell]:
-    """The model's spec and its network with a whole model loaded from a .ckpt or darknet .weights file, or from
-    a model in memory (LiveWeights).
-
-    The spec is decided before the build: a checkpoint written by train.py gives num_classes, labels, coco_ids,
-    the anchors and input_centering (unless the user set them); of one holding averaged weights (`ema`), those are
-    the model.
-    """
-    if isinstance(weights, LiveWeights):
-        network = build_network(weights.spec)
-        load_checkpoint_into(network, "(the network being trained)", weights.spec.model_name, ckpt=weights.params)
-        return weights.spec, network
-    if not weights:
-        raise UserError("no weights given (--pretrained / --ckpt_file)")
-    if weights.endswith(".weights"):
-        spec = weights_spec(config, weights)
-        network = build_network(spec)
-        load_darknet_weights(network, weights, spec.model_name, allow_prefix=False)
-        return spec, network
-    ckpt = model_weights(read_checkpoint(weights))
-    spec = weights_spec(config, weights, ckpt)
-    network = build_network(spec)
-    load_checkpoint_into(network, weights, spec.model_name, ckpt=ckpt)
-    return spec, network
-
-
-def weights_spec(config, path: str, ckpt: Optional[Dict[str, Any]] = None) -> ModelSpec:
-    """The spec of a whole model in a darknet .weights file (the config's, input_centering off) or a .ckpt (its
-    contents `ckpt` if already read): a checkpoint written by train.py gives num_classes, labels, coco_ids, the
-    anchors and input_centering, unless the user set them."""
-    spec = ModelSpec.from_config(config)
-    if path.endswith(".weights"):
-        return spec.replace(input_centering=_input_centering(config, None))
-    ckpt = read_checkpoint(path) if ckpt is None else ckpt
-    return spec.replace(input_centering=_input_centering(config, ckpt), **_classes(config, ckpt),
-                        **_anchors(config, spec, ckpt))

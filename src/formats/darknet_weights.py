@@ -7,7 +7,7 @@ BN), then the weights (out, in, k, k), all float32.
 """
 import os
 import sys
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 from mindspore import Tensor, nn
@@ -33,8 +33,15 @@ def header_size(major: int, minor: int) -> int:
     return 12 + (8 if (major * 10 + minor) >= 2 and major < 1000 and minor < 1000 else 4)
 
 
-def read_weights_file(path: str) -> Tuple[Tuple[int, int, int], np.ndarray]:
-    """The (major, minor, revision) header and the float32 payload of a .weights file."""
+class DarknetFile(NamedTuple):
+    """A .weights file as read: its path, (major, minor, revision) header and float32 payload."""
+    path: str
+    header: Tuple[int, int, int]
+    data: np.ndarray
+
+
+def read_weights_file(path: str) -> DarknetFile:
+    """The file read once: its header and float32 payload."""
     if not os.path.isfile(path):
         raise UserError(f"weights file not found: {path}")
     with open(path, "rb") as f:
@@ -45,10 +52,10 @@ def read_weights_file(path: str) -> Tuple[Tuple[int, int, int], np.ndarray]:
     payload = raw[header_size(major, minor):]
     if len(payload) % 4:
         raise UserError(f"{path}: {len(payload)} bytes after the header is not a whole number of float32 values")
-    return (major, minor, revision), np.frombuffer(payload, np.float32)
+    return DarknetFile(path, (major, minor, revision), np.frombuffer(payload, np.float32))
 
 
-def load_darknet_weights(network: nn.Cell, path: str, model_name: str, allow_prefix: bool = True) -> int:
+def load_darknet_weights(network: nn.Cell, weights: DarknetFile, model_name: str, allow_prefix: bool = True) -> int:
     """Copy darknet weights into `network`; returns how many conv layers the file covered.
 
     A file may cover only the first layers (e.g. darknet53.conv.74, the backbone)
@@ -56,7 +63,7 @@ def load_darknet_weights(network: nn.Cell, path: str, model_name: str, allow_pre
     """
     layers = network.darknet_layers()
     sizes = layer_sizes(layers)
-    header, data = read_weights_file(path)
+    path, header, data = weights
     header_bytes = header_size(header[0], header[1])
     bounds = np.cumsum([0] + sizes)
     full_bytes = header_bytes + 4 * int(bounds[-1])
@@ -88,12 +95,11 @@ def load_darknet_weights(network: nn.Cell, path: str, model_name: str, allow_pre
     return count
 
 
-def file_classes(network: nn.Cell, path: str, num_classes: int) -> Optional[int]:
+def file_classes(network: nn.Cell, data: np.ndarray, num_classes: int) -> Optional[int]:
     """The class count a whole-model darknet .weights file was trained for, from its size (None if no count fits).
 
     Only the heads' output convs, A * (5 + C) filters of `in` inputs plus a bias each, depend on C.
     """
-    _, data = read_weights_file(path)
     heads = [cell.conv for _, cell in network.cells_and_names() if isinstance(cell, HeadConv)]
     per_class = sum(c.weight.shape[0] // (5 + num_classes) * (c.weight.shape[1] + 1) for c in heads)
     extra = data.size - sum(layer_sizes(network.darknet_layers()))
@@ -102,17 +108,17 @@ def file_classes(network: nn.Cell, path: str, num_classes: int) -> Optional[int]
     return num_classes + extra // per_class
 
 
-def load_darknet_for_finetuning(network: nn.Cell, path: str, spec: ModelSpec, whole_model: bool
+def load_darknet_for_finetuning(network: nn.Cell, weights: DarknetFile, spec: ModelSpec, whole_model: bool
                                 ) -> Tuple[int, Optional[Dict[str, Any]]]:
     """A darknet file as a fine-tuning start for `network` (built from `spec`): loaded into it when it fits layer
     for layer, (conv layers loaded, None); a whole model of another class count, (0, its parameters by name, as a
     network of that count holds them), for the caller to load what fits. Any other size is an error."""
     try:
-        return load_darknet_weights(network, path, spec.model_name, allow_prefix=not whole_model), None
+        return load_darknet_weights(network, weights, spec.model_name, allow_prefix=not whole_model), None
     except UserError as first_error:
-        classes = file_classes(network, path, spec.num_classes)
+        classes = file_classes(network, weights.data, spec.num_classes)
         if classes is None or classes == spec.num_classes:
             raise first_error from None
     file_network = build_network(spec.replace(num_classes=classes))
-    load_darknet_weights(file_network, path, spec.model_name, allow_prefix=False)
+    load_darknet_weights(file_network, weights, spec.model_name, allow_prefix=False)
     return 0, dict(file_network.parameters_and_names())

@@ -239,16 +239,20 @@ def tiny_weights(log: Log = print) -> str:
 
 
 def tiny_checkpoint(config, log: Log = print) -> str:
-    """The converted yolov3-tiny checkpoint in the cache (converted on first use)."""
-    from src.formats.checkpoint import network_parameters, save_checkpoint
+    """The converted yolov3-tiny checkpoint, with its model card, in the cache (converted on first use)."""
+    from src.formats.checkpoint import network_parameters, save_checkpoint, state_checksum
     from src.formats.darknet_weights import load_darknet_weights
-    from src.models.spec import ModelSpec
+    from src.formats.model_card import CARD_VERSION, checkpoint_entry, open_weights, resolve
+    from src.logger import get_logger
     from src.models.yolo import build_network
-    ckpt = os.path.join(cache_dir(), "yolov3_tiny.ckpt")
+    ckpt = os.path.join(cache_dir(), f"yolov3_tiny.card{CARD_VERSION}.ckpt")
     if not os.path.isfile(ckpt):
         weights = tiny_weights(log)
-        network = build_network(ModelSpec.from_config(config))
-        load_darknet_weights(network, weights, config.model_name, allow_prefix=False)
-        save_checkpoint(network_parameters(network), ckpt)
+        stored, darknet = open_weights(weights)
+        card = resolve(config, stored, get_logger())
+        network = build_network(card.spec)
+        load_darknet_weights(network, darknet, card.spec.model_name, allow_prefix=False)
+        params = network_parameters(network)
+        save_checkpoint(params, ckpt, checkpoint_entry(card.with_checksum(state_checksum(params))))
         log(f"converted {weights} to {ckpt}")
     return ckpt

@@ -107,8 +107,20 @@ def fuse_leaky_relu(graph) -> None:
     graph.initializer.extend(constants)
 
 
+def keep_metadata(source, path: str) -> None:
+    """Give the graph at `path` the metadata_props of `source` (the fp32 graph's model card)."""
+    import onnx
+    quantised = onnx.load(path)
+    keys = {p.key for p in source.metadata_props}
+    kept = [p for p in quantised.metadata_props if p.key not in keys]
+    del quantised.metadata_props[:]
+    quantised.metadata_props.extend(kept + list(source.metadata_props))
+    onnx.save(quantised, path)
+
+
 def quantize_int8(fp32_path: str, target: str, images: List[str], size: int, batch: int, letterbox: bool) -> str:
-    """Write the int8 (QDQ) graph of the exported `fp32_path` to `target` atomically; returns `target`."""
+    """Write the int8 (QDQ) graph of the exported `fp32_path` to `target` atomically, with its metadata (the
+    model card); returns `target`."""
     import onnx
     from onnx import version_converter
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -138,6 +150,7 @@ def quantize_int8(fp32_path: str, target: str, images: List[str], size: int, bat
                     raise
                 raise UserError(f"cannot calibrate {fp32_path}: its activations on the calibration images are not "
                                 f"finite (untrained or diverged weights?)") from None
+            keep_metadata(model, written)
     finally:
         if os.path.exists(prepared):
             os.remove(prepared)
