@@ -44,13 +44,11 @@ from model_utils.config import ROOT, load_config  # noqa: E402
 from model_utils.device_adapter import setup_device  # noqa: E402
 from src.cpu import cpu_kernels, matmul_peaks, onednn  # noqa: E402
 from src.cpu.precision import choose, has_bf16, kernels_isa, set_precision  # noqa: E402
-from src.cpu.routing import use_cpu_inference_kernels, use_cpu_training_kernels  # noqa: E402
+from src.cpu.routing import use_cpu_inference_kernels  # noqa: E402
 from src.data.dataset import BatchSource, CocoTrainSet, create_train_dataset  # noqa: E402
 from src.data.synthetic import make_dataset  # noqa: E402
-from src.data.targets import build_targets  # noqa: E402
 from src.engine.detector import build_detection_model, check_input_size  # noqa: E402
-from src.engine.loss import YoloWithLoss  # noqa: E402
-from src.engine.train_step import make_optimizer, make_train_step  # noqa: E402
+from src.engine.precision_timing import training_step  # noqa: E402
 from src.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 from src.fileio import write_json  # noqa: E402
 from src.formats.checkpoint import network_parameters, save_checkpoint  # noqa: E402
@@ -224,30 +222,11 @@ def matmul_gflops(repeats: int, n: int = 2048) -> float:
     return best_gflops(lambda: a @ a, n, repeats)
 
 
-def synthetic_batch(config, spec: ModelSpec, size: int, batch: int) -> List[Tensor]:
-    rng = np.random.default_rng(0)
-    targets = []
-    for _ in range(batch):
-        xy = rng.uniform(0, size * 0.7, (4, 2))
-        wh = rng.uniform(size * 0.05, size * 0.3, (4, 2))
-        boxes = np.concatenate([xy, np.minimum(xy + wh, size)], 1).astype(np.float32)
-        targets.append(build_targets(boxes, rng.integers(0, spec.num_classes, 4), size, spec.anchor_scales,
-                                     spec.anchor_mask, spec.num_classes, config.max_box))
-    images = rng.uniform(0, 1, (batch, 3, size, size)).astype(np.float32)
-    return [Tensor(images)] + [Tensor(np.stack([t[i] for t in targets])) for i in range(len(targets[0]))]
-
-
 def bench_train(config, size: int, batch: int, repeats: int, convolutions: List[str],
                 precisions: List[str]) -> Dict[str, float]:
     """Seconds of a training step in each precision (the same step, the precisions in turns)."""
-    spec = ModelSpec.from_config(config)
-    network = build_network(spec)
-    use_cpu_training_kernels(network)
-    step = make_train_step(YoloWithLoss.from_config(network, spec, config), make_optimizer(network, config, 1e-4),
-                           config.loss_scale)
-    step.set_train(True)
-    inputs = synthetic_batch(config, spec, size, batch)
-    return in_turns(recorded(lambda: step(*inputs)[0].asnumpy(), convolutions), precisions, repeats)
+    step = training_step(config, ModelSpec.from_config(config), size, batch)
+    return in_turns(recorded(step, convolutions), precisions, repeats)
 
 
 def bench_data(config, data_dir: str, size: int, batch: int, batches: int) -> float:

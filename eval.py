@@ -12,6 +12,7 @@ from model_utils.moxing_adapter import run_with_modelarts  # noqa: E402
 from src.cpu.precision import setup_precision  # noqa: E402
 from src.engine.evaluation import evaluate_detector, evaluate_model  # noqa: E402
 from src.engine.onnx_runtime import graph_detector  # noqa: E402
+from src.engine.precision_timing import measure_speedup  # noqa: E402
 from src.errors import UserError, run_cli  # noqa: E402
 from src.logger import get_logger  # noqa: E402
 
@@ -46,7 +47,8 @@ def run_eval(config) -> Optional[dict]:
 def main() -> None:
     config = load_config(description=__doc__)
     setup_device(config)
-    setup_precision(config, get_logger().info)
+    setup_precision(config, get_logger().info, None if config.onnx_file else
+                    measure_speedup(config, "infer", config.per_batch_size, config.testing_shape))
     if config.is_distributed:
         config = config.with_values(**init_distributed(config))
     run_with_modelarts(config, run_eval)

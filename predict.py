@@ -26,6 +26,7 @@ from model_utils.device_adapter import setup_device  # noqa: E402
 from src.cpu.precision import setup_precision  # noqa: E402
 from src.engine.detector import Detections, Detector  # noqa: E402
 from src.engine.onnx_runtime import graph_detector  # noqa: E402
+from src.engine.precision_timing import measure_speedup  # noqa: E402
 from src.engine.visualize import draw_detections  # noqa: E402
 from src.errors import UserError, run_cli  # noqa: E402
 from src.fileio import atomic_path, temp_path_beside, write_json  # noqa: E402
@@ -144,7 +145,8 @@ def main() -> None:
     paths = (list_images(source) if os.path.isdir(source) else [source]) if is_images else []
     check_output_dir(config.output_dir, paths)
     setup_device(config)
-    setup_precision(config, get_logger().info)
+    setup_precision(config, get_logger().info,
+                    None if config.onnx_file else measure_speedup(config, "infer", 1, config.testing_shape))
     detector = graph_detector(config, get_logger()) if config.onnx_file else Detector(config, weights, 1)
     labels = Labels(detector.spec)
     out_dir = config.output_dir

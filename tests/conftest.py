@@ -22,7 +22,7 @@ MBV2_CFG = os.path.join(REPO, "configs", "yolov3_mobilenetv2.yaml")
 DARKNET_CFGS = os.path.join(REPO, "tests", "darknet")
 OPENCV_REFERENCE = os.path.join(DARKNET_CFGS, "opencv_reference.py")
 SAMPLES = os.path.join(REPO, "samples")
-REF_REQUIREMENTS = ["opencv-python-headless<5", "numpy"]
+REF_REQUIREMENTS = ["opencv-python-headless<5", "numpy", "pycocotools"]
 sys.path.insert(0, REPO)
 from src.cpu.process import set_up_process  # noqa: E402
 

@@ -45,7 +45,7 @@ def numpy_pool_and_grad(x: np.ndarray, w: np.ndarray):
     return win.max(-1), dx
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 8, 10), (1, 4, 7, 9)])
+@pytest.mark.parametrize("shape", [(2, 3, 8, 10), (1, 4, 7, 9), (1, 2, 7, 37)])
 def test_maxpool_kernel_matches_mindspore(shape):
     assert cpu_kernels.enabled(), "g++ is needed for this test (the fallback has its own test)"
     rng = np.random.default_rng(0)
@@ -111,8 +111,8 @@ def test_stride1_maxpool_training_kernel_matches_mindspore(tied):
 
 
 def test_maxpool_kernel_gives_a_tied_window_one_gradient():
-    x = np.random.default_rng(1).integers(0, 2, (2, 2, 6, 6)).astype(np.float32)
-    w = np.ones((2, 2, 3, 3), np.float32)
+    x = np.random.default_rng(1).integers(0, 2, (2, 2, 6, 38)).astype(np.float32)  # 19 windows a row: 8 + 8 + 3
+    w = np.ones((2, 2, 3, 19), np.float32)
     pool = MaxPool(2, 2)
     assert use_cpu_training_kernels(pool) == 1
     pool.set_train(True)

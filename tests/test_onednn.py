@@ -58,6 +58,22 @@ def test_training_runs_no_reference_convolution(config, tmp_path):
     assert onednn.convolution_implementations(out) == []
 
 
+def test_bf16_training_runs_onednn_convolutions_and_no_reference_one(tmp_path):
+    """In bf16 the kernels run some passes on their own oneDNN's convolution primitives (kernels/dnnl_conv.cc);
+    none of them, nor any other convolution, is a reference implementation."""
+    from src.cpu import precision
+    from src.data.synthetic import make_dataset
+    if not precision.has_bf16(precision.kernels_isa()):
+        pytest.skip("this CPU (or the kernels' oneDNN) has no bf16 arithmetic (AVX512-BF16 or AMX-BF16)")
+    make_dataset(str(tmp_path / "data"), 4, 2, size=128, min_size=24, max_size=50)
+    out = run_verbose("train.py", "--config_path", TINY_CFG, "--data_dir", str(tmp_path / "data"),
+                      "--training_shape", "128", "--per_batch_size", "2", "--max_epoch", "1", "--precision", "bf16",
+                      "--ckpt_path", str(tmp_path / "run"))
+    implementations = onednn.convolution_implementations(out)
+    assert implementations and all("bf16" in name for name in implementations), set(implementations)
+    assert onednn.reference_kernels(implementations) == []
+
+
 def isa_in_subprocess(**env: str) -> str:
     code = ("from src.cpu.process import set_up_process; set_up_process(); from src.cpu import onednn; "
             "print(onednn.mindspore_isa())")
@@ -79,6 +95,19 @@ def test_the_kernels_sgemm_keeps_the_cpus_instruction_set():
         avx512 = "avx512f" in f.read().split()
     isa = cpu_kernels.sgemm_isa()
     assert isa.startswith(("AVX512", "AVX10")) if avx512 else isa.startswith("AVX2"), isa
+
+
+def test_a_cpu_without_bf16_convolutions_keeps_the_hand_written_forms():
+    """Capped at AVX2 (as on an AVX2-only CPU) the kernels' oneDNN has no bf16 convolution: forced into bf16, every
+    pass stays on the hand-written forms instead of failing."""
+    code = ("from src.cpu.process import set_up_process; set_up_process(); import mindspore as ms; "
+            "ms.set_context(device_target='CPU'); from src.cpu import cpu_kernels, precision; "
+            "precision.set_precision('bf16'); print(cpu_kernels.sgemm_isa(), "
+            "cpu_kernels.conv_route((2, 16, 20, 20), (32, 16, 3, 3), 1))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**clean_env(), "ONEDNN_VERBOSE": "0", "ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "AVX2 [None, None, None]"
 
 
 def test_verbose_lines_are_parsed():

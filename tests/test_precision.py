@@ -3,19 +3,21 @@ loss scale exact; auto follows the CPU; an explicit bf16 where the CPU cannot is
 import numpy as np
 import mindspore as ms
 import pytest
-from mindspore import Tensor, nn
+from mindspore import Tensor, nn, ops
 
 from conftest import TINY_CFG
 from model_utils.config import load_config
-from src.cpu import precision
+from src.cpu import cpu_kernels, precision
 from src.cpu.routing import use_cpu_inference_kernels, use_cpu_training_kernels
 from src.data.targets import build_targets
+from src.engine import precision_timing
 from src.engine.detector import build_detection_model
 from src.engine.loss import YoloWithLoss
 from src.engine.train_step import make_train_step
 from src.errors import UserError
 from src.models.spec import ModelSpec
 from src.models.yolo import build_network
+from test_layers import folded_conv
 
 ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", jit_config={"jit_level": "O0"})
 AVX2, AVX512_CORE, AVX512_CORE_BF16, AMX = 0x7, 0x27, 0xE7, 0x3EF
@@ -127,3 +129,94 @@ def test_bf16_step_is_deterministic_and_loss_scale_exact(bf16):
     assert loss == loss1
     for name in scaled:
         np.testing.assert_array_equal(scaled[name], unscaled[name], err_msg=name)
+
+
+# (x shape, out channels, kernel, stride, passes on oneDNN): in bf16 the RGB layer runs its gradients on oneDNN's
+# primitives (its forward stays the direct form, in fp32), a narrow 3x3 every pass, a stride-2 layer its forward
+# and input gradient, a 1x1 to few channels its input gradient (odd sizes: the padding on the bottom and right);
+# the rest stays on the hand-written forms.
+ONEDNN_CASES = [((2, 3, 20, 24), 16, 3, 1, 2), ((1, 16, 19, 21), 32, 3, 1, 3), ((2, 16, 13, 11), 48, 3, 2, 2),
+                ((2, 64, 26, 26), 32, 1, 1, 1)]
+
+
+class WeightedConv(nn.Cell):
+    """sum(conv(x, weight) * g) through a kernel op, or MindSpore's fp32 Conv2D (padding k // 2) without one."""
+
+    def __init__(self, kernel, out: int, k: int, stride: int):
+        super().__init__()
+        self.kernel = kernel
+        self.stock = ops.Conv2D(out, k, pad_mode="pad", pad=k // 2, stride=stride)
+
+    def construct(self, x, weight, g):
+        y = self.stock(x, weight) if self.kernel is None else self.kernel(x, weight)
+        return (y * g).sum()
+
+
+@pytest.mark.parametrize("shape,out,k,stride,passes", ONEDNN_CASES)
+def test_bf16_onednn_convolutions_match_mindspore(bf16, shape, out, k, stride, passes):
+    """The passes that bf16 runs on oneDNN's convolution primitives (none a reference kernel) against MindSpore's
+    fp32 ops, within bf16's rounding: the forward with bias and leaky ReLU (inference), and the training
+    convolution's input and weight gradients."""
+    routes = cpu_kernels.conv_route(shape, (out, shape[1], k, k), stride)
+    assert sum(r is not None for r in routes) == passes, routes
+    assert not any("ref" in r for r in routes if r), routes
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(shape).astype(np.float32)
+    stock, fast = (folded_conv(shape[1], out, k, True, 12, stride) for _ in range(2))
+    y_stock = stock(Tensor(x)).asnumpy()
+    assert use_cpu_inference_kernels(fast) == 1
+    np.testing.assert_allclose(fast(Tensor(x)).asnumpy(), y_stock, rtol=0, atol=0.01 * np.abs(y_stock).max())
+    g = Tensor(rng.standard_normal(y_stock.shape).astype(np.float32))
+    weight = Tensor((rng.standard_normal((out, shape[1], k, k)) / np.sqrt(shape[1] * k * k)).astype(np.float32))
+    grads = [ms.value_and_grad(WeightedConv(kernel, out, k, stride), grad_position=(0, 1))(Tensor(x), weight, g)[1]
+             for kernel in (None, cpu_kernels.conv(stride))]
+    for reference, result in zip(*grads):
+        reference = reference.asnumpy()
+        np.testing.assert_allclose(result.asnumpy(), reference, rtol=0, atol=0.01 * np.abs(reference).max())
+
+
+def test_fp32_runs_the_hand_written_convolutions():
+    """In fp32 the hand-written forms measured as fast or faster on every layer: no pass goes to oneDNN."""
+    for shape, out, k, stride, _ in ONEDNN_CASES:
+        assert cpu_kernels.conv_route(shape, (out, shape[1], k, k), stride) == [None] * 3
+
+
+@pytest.mark.parametrize("isa, speedup, auto", [(AVX512_CORE_BF16, 1.3, "bf16"), (AVX512_CORE_BF16, 0.9, "fp32"),
+                                                (AMX, 0.9, "fp32"), (AMX, 2.4, "bf16"), (AVX2, 3.0, "fp32")])
+def test_auto_takes_the_precision_the_network_runs_faster_in(monkeypatch, isa, speedup, auto):
+    """auto with the run's workload timed: bf16 where it measured faster, whatever the gemm or AMX say; not timed
+    where the CPU has no bf16 arithmetic, nor for an explicit precision."""
+    calls = []
+    network = (lambda: calls.append(1) or speedup, "yolov3_tiny training step at batch 8, 416")
+    monkeypatch.setattr(precision, "kernels_isa", lambda: isa)
+    monkeypatch.setattr(precision, "measured_bf16_speedup", lambda: 2.0)
+    chosen, why = precision.choose("auto", network)
+    assert chosen == auto
+    if isa == AVX2:
+        assert not calls
+        return
+    assert why.startswith(f"auto: yolov3_tiny training step at batch 8, 416 measured {speedup:.2f}x as fast in bf16")
+    assert precision.choose("fp32", network)[0] == "fp32" and precision.choose("bf16", network)[0] == "bf16"
+    assert len(calls) == 1
+
+
+def test_network_times_are_measured_once_per_workload(monkeypatch, tmp_path):
+    """Kept beside the kernels per model, kind, batch and size (a resume and every rank choose alike); an unreadable
+    file is measured again."""
+    calls = []
+    monkeypatch.setattr(cpu_kernels, "library", lambda: str(tmp_path / "cpu_kernels-abc.so"))
+    monkeypatch.setattr(precision_timing, "measure_in_child",
+                        lambda config, kind, batch, size: calls.append((kind, batch, size)) or {"fp32": 2.0, "bf16": 1.0})
+    config = load_config(["--config_path", TINY_CFG])
+    speedup, what = precision_timing.measure_speedup(config, "train", 8, 416)
+    assert speedup() == speedup() == 2.0 and what == "yolov3_tiny training step at batch 8, 416"
+    assert precision_timing.measure_speedup(config, "train", 4, 416)[0]() == 2.0
+    assert calls == [("train", 8, 416), ("train", 4, 416)]
+    (tmp_path / "cpu_kernels-abc.network_times.json").write_text("{")
+    assert speedup() == 2.0 and len(calls) == 3
+
+
+def test_network_timing_runs_the_configured_step_in_both_precisions():
+    """The child process times a real training step of the configured model (toy size) in fp32 and in bf16."""
+    times = precision_timing.measure_in_child(load_config(["--config_path", TINY_CFG]), "train", 2, 64)
+    assert set(times) == {"fp32", "bf16"} and all(0 < t < 60 for t in times.values())

@@ -1,8 +1,11 @@
-"""This package's forward against PyTorch eager (channels_last; fp32, and bf16 autocast) on the same CPU, in one run.
+"""This package against PyTorch eager (channels_last; fp32, and bf16 autocast) on the same CPU, in one run: the
+forward at batch 1 and 8 and a training step at batch 8.
 
 PyTorch is not a dependency of the package: the torch side runs in a venv of its own (--torch_venv, made on first
 use: torch's CPU wheels from download.pytorch.org, else PyPI) as a worker process, with the same network built in
-plain torch.nn from darknet's cfg (random weights; BN folded into the convolutions, as the package runs inference).
+plain torch.nn from darknet's cfg (random weights; for the forward BN folded into the convolutions, as the package
+runs inference; for training conv + BN + leaky ReLU, SGD with momentum, and as loss the mean square of the heads'
+outputs: lighter than the package's YOLO loss, so the torch side's training figure is if anything flattered).
 The two sides take turns, round after round (MindSpore fp32, bf16, then torch fp32, bf16), so that a ratio compares
 figures taken within seconds of each other on a shared machine; the table gives the medians over the rounds.
 
@@ -19,6 +22,8 @@ from typing import Callable, Dict, List, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+TRAIN_BATCH = 8
+FIGURES = (("forward", 1), ("forward", 8), ("train", TRAIN_BATCH))
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
@@ -48,8 +53,9 @@ def read_cfg(path: str) -> List[Dict[str, str]]:
     return sections
 
 
-def torch_network(cfg_path: str):
-    """darknet's network from its cfg as a torch.nn.Module (inference layout: conv with bias, leaky ReLU 0.1)."""
+def torch_network(cfg_path: str, training: bool = False):
+    """darknet's network from its cfg as a torch.nn.Module: for inference conv with bias, leaky ReLU 0.1; for
+    training conv without bias + BN where the cfg has batch_normalize."""
     import torch
     from torch import nn
 
@@ -62,7 +68,11 @@ def torch_network(cfg_path: str):
                 kind = s["type"]
                 if kind == "convolutional":
                     k, filters = int(s["size"]), int(s["filters"])
-                    layer = nn.Conv2d(c, filters, k, int(s.get("stride", 1)), k // 2 if int(s.get("pad", 0)) else 0)
+                    bn = training and int(s.get("batch_normalize", 0))
+                    layer = nn.Conv2d(c, filters, k, int(s.get("stride", 1)), k // 2 if int(s.get("pad", 0)) else 0,
+                                      bias=not bn)
+                    if bn:
+                        layer = nn.Sequential(layer, nn.BatchNorm2d(filters))
                     c = filters
                 elif kind == "maxpool":
                     size, stride = int(s["size"]), int(s["stride"])
@@ -101,25 +111,38 @@ def torch_network(cfg_path: str):
                 outs.append(x)
             return heads
 
-    return Darknet(read_cfg(cfg_path)).eval()
+    net = Darknet(read_cfg(cfg_path))
+    return net.train() if training else net.eval()
 
 
 def torch_worker(cfg_path: str, shape: int) -> None:
-    """Answers lines `PRECISION BATCH REPEATS` on stdin with the median forward seconds on stdout."""
+    """Answers lines `KIND PRECISION BATCH REPEATS` (KIND forward or train) on stdin with the median seconds of a
+    forward or a training step on stdout."""
     import torch
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
     net = torch_network(cfg_path).to(memory_format=torch.channels_last)
+    train_net = torch_network(cfg_path, training=True).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(train_net.parameters(), lr=1e-4, momentum=0.9)
     print(json.dumps({"torch": torch.__version__}), flush=True)
     for line in sys.stdin:
-        precision, batch, repeats = line.split()
+        kind, precision, batch, repeats = line.split()
         x = torch.rand(int(batch), 3, shape, shape).to(memory_format=torch.channels_last)
+        autocast = torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16")
 
         def forward():
-            with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+            with torch.no_grad(), autocast:
                 return net(x)
 
-        print(json.dumps({"seconds": median_seconds(forward, int(repeats))}), flush=True)
+        def train_step():
+            optimizer.zero_grad()
+            with autocast:
+                loss = sum(head.float().square().mean() for head in train_net(x))
+            loss.backward()
+            optimizer.step()
+
+        seconds = median_seconds(forward if kind == "forward" else train_step, int(repeats))
+        print(json.dumps({"seconds": seconds}), flush=True)
 
 
 def torch_python(venv: str) -> str:
@@ -136,7 +159,7 @@ def torch_python(venv: str) -> str:
 
 # ---- MindSpore side (the project's venv) ----
 
-def mindspore_forward(config_path: str, weights: str, shape: int) -> Callable[[str, int, int], float]:
+def mindspore_side(config_path: str, weights: str, shape: int) -> Callable[[str, str, int, int], float]:
     sys.path.insert(0, ROOT)
     from src.cpu.process import set_up_process
     set_up_process()  # before MindSpore loads OpenMP
@@ -147,15 +170,20 @@ def mindspore_forward(config_path: str, weights: str, shape: int) -> Callable[[s
     from src.cpu.precision import choose, set_precision
     from src.cpu.routing import use_cpu_inference_kernels
     from src.engine.detector import build_detection_model
+    from src.engine.precision_timing import training_step
+    from src.models.spec import ModelSpec
     config = load_config(["--config_path", config_path])
     setup_device(config)
     choose("bf16")  # a one-line error where the CPU cannot
     _, model = build_detection_model(config, weights or None)
     use_cpu_inference_kernels(model)
+    step = training_step(config, ModelSpec.from_config(config), shape, TRAIN_BATCH)
 
-    def run(precision: str, batch: int, repeats: int) -> float:
-        x = Tensor(np.random.default_rng(0).uniform(0, 1, (batch, 3, shape, shape)).astype(np.float32))
+    def run(kind: str, precision: str, batch: int, repeats: int) -> float:
         set_precision(precision)
+        if kind == "train":
+            return median_seconds(step, repeats)
+        x = Tensor(np.random.default_rng(0).uniform(0, 1, (batch, 3, shape, shape)).astype(np.float32))
         return median_seconds(lambda: model(x).asnumpy(), repeats)
 
     return run
@@ -181,35 +209,39 @@ def main() -> None:
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     torch_version = json.loads(worker.stdout.readline())["torch"]
 
-    def torch_run(precision: str, batch: int, repeats: int) -> float:
-        worker.stdin.write(f"{precision} {batch} {repeats}\n")
+    def torch_run(kind: str, precision: str, batch: int, repeats: int) -> float:
+        worker.stdin.write(f"{kind} {precision} {batch} {repeats}\n")
         worker.stdin.flush()
         return json.loads(worker.stdout.readline())["seconds"]
 
-    ms_run = mindspore_forward(args.config_path, args.pretrained, args.shape)
-    figures: Dict[Tuple[str, str, int], List[float]] = {}
+    ms_run = mindspore_side(args.config_path, args.pretrained, args.shape)
+    load = [os.getloadavg()[0]]
+    figures: Dict[Tuple[str, str, str, int], List[float]] = {}
     for _ in range(args.rounds):
         for side, run in (("mindspore", ms_run), ("torch", torch_run)):
             for precision in ("fp32", "bf16"):
-                for batch in (1, 8):
-                    figures.setdefault((side, precision, batch), []).append(run(precision, batch, args.repeats))
+                for kind, batch in FIGURES:
+                    repeats = args.repeats if kind == "forward" else max(3, args.repeats // 2)
+                    figures.setdefault((side, kind, precision, batch), []).append(run(kind, precision, batch,
+                                                                                      repeats))
     worker.stdin.close()
     worker.wait()
-    result = {"torch": torch_version, "shape": args.shape, "rounds": args.rounds, "load": os.getloadavg()[0]}
+    load.append(os.getloadavg()[0])
+    result = {"torch": torch_version, "shape": args.shape, "rounds": args.rounds, "load": load}
     print(f"\n{os.path.basename(args.config_path)} at {args.shape}, medians of {args.rounds} rounds; PyTorch "
-          f"{torch_version} eager, channels_last")
-    print(f"{'':28}{'MindSpore':>11}{'PyTorch':>10}{'MS/PT speed':>13}")
+          f"{torch_version} eager, channels_last; load average {load[0]:.1f} at the start, {load[1]:.1f} at the end")
+    print(f"{'':34}{'MindSpore':>11}{'PyTorch':>10}{'MS/PT speed':>13}")
     for precision in ("fp32", "bf16"):
-        for batch in (1, 8):
-            ms_s, pt_s = figures[("mindspore", precision, batch)], figures[("torch", precision, batch)]
+        for kind, batch in FIGURES:
+            ms_s, pt_s = (figures[(side, kind, precision, batch)] for side in ("mindspore", "torch"))
             speed = statistics.median(p / m for m, p in zip(ms_s, pt_s))  # > 1: MindSpore faster, round by round
             ms_v, pt_v = statistics.median(ms_s), statistics.median(pt_s)
             if batch == 1:
-                name, ms_v, pt_v = f"{precision} batch 1 (ms)", ms_v * 1e3, pt_v * 1e3
+                name, ms_v, pt_v = f"{precision} forward batch 1 (ms)", ms_v * 1e3, pt_v * 1e3
             else:
-                name, ms_v, pt_v = f"{precision} batch 8 (images/s)", 8 / ms_v, 8 / pt_v
-            print(f"{name:28}{ms_v:11.2f}{pt_v:10.2f}{speed:13.2f}")
-            result[f"{precision}_b{batch}"] = {"mindspore": ms_v, "torch": pt_v, "speed_ratio": speed}
+                name, ms_v, pt_v = f"{precision} {kind} batch {batch} (images/s)", batch / ms_v, batch / pt_v
+            print(f"{name:34}{ms_v:11.2f}{pt_v:10.2f}{speed:13.2f}")
+            result[f"{precision}_{kind}_b{batch}"] = {"mindspore": ms_v, "torch": pt_v, "speed_ratio": speed}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

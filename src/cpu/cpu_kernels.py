@@ -16,6 +16,10 @@ on the CPU; export keeps MindSpore's own ops (a custom op does not export), and
 without a compiler or without MindSpore's libdnnl the stock ops are used (with
 a warning).
 
+In bf16 (src/cpu/precision.py) the passes where oneDNN's own convolution primitives
+measured faster (kernels/dnnl_conv.cc, from the same private libdnnl, chosen by layer
+shape in kernels/conv.cc's onednn_runs) run through them instead; conv_route says which.
+
 A fused leaky ReLU kernel was tried too and lost to 0.1x + 0.9 relu(x) in stock
 ops.
 """
@@ -27,7 +31,7 @@ import platform
 import shutil
 import subprocess
 import warnings
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import mindspore as ms
 from mindspore import ops
@@ -218,6 +222,27 @@ def conv_bias_training() -> ops.Custom:
         return grad_input(x, dout, weight), grad_weight(x, dout, weight), grad_bias(dout)
 
     return _op("ConvBias", lambda x, w, b: (x[0], w[0], x[2], x[3]), bprop)
+
+
+CONV_PASSES = ("forward", "input gradient", "weight gradient")
+
+
+def conv_route(x_shape: Tuple[int, int, int, int], weight_shape: Tuple[int, int, int, int], stride: int
+               ) -> List[Optional[str]]:
+    """For each pass of a convolution (CONV_PASSES) in the current precision: the implementation name of the
+    oneDNN primitive that runs it (made on this call if it was not yet), or None where the hand-written kernels
+    do (and everywhere without the kernels)."""
+    path = library() if ms.get_context("device_target") == "CPU" else None
+    if path is None:
+        return [None] * len(CONV_PASSES)
+    route = ctypes.CDLL(path).KernelsConvRoute
+    route.argtypes = [ctypes.c_int] + [ctypes.c_int64] * 7 + [ctypes.c_char_p, ctypes.c_int]
+    names: List[Optional[str]] = []
+    for kind in range(len(CONV_PASSES)):
+        name = ctypes.create_string_buffer(256)
+        chosen = route(kind, *x_shape, weight_shape[0], weight_shape[2], stride, name, len(name))
+        names.append(name.value.decode() if chosen else None)
+    return names
 
 
 def out_size(size: int, kernel: int, stride: int) -> int:

@@ -1,20 +1,24 @@
-"""The `precision` key: the CPU kernels' matrix products in fp32, or with bf16 operands and fp32 accumulation.
+"""The `precision` key: the CPU kernels' convolutions in fp32, or in bf16 (bf16 operands, fp32 accumulation).
 
 In bf16 every matrix product of src/cpu/cpu_kernels.py (the convolutions, forward and both gradients, Winograd's
 too) rounds its two operands to bfloat16 and accumulates and writes fp32 (oneDNN's dnnl_gemm_bf16bf16f32, on AMX
-or AVX512-BF16). Everything else stays fp32: the direct convolutions (the RGB layer's, the depthwise ones: no
-matrix product), batch normalisation and its statistics, the loss, the loss scale, the optimiser and the weights.
+or AVX512-BF16), and the passes where oneDNN's own bf16 convolution primitives measured faster run on those (same
+rounding: bf16 operands, fp32 accumulation and result). Everything else stays fp32: the RGB layer's direct
+convolution, the depthwise ones (no matrix product), batch normalisation and its statistics, the loss, the loss
+scale, the optimiser and the weights.
 
 An explicit bf16 on a CPU without bf16 arithmetic (or without the kernels) is an error, not a quiet fallback: oneDNN
 would emulate it slower than fp32 and less exactly, and a run, benchmark or AP labelled bf16 would not be one.
-`auto` takes bf16 where the CPU has AMX, and where it has AVX512-BF16 alone only if oneDNN's bf16 gemm measures at
-least AUTO_BF16_SPEEDUP times its fp32 sgemm's rate here (measured once per CPU and kernel build): on an AMD EPYC it ran at 2x and every forward and training
-step faster, on an Intel Xeon without AMX exposed at half, and every one slower (docs/performance.md, "bf16").
+`auto` on a CPU with bf16 arithmetic times the run's own work (train.py a training step, eval.py and predict.py a
+forward, at their batch and size) in both precisions and takes the faster (src/engine/precision_timing.py, kept
+per CPU, kernel build, model and shape); without a workload to time (tools), it takes bf16 with AMX, and with
+AVX512-BF16 alone if oneDNN's bf16 gemm measures at least AUTO_BF16_SPEEDUP times its fp32 sgemm's rate here (2x
+on an AMD EPYC, half on an Intel Xeon without AMX exposed: docs/performance.md, "bf16").
 """
 import ctypes
 import json
 import os
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import mindspore as ms
 
@@ -62,9 +66,13 @@ def measured_bf16_speedup() -> float:
     return speedup
 
 
-def choose(requested: str) -> Tuple[str, str]:
+# auto's measurement of the run's workload: a callable giving its bf16 speed over its fp32 speed, and what it times
+NetworkTiming = Tuple[Callable[[], float], str]
+
+
+def choose(requested: str, network: Optional[NetworkTiming] = None) -> Tuple[str, str]:
     """The precision to run for `requested` (fp32, bf16 or auto: the config loader checks) on this device and CPU,
-    and why."""
+    and why; auto with bf16 arithmetic measures `network` where given."""
     if requested == "fp32":
         return "fp32", "asked for"
     device = ms.get_context("device_target")
@@ -79,6 +87,10 @@ def choose(requested: str) -> Tuple[str, str]:
             raise UserError(f"precision bf16 needs a CPU with AVX512-BF16 or AMX-BF16 and the CPU kernels (here: "
                             f"{cpu}); use --precision auto or fp32")
         return "bf16", f"asked for: the kernels' oneDNN runs {cpu}"
+    if has_bf16(isa) and network is not None:
+        speedup = network[0]()
+        timed = f"{network[1]} measured {speedup:.2f}x as fast in bf16 as in fp32 here ({cpu})"
+        return ("bf16" if speedup > 1 else "fp32"), f"auto: {timed}"
     if has_amx(isa):
         return "bf16", f"auto: the kernels' oneDNN runs {cpu} (AMX)"
     if has_bf16(isa):
@@ -97,9 +109,10 @@ def set_precision(precision: str) -> None:
         ctypes.CDLL(path).KernelsSetPrecision(int(precision == "bf16"))
 
 
-def setup_precision(config, log: Callable[[str], None]) -> str:
-    """Choose config.precision's precision, set it and log which one runs and why; returns it."""
-    precision, why = choose(config.precision)
+def setup_precision(config, log: Callable[[str], None], network: Optional[NetworkTiming] = None) -> str:
+    """Choose config.precision's precision (auto timing `network`), set it and log which one runs and why;
+    returns it."""
+    precision, why = choose(config.precision, network)
     set_precision(precision)
     log(f"precision {precision} ({why})")
     return precision

@@ -17,6 +17,7 @@ from src.engine.evaluation import check_categories, evaluate_model
 from src.engine.guard import RunGuard
 from src.engine.loss import YoloWithLoss
 from src.engine.lr_scheduler import get_lr
+from src.engine.precision_timing import measure_speedup
 from src.engine.progress import EpochBar, LogWindow, MetricsLog, StepProfiler
 from src.engine.run_checkpoints import RunCheckpoints, restore_training_state
 from src.engine.start import load_initial_weights, open_start_weights, training_spec
@@ -40,7 +41,8 @@ class Trainer:
         self.logger.info("%s", config.recipe_note)
         for line in config.provenance():
             self.logger.info("config from %s", line)
-        setup_precision(config, self.logger.info)
+        setup_precision(config, self.logger.info,
+                        measure_speedup(config, "train", config.per_batch_size, config.training_shape or 416))
         if not config.data_dir or not os.path.isdir(config.data_dir):
             raise UserError(f"data_dir not found: {config.data_dir or '(not given)'}")
         self.data = CocoTrainSet(os.path.join(config.data_dir, "annotations", "instances_train2017.json"),

@@ -212,7 +212,7 @@ void conv_whole(const float *x, const float *weight, const float *bias, bool act
   }
 }
 
-void conv_any(const float *x, const float *weight, const float *bias, bool act, const Conv &s, float *y) {
+void conv_hand(const float *x, const float *weight, const float *bias, bool act, const Conv &s, float *y) {
   if (s.st == 1 && s.ckk <= kDirectTaps && s.o % kOutBlock == 0) {
     conv_direct(x, weight, bias, act, s, y);
   } else if (use_winograd(s)) {
@@ -221,6 +221,40 @@ void conv_any(const float *x, const float *weight, const float *bias, bool act, 
     conv_tiled(x, weight, bias, act, s, y);
   } else {
     conv_whole(x, weight, bias, act, s, y);
+  }
+}
+
+// Where oneDNN's convolution primitive (dnnl_conv.cc) runs a pass instead of the forms above: in bf16 only, on
+// the layer shapes where it measured faster (process CPU time, reorders in and out included; docs/performance.md,
+// "oneDNN's convolutions"). In fp32 the forms above were as fast or faster on every layer of the four networks
+// (Winograd's 2.25x fewer products on the wide 3x3 layers); in bf16 oneDNN's AVX512-BF16 / AMX kernels won the
+// narrow 3x3 layers (up to 32 input channels), the stride-2 layers and most input gradients, while Winograd (fewer
+// products, each rounded to bf16 as well) kept the wide 3x3 stride-1 layers on larger maps. The RGB layer's forward
+// stays the direct form in fp32: as fast as oneDNN's, and the image is not rounded to bf16 (with it rounded the
+// converted yolov3-tiny's scores moved by up to 0.055 from fp32's, more than tests/test_precision.py allows).
+bool onednn_runs(const Conv &s, ConvPass pass) {
+  if (!bf16_products() || !onednn_ready()) return false;
+  const int64_t columns = s.n * s.hw;  // input positions of the call
+  bool faster = false;
+  switch (pass) {
+    case kForward:  // not the direct form (the RGB layer): as fast, and exact in fp32 on the image's pixels
+      faster = s.k == 3 && (s.st == 2 || s.c <= 32) && !(s.st == 1 && s.ckk <= kDirectTaps);
+      break;
+    case kInputGrad:
+      faster = s.k == 1 ? s.o <= 32 || s.hw <= 26 * 26 : s.st == 2 || s.c <= 64 || columns < 1000;
+      break;
+    case kWeightGrad:
+      faster = s.k == 1 ? s.c <= 768 && columns >= 5000 : s.st == 1 && s.c <= 32;
+      break;
+  }
+  return faster && onednn_has(pass, s);
+}
+
+void conv_any(const float *x, const float *weight, const float *bias, bool act, const Conv &s, float *y) {
+  if (onednn_runs(s, kForward)) {
+    onednn_conv(x, weight, bias, act, s, y);
+  } else {
+    conv_hand(x, weight, bias, act, s, y);
   }
 }
 
@@ -241,10 +275,11 @@ int conv_bias_act(void **params, int64_t **shapes, bool act, int64_t stride) {
 // times the transposed im2col columns of x.
 thread_local std::vector<float> zero_bias, turned_weights, dy_columns;
 
+// The hand-written forms (also for the input gradient as a convolution: its own pass decides oneDNN or not).
 void conv_no_bias(const float *x, const Conv &s, const float *weight, float *y) {
   float *bias = scratch(&zero_bias, s.o);
   std::fill(bias, bias + s.o, 0.f);
-  conv_any(x, weight, bias, false, s, y);
+  conv_hand(x, weight, bias, false, s, y);
 }
 
 void grad_input_turned(const float *dy, const float *weight, const Conv &s, float *dx) {
@@ -331,8 +366,14 @@ void grad_weight_tiled(const float *x, const float *dy, const Conv &s, float *dw
 
 // Inputs x (n, c, h, w), weight (o, c, k, k) with k odd; output y (n, o, oh, ow).
 int conv_forward(void **params, int64_t **shapes, int64_t stride) {
-  conv_no_bias(static_cast<const float *>(params[0]), Conv(shapes[0], shapes[1], stride),
-               static_cast<const float *>(params[1]), static_cast<float *>(params[2]));
+  const float *x = static_cast<const float *>(params[0]), *weight = static_cast<const float *>(params[1]);
+  float *y = static_cast<float *>(params[2]);
+  const Conv s(shapes[0], shapes[1], stride);
+  if (onednn_runs(s, kForward)) {
+    onednn_conv(x, weight, nullptr, false, s, y);
+  } else {
+    conv_no_bias(x, s, weight, y);
+  }
   return 0;
 }
 
@@ -341,7 +382,9 @@ int conv_grad_input(void **params, int64_t **shapes, int64_t stride) {
   const Conv s(shapes[0], shapes[2], stride);
   const float *dy = static_cast<const float *>(params[1]), *weight = static_cast<const float *>(params[2]);
   float *dx = static_cast<float *>(params[3]);
-  if (stride == 1) {
+  if (onednn_runs(s, kInputGrad)) {
+    onednn_grad_input(dy, weight, s, dx);
+  } else if (stride == 1) {
     grad_input_turned(dy, weight, s, dx);
   } else {
     grad_input_col2im(dy, weight, s, dx);
@@ -354,7 +397,9 @@ int conv_grad_weight(void **params, int64_t **shapes, int64_t stride) {
   const float *x = static_cast<const float *>(params[0]), *dy = static_cast<const float *>(params[1]);
   float *dw = static_cast<float *>(params[3]);
   const Conv s(shapes[0], shapes[2], stride);
-  if (use_winograd(s)) {
+  if (onednn_runs(s, kWeightGrad)) {
+    onednn_grad_weight(x, dy, s, dw);
+  } else if (use_winograd(s)) {
     grad_weight_winograd(x, dy, s, dw);
   } else if (s.o * s.ckk <= kTiledWeights) {
     grad_weight_tiled(x, dy, s, dw);
@@ -364,6 +409,19 @@ int conv_grad_weight(void **params, int64_t **shapes, int64_t stride) {
   return 0;
 }
 }  // namespace
+
+// Which form runs a pass (0 forward, 1 input gradient, 2 weight gradient) of a convolution of x (n, c, h, w) by
+// o x c x k x k weights at a stride, in the current precision: 1 and oneDNN's implementation name in `name` (at most
+// `size` bytes) when oneDNN's primitive does (it is made here if it was not yet), else 0 (the hand-written forms).
+extern "C" int KernelsConvRoute(int pass, int64_t n, int64_t c, int64_t h, int64_t w, int64_t o, int64_t k,
+                                int64_t stride, char *name, int size) {
+  const int64_t x[4] = {n, c, h, w}, weight[4] = {o, c, k, k};
+  const Conv s(x, weight, stride);
+  const ConvPass kind = static_cast<ConvPass>(pass);
+  if (!onednn_runs(s, kind)) return 0;
+  std::snprintf(name, size, "%s", onednn_impl(kind, s, false, false));
+  return 1;
+}
 
 YOLO_AOT(ConvBias) { return conv_bias_act(params, shapes, false, 1); }
 YOLO_AOT(ConvBiasLeaky) { return conv_bias_act(params, shapes, true, 1); }

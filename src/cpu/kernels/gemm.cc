@@ -40,6 +40,9 @@ const uint16_t *packed_bf16(const float *src, int64_t rows, int64_t cols, int64_
 }
 }  // namespace
 
+void *dnnl_library() { return dnnl_lib; }
+bool bf16_products() { return use_bf16 != 0; }
+
 void gemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
           const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
   if (!use_bf16) {

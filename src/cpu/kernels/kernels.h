@@ -2,7 +2,8 @@
 // built into one library by src/cpu/cpu_kernels.py: pool.cc (2x2 max-pools), conv.cc (convolutions: direct, row
 // blocks of im2col, whole-image im2col, and their gradients), winograd.cc (Winograd F(2x2, 3x3), forward and weight
 // gradient), depthwise.cc (MobileNetV2's 3x3 depthwise convolutions), batchnorm.cc (batch normalisation with the
-// batch's statistics and leaky ReLU) and gemm.cc (the matrix product they all use).
+// batch's statistics and leaky ReLU), gemm.cc (the matrix product they all use) and dnnl_conv.cc (oneDNN's own
+// convolution primitives, which conv.cc picks in bf16 where they measured faster; dnnl_api.h declares the C API).
 #pragma once
 
 #include <omp.h>
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
@@ -21,10 +23,16 @@
 namespace yolo {
 
 typedef float v8 __attribute__((vector_size(32)));  // eight floats, one AVX register
+typedef int32_t v8i __attribute__((vector_size(32)));  // eight ints: v8 comparisons, lane masks and patterns
 
 // Every matrix product of the kernels (gemm.cc): dnnl_sgemm's arguments, row-major, on the calling thread only.
 void gemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
           const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+
+// The kernels' private libdnnl (dlopen handle, null if it did not load), and whether the matrix products and
+// oneDNN's convolutions run in bf16 (KernelsSetPrecision).
+void *dnnl_library();
+bool bf16_products();
 
 // A convolution with padding k / 2 and stride st: input n x c x h x w, output n x o x oh x ow.
 struct Conv {
@@ -57,5 +65,18 @@ void split_over_threads(int64_t len, Piece piece) {
 bool use_winograd(const Conv &s);
 void conv_winograd(const float *x, const float *weight, const float *bias, bool act, const Conv &s, float *y);
 void grad_weight_winograd(const float *x, const float *dy, const Conv &s, float *dw);
+
+// The passes of a convolution in training.
+enum ConvPass { kForward = 0, kInputGrad = 1, kWeightGrad = 2 };
+
+// oneDNN's convolution primitives (dnnl_conv.cc) on the kernels' fp32 NCHW tensors, in the precision of
+// bf16_products(): the forward (bias and leaky ReLU optional), the input gradient and the weight gradient.
+bool onednn_ready();
+bool onednn_has(ConvPass pass, const Conv &s);  // oneDNN implements the pass in the current precision (made here)
+void onednn_conv(const float *x, const float *weight, const float *bias, bool act, const Conv &s, float *y);
+void onednn_grad_input(const float *dy, const float *weight, const Conv &s, float *dx);
+void onednn_grad_weight(const float *x, const float *dy, const Conv &s, float *dw);
+// The implementation oneDNN picked for a pass's primitive.
+const char *onednn_impl(ConvPass pass, const Conv &s, bool bias, bool act);
 
 }  // namespace yolo

@@ -80,6 +80,11 @@ YOLO_AOT(MaxPool2x2Stride1Grad) {
   return 0;
 }
 
+// Lane patterns of two eight-float vectors a, b (lanes 0-7 of a, 8-15 of b): the even and odd of the sixteen,
+// and back, the first and last four lanes of each interleaved.
+constexpr v8i kEven = {0, 2, 4, 6, 8, 10, 12, 14}, kOdd = {1, 3, 5, 7, 9, 11, 13, 15};
+constexpr v8i kLow = {0, 8, 1, 9, 2, 10, 3, 11}, kHigh = {4, 12, 5, 13, 6, 14, 7, 15};
+
 // dx: each window's gradient goes to its first maximum in row-major order, zeros elsewhere (also in
 // a dropped odd row or column). Inputs x, y (the forward's output), dy.
 YOLO_AOT(MaxPool2x2Grad) {
@@ -95,7 +100,29 @@ YOLO_AOT(MaxPool2x2Grad) {
     const float *x0 = x + offset, *x1 = x0 + w;
     float *d0 = dx + offset, *d1 = d0 + w;
     const float *m = y + r * ow, *grad = dy + r * ow;
-    for (int64_t j = 0; j < ow; ++j) {
+    int64_t j = 0;
+    for (; j + 8 <= ow; j += 8) {  // eight windows at once: the same choices, in vector lanes
+      v8 a0, b0, a1, b1, v, gv;
+      std::memcpy(&a0, x0 + 2 * j, sizeof(v8));
+      std::memcpy(&b0, x0 + 2 * j + 8, sizeof(v8));
+      std::memcpy(&a1, x1 + 2 * j, sizeof(v8));
+      std::memcpy(&b1, x1 + 2 * j + 8, sizeof(v8));
+      std::memcpy(&v, m + j, sizeof(v8));
+      std::memcpy(&gv, grad + j, sizeof(v8));
+      const v8i first = __builtin_shuffle(a0, b0, kEven) == v;
+      const v8i second = ~first & (__builtin_shuffle(a0, b0, kOdd) == v);
+      const v8i third = ~first & ~second & (__builtin_shuffle(a1, b1, kEven) == v);
+      const v8i fourth = ~first & ~second & ~third;
+      const v8i g = reinterpret_cast<v8i>(gv);
+      const v8 top_even = reinterpret_cast<v8>(first & g), top_odd = reinterpret_cast<v8>(second & g);
+      const v8 bottom_even = reinterpret_cast<v8>(third & g), bottom_odd = reinterpret_cast<v8>(fourth & g);
+      const v8 out[4] = {__builtin_shuffle(top_even, top_odd, kLow), __builtin_shuffle(top_even, top_odd, kHigh),
+                         __builtin_shuffle(bottom_even, bottom_odd, kLow),
+                         __builtin_shuffle(bottom_even, bottom_odd, kHigh)};
+      std::memcpy(d0 + 2 * j, out, 2 * sizeof(v8));
+      std::memcpy(d1 + 2 * j, out + 2, 2 * sizeof(v8));
+    }
+    for (; j < ow; ++j) {
       const int64_t c = 2 * j;
       const float v = m[j], gv = grad[j];
       const bool first = x0[c] == v;
