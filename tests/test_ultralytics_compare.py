@@ -48,7 +48,8 @@ def test_yolo_layout_and_scoring_round_trip(coco_set, tmp_path_factory):
     assert names == ["circle", "square"]  # labels in category id order: 0 -> 0, 9 -> 1
     layout = out / "yolo_data"
     assert os.path.realpath(layout / "images" / "val" / "7.png") == os.path.realpath(data_dir / "val2017" / "b.png")
-    rows = [[float(v) for v in line.split()] for line in (layout / "labels" / "val" / "40.txt").read_text().splitlines()]
+    lines = (layout / "labels" / "val" / "40.txt").read_text().splitlines()
+    rows = [[float(v) for v in line.split()] for line in lines]
     np.testing.assert_allclose(rows, [[0, 35 / 200, 40 / 100, 50 / 200, 40 / 100], [1, 150 / 200, 0.5, 0.5, 1.0]],
                                atol=1e-6)
     assert "names:\n  0: \"circle\"\n  1: \"square\"\n" in (layout / "data.yaml").read_text()
