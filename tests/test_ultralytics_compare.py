@@ -61,7 +61,7 @@ def test_yolo_layout_and_scoring_round_trip(coco_set, tmp_path_factory):
     args.data_dir = str(data_dir)
     label = {0: 0, 9: 1}
     exact = [{"image": str(i), "label": label[c], "score": 0.9, "bbox": b} for i in boxes for c, b in boxes[i]]
-    stats = tool.score_ultralytics(args, {"detections": exact, "train_seconds": 1.0}, names)
+    stats = tool.score_ultralytics(args, {"detections": exact, "train_seconds": 1.0})
     assert stats["AP"] == pytest.approx(1.0) and stats["AP75"] == pytest.approx(1.0)
     swapped = [dict(d, label=1 - d["label"]) for d in exact]  # the classes the other way round: nothing right
-    assert tool.score_ultralytics(args, {"detections": swapped, "train_seconds": 1.0}, names)["AP50"] == 0.0
+    assert tool.score_ultralytics(args, {"detections": swapped, "train_seconds": 1.0})["AP50"] == 0.0

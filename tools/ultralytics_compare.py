@@ -75,6 +75,11 @@ def ultralytics_python(venv: str) -> str:
 
 # ---- the package's side (the project's venv) ----
 
+def label_order(categories: List[dict]) -> List[dict]:
+    """A COCO file's categories in ultralytics' label order (0, 1, ...): by category id."""
+    return sorted(categories, key=lambda c: c["id"])
+
+
 def write_yolo_layout(data_dir: str, out: str) -> List[str]:
     """DATA_DIR's COCO layout as ultralytics' YOLO layout under OUT (image files as symlinks named by image id);
     returns the class names in label order (the file's categories by id)."""
@@ -82,7 +87,7 @@ def write_yolo_layout(data_dir: str, out: str) -> List[str]:
     for split in ("train", "val"):
         with open(os.path.join(data_dir, "annotations", f"instances_{split}2017.json"), encoding="utf-8") as f:
             coco = json.load(f)
-        cats = sorted(coco["categories"], key=lambda c: c["id"])
+        cats = label_order(coco["categories"])
         if names and names != [c["name"] for c in cats]:
             raise SystemExit("error: the train and val annotation files list different categories")
         names = [c["name"] for c in cats]
@@ -125,22 +130,22 @@ def package_side(args, extra: List[str]) -> Dict[str, float]:
     seconds = run_logged(["train.py", "--config_path", args.config_path, "--data_dir", args.data_dir,
                           "--training_shape", str(args.imgsz), "--max_epoch", str(args.epochs), "--per_batch_size",
                           str(args.batch), "--ckpt_path", out, "--device_target", "CPU", *extra], out + "_train.log")
-    folder = os.path.join(out, "ckpt_0")
-    steps = {int(f[:-len(".ckpt")].rsplit("_", 1)[1]): f for f in os.listdir(folder) if f[0].isdigit()}
-    run_logged(["eval.py", "--config_path", args.config_path, "--data_dir", args.data_dir, "--pretrained",
-                os.path.join(folder, steps[max(steps)]), "--testing_shape", str(args.imgsz), "--device_target", "CPU",
-                "--eval_dir", os.path.join(out, "eval")], out + "_eval.log")
+    from src.engine.run_checkpoints import list_checkpoints  # MindSpore: the project's venv only
+    last = list_checkpoints(os.path.join(out, "ckpt_0"))[-1][1]
+    run_logged(["eval.py", "--config_path", args.config_path, "--data_dir", args.data_dir, "--pretrained", last,
+                "--testing_shape", str(args.imgsz), "--device_target", "CPU", "--eval_dir", os.path.join(out, "eval")],
+               out + "_eval.log")
     with open(os.path.join(out, "eval", "stats.json"), encoding="utf-8") as f:
         stats = json.load(f)
     return {"AP": stats["AP"], "AP50": stats["AP50"], "AP75": stats["AP75"], "train_seconds": seconds}
 
 
-def score_ultralytics(args, found: dict, names: List[str]) -> Dict[str, float]:
+def score_ultralytics(args, found: dict) -> Dict[str, float]:
     """The ultralytics detections scored as eval.py scores the package's."""
     from src.data.coco import evaluate, load_coco
     ann = os.path.join(args.data_dir, "annotations", "instances_val2017.json")
     coco = load_coco(ann)
-    category = {k: c["id"] for k, c in enumerate(sorted(coco.dataset["categories"], key=lambda c: c["id"]))}
+    category = {k: c["id"] for k, c in enumerate(label_order(coco.dataset["categories"]))}
     results = [{"image_id": int(d["image"]), "category_id": category[d["label"]], "bbox": d["bbox"],
                 "score": d["score"]} for d in found["detections"]]
     stats, _, _ = evaluate(coco, results)
@@ -204,14 +209,14 @@ def main() -> None:
         if not os.path.isfile(os.path.join(args.data_dir, "annotations", f"instances_{split}2017.json")):
             raise SystemExit(f"error: {args.data_dir} holds no annotations/instances_{split}2017.json")
     os.makedirs(args.output_dir, exist_ok=True)
-    names = write_yolo_layout(args.data_dir, os.path.join(args.output_dir, "yolo_data"))
+    write_yolo_layout(args.data_dir, os.path.join(args.output_dir, "yolo_data"))
     rows: Dict[str, Dict[str, float]] = {}
     if not args.skip_package:
         rows["this package"] = package_side(args, extra)
         rows["this package"]["load"] = os.getloadavg()[0]
     found = ultralytics_side(args)
     name = f"ultralytics {found['ultralytics']} YOLOv3-tiny"
-    rows[name] = score_ultralytics(args, found, names)
+    rows[name] = score_ultralytics(args, found)
     rows[name]["load"] = found["load"]
     print(f"\n{os.path.basename(args.data_dir)} from scratch: {args.epochs} epochs at {args.imgsz}, batch "
           f"{args.batch}; val AP by the package's COCO evaluator; load: the load average when training ended")
