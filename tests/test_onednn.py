@@ -1,5 +1,6 @@
 """No convolution on oneDNN's reference kernels, whatever the CPU: MindSpore's oneDNN is capped at AVX2 (it runs
 reference convolutions on AVX-512), the CPU kernels' own copy keeps every instruction set the CPU has."""
+import json
 import os
 import subprocess
 import sys
@@ -70,7 +71,8 @@ def test_bf16_training_runs_onednn_convolutions_and_no_reference_one(tmp_path):
                       "--training_shape", "128", "--per_batch_size", "2", "--max_epoch", "1", "--precision", "bf16",
                       "--ckpt_path", str(tmp_path / "run"))
     implementations = onednn.convolution_implementations(out)
-    assert implementations and all("bf16" in name for name in implementations), set(implementations)
+    # bf16 kernels: AVX512-BF16 ones name it, AMX ones their ISA (e.g. brg_conv_fwd:avx10_1_512_amx)
+    assert implementations and all("bf16" in name or "amx" in name for name in implementations), set(implementations)
     assert onednn.reference_kernels(implementations) == []
 
 
@@ -108,6 +110,44 @@ def test_a_cpu_without_bf16_convolutions_keeps_the_hand_written_forms():
                           env={**clean_env(), "ONEDNN_VERBOSE": "0", "ONEDNN_MAX_CPU_ISA": "AVX2"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "AVX2 [None, None, None]"
+
+
+def bf16_routes(**env: str) -> list:
+    """In bf16, conv_route of a wide 3x3 layer (Winograd's shape without AMX), a narrow one and the RGB layer, with
+    the kernels' oneDNN ISA: [isa, wide, narrow, rgb] from a fresh process with `env`."""
+    code = ("from src.cpu.process import set_up_process; set_up_process(); import json, mindspore as ms; "
+            "ms.set_context(device_target='CPU'); from src.cpu import cpu_kernels, precision; "
+            "precision.set_precision('bf16'); r = cpu_kernels.conv_route; "
+            "print(json.dumps([precision.kernels_isa(), r((8, 128, 26, 26), (256, 128, 3, 3), 1), "
+            "r((8, 16, 52, 52), (32, 16, 3, 3), 1), r((8, 3, 64, 64), (16, 3, 3, 3), 1)]))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**clean_env(), "ONEDNN_VERBOSE": "0", **env})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_on_amx_onednn_runs_every_bf16_pass_but_the_rgb_layers_forward():
+    from src.cpu import precision
+    if not precision.has_amx(precision.kernels_isa()):
+        pytest.skip("this CPU (or the kernels' oneDNN) has no AMX")
+    isa, wide, narrow, rgb = bf16_routes()
+    assert precision.has_amx(isa)
+    for name in wide + narrow + rgb[1:]:
+        assert name is not None and "amx" in name, (wide, narrow, rgb)
+    assert rgb[0] is None  # the direct form, in fp32 on the image's pixels
+
+
+def test_without_amx_bf16_passes_are_chosen_by_layer_shape():
+    """Capped at AVX512-BF16 (an AMD EPYC's oneDNN, on any CPU with bf16 dot products): the wide 3x3 layer stays on
+    the hand-written forms (Winograd), the narrow one's forward runs oneDNN's AVX512-BF16 primitive."""
+    from src.cpu import precision
+    if not precision.has_bf16(precision.kernels_isa()):
+        pytest.skip("this CPU (or the kernels' oneDNN) has no bf16 arithmetic (AVX512-BF16 or AMX-BF16)")
+    isa, wide, narrow, rgb = bf16_routes(ONEDNN_MAX_CPU_ISA="AVX512_CORE_BF16")
+    assert precision.has_bf16(isa) and not precision.has_amx(isa), hex(isa)
+    assert wide == [None, None, None]
+    assert narrow[0] is not None and "avx512_core_bf16" in narrow[0], narrow
+    assert rgb[0] is None
 
 
 def test_verbose_lines_are_parsed():

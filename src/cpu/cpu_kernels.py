@@ -17,8 +17,9 @@ without a compiler or without MindSpore's libdnnl the stock ops are used (with
 a warning).
 
 In bf16 (src/cpu/precision.py) the passes where oneDNN's own convolution primitives
-measured faster (kernels/dnnl_conv.cc, from the same private libdnnl, chosen by layer
-shape in kernels/conv.cc's onednn_runs) run through them instead; conv_route says which.
+measured faster (kernels/dnnl_conv.cc, from the same private libdnnl; kernels/conv.cc's
+onednn_runs: every pass oneDNN runs on AMX, by layer shape without AMX) run through them
+instead; conv_route says which.
 
 A fused leaky ReLU kernel was tried too and lost to 0.1x + 0.9 relu(x) in stock
 ops.

@@ -224,30 +224,32 @@ void conv_hand(const float *x, const float *weight, const float *bias, bool act,
   }
 }
 
-// Where oneDNN's convolution primitive (dnnl_conv.cc) runs a pass instead of the forms above: in bf16 only, on
-// the layer shapes where it measured faster (process CPU time, reorders in and out included; docs/performance.md,
-// "oneDNN's convolutions"). In fp32 the forms above were as fast or faster on every layer of the four networks
-// (Winograd's 2.25x fewer products on the wide 3x3 layers); in bf16 oneDNN's AVX512-BF16 / AMX kernels won the
-// narrow 3x3 layers (up to 32 input channels), the stride-2 layers and most input gradients, while Winograd (fewer
-// products, each rounded to bf16 as well) kept the wide 3x3 stride-1 layers on larger maps. The RGB layer's forward
-// stays the direct form in fp32: as fast as oneDNN's, and the image is not rounded to bf16 (with it rounded the
-// converted yolov3-tiny's scores moved by up to 0.055 from fp32's, more than tests/test_precision.py allows).
+// Where oneDNN's convolution primitive (dnnl_conv.cc) runs a pass instead of the forms above: in bf16 only
+// (docs/performance.md, "oneDNN's convolutions"; process CPU time, reorders in and out included). In fp32 the forms
+// above were as fast or faster on every layer of the four networks (Winograd's 2.25x fewer products on the wide
+// 3x3 layers). In bf16, where oneDNN runs the pass on AMX (its implementation says so), oneDNN runs it: its AMX
+// kernels ran yolov3-tiny's bf16 forward 1.5x and its training step 1.3x as fast as the per-shape choice below on
+// an Intel Xeon with AMX. Without AMX (AVX512-BF16, measured on an AMD EPYC) by layer shape: oneDNN won the narrow
+// 3x3 layers (up to 32 input channels), the stride-2 layers and most input gradients, while Winograd (fewer
+// products, each rounded to bf16 as well) kept the wide 3x3 stride-1 layers on larger maps. The RGB layer's
+// forward stays the direct form in fp32 everywhere: as fast as oneDNN's, and the image is not rounded to bf16
+// (with it rounded the converted yolov3-tiny's scores moved by up to 0.055 from fp32's, more than
+// tests/test_precision.py allows).
 bool onednn_runs(const Conv &s, ConvPass pass) {
   if (!bf16_products() || !onednn_ready()) return false;
+  // the RGB layer's forward keeps the direct form: as fast, and exact in fp32 on the image's pixels
+  if ((pass == kForward && s.st == 1 && s.ckk <= kDirectTaps) || !onednn_has(pass, s)) return false;
+  if (onednn_on_amx(pass, s)) return true;
   const int64_t columns = s.n * s.hw;  // input positions of the call
-  bool faster = false;
   switch (pass) {
-    case kForward:  // not the direct form (the RGB layer): as fast, and exact in fp32 on the image's pixels
-      faster = s.k == 3 && (s.st == 2 || s.c <= 32) && !(s.st == 1 && s.ckk <= kDirectTaps);
-      break;
+    case kForward:
+      return s.k == 3 && (s.st == 2 || s.c <= 32);
     case kInputGrad:
-      faster = s.k == 1 ? s.o <= 32 || s.hw <= 26 * 26 : s.st == 2 || s.c <= 64 || columns < 1000;
-      break;
+      return s.k == 1 ? s.o <= 32 || s.hw <= 26 * 26 : s.st == 2 || s.c <= 64 || columns < 1000;
     case kWeightGrad:
-      faster = s.k == 1 ? s.c <= 768 && columns >= 5000 : s.st == 1 && s.c <= 32;
-      break;
+      return s.k == 1 ? s.c <= 768 && columns >= 5000 : s.st == 1 && s.c <= 32;
   }
-  return faster && onednn_has(pass, s);
+  return false;
 }
 
 void conv_any(const float *x, const float *weight, const float *bias, bool act, const Conv &s, float *y) {

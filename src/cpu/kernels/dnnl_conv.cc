@@ -407,6 +407,12 @@ void onednn_grad_weight(const float *x, const float *dy, const Conv &s, float *d
 
 bool onednn_has(ConvPass pass, const Conv &s) { return primitive(pass, s, false, false) != nullptr; }
 
+// oneDNN names the instruction set in its implementations' names (e.g. "brg_conv_fwd:avx512_core_amx").
+bool onednn_on_amx(ConvPass pass, const Conv &s) {
+  const Primitive *p = primitive(pass, s, false, false);
+  return p != nullptr && p->impl.find("amx") != std::string::npos;
+}
+
 const char *onednn_impl(ConvPass pass, const Conv &s, bool bias, bool act) {
   return made(primitive(pass, s, bias, act)).impl.c_str();
 }

@@ -73,6 +73,7 @@ enum ConvPass { kForward = 0, kInputGrad = 1, kWeightGrad = 2 };
 // bf16_products(): the forward (bias and leaky ReLU optional), the input gradient and the weight gradient.
 bool onednn_ready();
 bool onednn_has(ConvPass pass, const Conv &s);  // oneDNN implements the pass in the current precision (made here)
+bool onednn_on_amx(ConvPass pass, const Conv &s);  // and runs it on AMX (its implementation's name says so)
 void onednn_conv(const float *x, const float *weight, const float *bias, bool act, const Conv &s, float *y);
 void onednn_grad_input(const float *dy, const float *weight, const Conv &s, float *dx);
 void onednn_grad_weight(const float *x, const float *dy, const Conv &s, float *dw);
