@@ -10,6 +10,7 @@ from mindspore import Tensor, nn
 from src.models.spec import ModelSpec
 from src.cpu import cpu_kernels
 from src.cpu.routing import use_cpu_inference_kernels, use_cpu_training_kernels
+from src.models.darknet import ResidualBlock
 from src.models.layers import ConvBN, ConvBNLeaky, HeadConv, LeakyReLU, MaxPool
 
 ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", jit_config={"jit_level": "O0"})
@@ -137,18 +138,22 @@ def test_training_leaky_relu_is_the_same_function():
     np.testing.assert_allclose(dx_train, dx_infer, rtol=1e-6, atol=1e-7)
 
 
-def folded_conv(c: int, o: int, k: int, leaky: bool, seed: int, stride: int = 1, groups: int = 1) -> ConvBN:
-    """A ConvBN with random weights and BN statistics, BN folded for inference."""
+def fold_random(cell: ConvBN, seed: int) -> ConvBN:
+    """The ConvBN with random weights and BN statistics, BN folded for inference."""
     rng = np.random.default_rng(seed)
-    cell = ConvBN(c, o, k, stride, groups, LeakyReLU() if leaky else None)
-    shape = (o, c // groups, k, k)
+    shape = cell.conv.weight.shape
     cell.conv.weight.set_data(Tensor(rng.standard_normal(shape).astype(np.float32) / np.sqrt(np.prod(shape[1:]))))
     for name, lo, hi in (("gamma", 0.5, 1.5), ("beta", -0.5, 0.5), ("moving_mean", -0.5, 0.5),
                          ("moving_variance", 0.5, 2.0)):
-        getattr(cell.bn, name).set_data(Tensor(rng.uniform(lo, hi, o).astype(np.float32)))
+        getattr(cell.bn, name).set_data(Tensor(rng.uniform(lo, hi, shape[0]).astype(np.float32)))
     cell.fold_bn()
     cell.set_train(False)
     return cell
+
+
+def folded_conv(c: int, o: int, k: int, leaky: bool, seed: int, stride: int = 1, groups: int = 1) -> ConvBN:
+    """A ConvBN with random weights and BN statistics, BN folded for inference."""
+    return fold_random(ConvBN(c, o, k, stride, groups, LeakyReLU() if leaky else None), seed)
 
 
 # (x shape, out channels, kernel, stride): the direct path (3 input channels, a partial 16-column block), the
@@ -193,6 +198,42 @@ def test_inference_depthwise_kernel_matches_mindspore(shape, stride, leaky):
     x = Tensor(np.random.default_rng(5).standard_normal(shape).astype(np.float32))
     stock, fast = (folded_conv(c, c, 3, leaky, 6, stride, groups=c) for _ in range(2))
     check_inference_kernel(stock, fast, x, leaky)
+
+
+def folded_block(channels: int, seed: int) -> ResidualBlock:
+    block = ResidualBlock(channels)
+    fold_random(block.conv1, seed)
+    fold_random(block.conv2, seed + 1)
+    block.set_train(False)
+    return block
+
+
+@pytest.mark.parametrize("shape", [(2, 64, 26, 26), (1, 128, 13, 11)])
+def test_inference_residual_block_kernel_matches_its_layers(shape):
+    """darknet's residual block as one op: MindSpore's numbers to 1e-5, and to the bit the block's two convolutions
+    on their own kernels plus MindSpore's sum, in fp32 and (where the CPU has it) in bf16, where on AMX the block
+    stays in oneDNN's NHWC between its convolutions."""
+    from src.cpu import precision
+    assert cpu_kernels.enabled(), "g++ is needed for this test (the fallback has its own test)"
+    x = Tensor(np.random.default_rng(7).standard_normal(shape).astype(np.float32))
+    stock, fused, apart = (folded_block(shape[1], 8) for _ in range(3))
+    assert use_cpu_inference_kernels(fused) == 1 and fused.kernel is not None
+    assert use_cpu_inference_kernels(apart.conv1) == 1 and use_cpu_inference_kernels(apart.conv2) == 1
+    np.testing.assert_allclose(fused(x).asnumpy(), stock(x).asnumpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(fused(x).asnumpy(), apart(x).asnumpy())
+    if precision.has_bf16(precision.kernels_isa()):
+        n, c, h, w = shape
+        precision.set_precision("bf16")
+        try:
+            y_fused, y_apart = fused(x).asnumpy(), apart(x).asnumpy()
+            on_onednn = [cpu_kernels.conv_route(shape, (c // 2, c, 1, 1), 1)[0],
+                         cpu_kernels.conv_route((n, c // 2, h, w), (c, c // 2, 3, 3), 1)[0]]
+        finally:
+            precision.set_precision("fp32")
+        np.testing.assert_array_equal(y_fused, y_apart)
+        assert np.abs(y_fused - stock(x).asnumpy()).max() < 0.1  # bf16 operands, not fp32's numbers
+        if precision.has_amx(precision.kernels_isa()):  # both convolutions on oneDNN: the NHWC path ran
+            assert all(name is not None and "amx" in name for name in on_onednn), on_onednn
 
 
 def assert_training_kernels_match(make_cell, weight: Tensor, x: np.ndarray, w: np.ndarray, atol: float) -> None:

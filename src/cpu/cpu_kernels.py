@@ -164,6 +164,13 @@ def conv_bias(leaky: bool, stride: int = 1) -> ops.Custom:
     return _op(name, lambda x, w, b: (x[0], w[0], out_size(x[2], w[2], stride), out_size(x[3], w[3], stride)))
 
 
+def residual_block() -> ops.Custom:
+    """Inference: darknet's residual block, x + conv2(conv1(x)) with a 1x1 then a 3x3 convolution, each with its
+    bias and leaky ReLU: (x, w1, b1, w2, b2) -> y like x. No gradient. In bf16 where oneDNN runs both convolutions,
+    the block stays in oneDNN's NHWC between them."""
+    return _op("ResidualBlock", lambda x, w1, b1, w2, b2: x)
+
+
 def depthwise_bias(leaky: bool, stride: int = 1) -> ops.Custom:
     """Inference: depthwise 3x3 convolution with padding 1, stride 1 or 2, plus a bias, then leaky ReLU if asked:
     (x, weight (c, 1, 3, 3), bias (c,)) -> y. No gradient."""

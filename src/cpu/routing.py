@@ -5,6 +5,7 @@ import functools
 from mindspore import nn
 
 from src.cpu import cpu_kernels
+from src.models.darknet import ResidualBlock
 from src.models.layers import ConvBN, HeadConv, LeakyReLU, MaxPool
 
 
@@ -49,13 +50,19 @@ def use_cpu_training_kernels(network: nn.Cell) -> int:
 
 def use_cpu_inference_kernels(network: nn.Cell) -> int:
     """On the CPU (if the kernels build), run every convolution of a BN-folded network (stride 1 or 2, depthwise
-    too), each with its bias and leaky ReLU, and its 2x2 max-pools as src.cpu.cpu_kernels ops. Inference only (these
-    ops have no gradient), and call it after any export from the same network and before its first run. Returns
-    how many cells use a kernel."""
+    too), each with its bias and leaky ReLU, darknet's residual blocks each as one op (in bf16 the block stays in
+    oneDNN's layout between its two convolutions), and its 2x2 max-pools as src.cpu.cpu_kernels ops. Inference only
+    (these ops have no gradient), and call it after any export from the same network and before its first run.
+    Returns how many cells use a kernel."""
     if network.training:
         raise ValueError("use_cpu_inference_kernels needs a network in inference mode (set_train(False))")
-    chosen = []
+    blocks = [cell for _, cell in network.cells_and_names()
+              if isinstance(cell, ResidualBlock) and cell.conv1.folded and cell.conv2.folded]
+    in_blocks = {id(conv) for block in blocks for conv in (block.conv1, block.conv2)}
+    chosen = [(block, cpu_kernels.residual_block) for block in blocks]
     for _, cell in network.cells_and_names():
+        if id(cell) in in_blocks:
+            continue
         if isinstance(cell, ConvBN) and cell.folded and (cell.act is None or isinstance(cell.act, LeakyReLU)):
             make = cpu_kernels.depthwise_bias if depthwise_conv(cell) else cpu_kernels.conv_bias
             if depthwise_conv(cell) or kernel_conv(cell):

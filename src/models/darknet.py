@@ -7,14 +7,20 @@ from src.models.layers import ConvBNLeaky, MaxPool
 
 
 class ResidualBlock(nn.Cell):
-    """1x1 conv to half the channels, 3x3 conv back, plus the input ([shortcut] from=-3)."""
+    """1x1 conv to half the channels, 3x3 conv back, plus the input ([shortcut] from=-3).
+
+    On the CPU, src.cpu.routing may give a BN-folded block `kernel`: the whole block in one op."""
 
     def __init__(self, channels: int):
         super().__init__()
         self.conv1 = ConvBNLeaky(channels, channels // 2, 1)
         self.conv2 = ConvBNLeaky(channels // 2, channels, 3)
+        self.kernel = None
 
     def construct(self, x):
+        if self.kernel is not None:
+            return self.kernel(x, self.conv1.conv.weight, self.conv1.conv.bias, self.conv2.conv.weight,
+                               self.conv2.conv.bias)
         return x + self.conv2(self.conv1(x))
 
 

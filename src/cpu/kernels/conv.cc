@@ -271,6 +271,33 @@ int conv_bias_act(void **params, int64_t **shapes, bool act, int64_t stride) {
   return 0;
 }
 
+thread_local std::vector<float> block_buffer;
+
+// Inference: darknet's residual block, y = x + conv2(conv1(x)) (1x1 to half the channels, then 3x3 back, each with
+// bias and leaky ReLU): x (n, c, h, w), w1 (c / 2, c, 1, 1), b1, w2 (c, c / 2, 3, 3), b2; output y like x. Where
+// oneDNN runs both forwards, the block stays in NHWC between them (dnnl_conv.cc); else the two convolutions as
+// conv_any runs them and the sum, the same bits as the three ops apart.
+int residual_block(void **params, int64_t **shapes) {
+  const float *x = static_cast<const float *>(params[0]);
+  const float *w1 = static_cast<const float *>(params[1]), *b1 = static_cast<const float *>(params[2]);
+  const float *w2 = static_cast<const float *>(params[3]), *b2 = static_cast<const float *>(params[4]);
+  float *y = static_cast<float *>(params[5]);
+  const Conv s1(shapes[0], shapes[1]);
+  const int64_t mid[4] = {s1.n, s1.o, s1.oh, s1.ow};
+  const Conv s2(mid, shapes[3]);
+  if (onednn_runs(s1, kForward) && onednn_runs(s2, kForward)) {
+    onednn_residual(x, w1, b1, w2, b2, s1, s2, y);
+    return 0;
+  }
+  float *t = scratch(&block_buffer, s1.n * s1.o * s1.ohw);
+  conv_any(x, w1, b1, true, s1, t);
+  conv_any(t, w2, b2, true, s2, y);
+  const int64_t size = s2.n * s2.o * s2.ohw;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < size; ++i) y[i] = x[i] + y[i];
+  return 0;
+}
+
 // Training: the convolution without bias, its input gradient and its weight gradient. Stride 1: the input
 // gradient is the same convolution of dy with the weights transposed and turned by 180 degrees; stride 2: the
 // columns W^T dy scattered back (col2im). The weight gradient is Winograd's where the forward is Winograd, else dy
@@ -425,6 +452,7 @@ extern "C" int KernelsConvRoute(int pass, int64_t n, int64_t c, int64_t h, int64
   return 1;
 }
 
+YOLO_AOT(ResidualBlock) { return residual_block(params, shapes); }
 YOLO_AOT(ConvBias) { return conv_bias_act(params, shapes, false, 1); }
 YOLO_AOT(ConvBiasLeaky) { return conv_bias_act(params, shapes, true, 1); }
 YOLO_AOT(ConvBiasStride2) { return conv_bias_act(params, shapes, false, 2); }

@@ -139,6 +139,15 @@ handle plain(std::initializer_list<int64_t> shape, int data_type = dnnl::kF32) {
   return md;
 }
 
+// An NHWC 4-d tensor (n, c, h, w) of a data type: the layout oneDNN's AMX convolutions pick for themselves.
+handle nhwc(const int64_t (&shape)[4], int data_type) {
+  dnnl::dims d = {shape[0], shape[1], shape[2], shape[3]};
+  dnnl::dims strides = {shape[1] * shape[2] * shape[3], 1, shape[3] * shape[1], shape[1]};
+  handle md = nullptr;
+  check(dnnl::api().memory_desc_create_with_strides(&md, 4, d, data_type, strides), "memory_desc (nhwc)");
+  return md;
+}
+
 handle any(std::initializer_list<int64_t> shape, int data_type) {
   dnnl::dims d = {};
   int nd = 0;
@@ -278,9 +287,14 @@ void run(const Primitive &p, void *const *pointers) {
   for (handle m : made) dnnl::api().memory_destroy(m);
 }
 
+// How a forward primitive's activations are laid out: the op's fp32 NCHW tensors in and out (reordered around
+// the primitive), or the residual block's inner forms (onednn_residual): fp32 NCHW in and bf16 NHWC out, bf16 NHWC
+// in and fp32 NHWC out.
+enum Layout { kPlainLayout = 0, kToNhwcBf16 = 1, kNhwcBf16ToNhwc = 2 };
+
 // What a primitive is made for: kind (0 forward, 1 backward data, 2 backward weights), the shape, precision,
-// activation and bias.
-typedef std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int> Key;
+// activation, bias and layout.
+typedef std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int> Key;
 
 struct Descs {
   Md src, weights, bias, dst, user_src, user_weights, user_bias, user_dst;
@@ -314,11 +328,25 @@ std::mutex cache_mutex;
 std::map<Key, std::unique_ptr<Primitive>> cache;
 
 // The primitive for a pass, made on first use; null where oneDNN has no implementation for it.
-std::unique_ptr<Primitive> make_primitive(int kind, const Conv &s, bool bf16, bool bias_too, bool act) {
+std::unique_ptr<Primitive> make_primitive(int kind, const Conv &s, bool bf16, bool bias_too, bool act,
+                                          Layout layout) {
   auto p = std::make_unique<Primitive>();
   Descs d(s, bf16, bias_too);
   const dnnl::Api &a = dnnl::api();
   handle attr = attributes(act);
+  if (layout != kPlainLayout) {  // the residual block's forms: the inner tensors are the op's own buffers
+    const int64_t in[4] = {s.n, s.c, s.h, s.w}, out[4] = {s.n, s.o, s.oh, s.ow};
+    const int out_type = layout == kToNhwcBf16 ? dnnl::kBf16 : dnnl::kF32;
+    Md src(nhwc(in, dnnl::kBf16)), dst(nhwc(out, out_type));
+    std::swap(d.src.md, src.md);
+    std::swap(d.dst.md, dst.md);
+    if (layout == kNhwcBf16ToNhwc) {
+      a.memory_desc_destroy(d.user_src.md);
+      d.user_src.md = nhwc(in, dnnl::kBf16);
+    }
+    a.memory_desc_destroy(d.user_dst.md);
+    d.user_dst.md = nhwc(out, out_type);
+  }
   if (kind == 0) {
     p->pd = d.forward_pd(attr, dnnl::kForwardInference, d.dst.md);  // no workspace: training needs nothing more
     if (p->pd == nullptr) {
@@ -369,12 +397,12 @@ std::unique_ptr<Primitive> make_primitive(int kind, const Conv &s, bool bf16, bo
   return p;
 }
 
-const Primitive *primitive(int kind, const Conv &s, bool bias_too, bool act) {
+const Primitive *primitive(int kind, const Conv &s, bool bias_too, bool act, Layout layout = kPlainLayout) {
   const bool bf16 = bf16_products();
-  const Key key{kind, s.n, s.c, s.h, s.w, s.o, s.k, s.st, bf16, act, bias_too};
+  const Key key{kind, s.n, s.c, s.h, s.w, s.o, s.k, s.st, bf16, act, bias_too, layout};
   std::lock_guard<std::mutex> lock(cache_mutex);
   auto found = cache.find(key);
-  if (found == cache.end()) found = cache.emplace(key, make_primitive(kind, s, bf16, bias_too, act)).first;
+  if (found == cache.end()) found = cache.emplace(key, make_primitive(kind, s, bf16, bias_too, act, layout)).first;
   return found->second.get();
 }
 
@@ -403,6 +431,39 @@ void onednn_grad_input(const float *dy, const float *weight, const Conv &s, floa
 void onednn_grad_weight(const float *x, const float *dy, const Conv &s, float *dw) {
   void *pointers[4] = {const_cast<float *>(x), const_cast<float *>(dy), nullptr, dw};
   run(made(primitive(2, s, false, false)), pointers);
+}
+
+// darknet's residual block in inference, y = x + conv2(conv1(x)), both convolutions with bias and leaky ReLU, in
+// bf16: x is reordered once into bf16 NHWC, conv1 writes bf16 NHWC and conv2 reads it, conv2 writes fp32 NHWC, and
+// one pass adds it to x into y's NCHW. Unfused, each convolution's input and output were reordered between fp32
+// NCHW and NHWC, and the sum was one more pass: the same bits (conv2's input was rounded to bf16 by its reorder,
+// to nearest even as conv1's output is here; the post-ops run on fp32 before the rounding either way).
+void onednn_residual(const float *x, const float *w1, const float *b1, const float *w2, const float *b2,
+                     const Conv &s1, const Conv &s2, float *y) {
+  static std::mutex one_at_a_time;  // the buffers below
+  std::lock_guard<std::mutex> lock(one_at_a_time);
+  static Buffer mid, sum;
+  const Primitive &p1 = made(primitive(0, s1, true, true, kToNhwcBf16));
+  const Primitive &p2 = made(primitive(0, s2, true, true, kNhwcBf16ToNhwc));
+  void *t = mid.reserve(s1.n * s1.o * s1.ohw * 2), *u = sum.reserve(s2.n * s2.o * s2.ohw * sizeof(float));
+  void *first[4] = {const_cast<float *>(x), const_cast<float *>(w1), const_cast<float *>(b1), t};
+  run(p1, first);
+  void *second[4] = {t, const_cast<float *>(w2), const_cast<float *>(b2), u};
+  run(p2, second);
+  const float *v = static_cast<const float *>(u);
+  const int64_t c = s2.o, hw = s2.ohw, block = 16;
+#pragma omp parallel for schedule(static) collapse(2)
+  for (int64_t n = 0; n < s2.n; ++n) {
+    for (int64_t c0 = 0; c0 < c; c0 += block) {
+      for (int64_t p0 = 0; p0 < hw; p0 += 64) {
+        const int64_t p_end = std::min(hw, p0 + 64);
+        for (int64_t ch = c0; ch < std::min(c, c0 + block); ++ch) {
+          const int64_t plane = (n * c + ch) * hw;
+          for (int64_t p = p0; p < p_end; ++p) y[plane + p] = x[plane + p] + v[(n * hw + p) * c + ch];
+        }
+      }
+    }
+  }
 }
 
 bool onednn_has(ConvPass pass, const Conv &s) { return primitive(pass, s, false, false) != nullptr; }
