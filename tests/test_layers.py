@@ -10,7 +10,7 @@ from mindspore import Tensor, nn
 from src.models.spec import ModelSpec
 from src.cpu import cpu_kernels
 from src.cpu.routing import use_cpu_inference_kernels, use_cpu_training_kernels
-from src.models.darknet import ResidualBlock
+from src.models.darknet import Stage
 from src.models.layers import ConvBN, ConvBNLeaky, HeadConv, LeakyReLU, MaxPool
 
 ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", jit_config={"jit_level": "O0"})
@@ -200,40 +200,47 @@ def test_inference_depthwise_kernel_matches_mindspore(shape, stride, leaky):
     check_inference_kernel(stock, fast, x, leaky)
 
 
-def folded_block(channels: int, seed: int) -> ResidualBlock:
-    block = ResidualBlock(channels)
-    fold_random(block.conv1, seed)
-    fold_random(block.conv2, seed + 1)
-    block.set_train(False)
-    return block
+def folded_stage(channels: int, depth: int, seed: int) -> Stage:
+    stage = Stage(channels, depth)
+    for i, conv in enumerate(stage_convs_of(stage)):
+        fold_random(conv, seed + i)
+    stage.set_train(False)
+    return stage
 
 
-@pytest.mark.parametrize("shape", [(2, 64, 26, 26), (1, 128, 13, 11)])
-def test_inference_residual_block_kernel_matches_its_layers(shape):
-    """darknet's residual block as one op: MindSpore's numbers to 1e-5, and to the bit the block's two convolutions
-    on their own kernels plus MindSpore's sum, in fp32 and (where the CPU has it) in bf16, where on AMX the block
-    stays in oneDNN's NHWC between its convolutions."""
+def stage_convs_of(stage: Stage) -> list:
+    return [cell for _, cell in stage.cells_and_names() if isinstance(cell, ConvBN)]
+
+
+@pytest.mark.parametrize("shape,depth", [((2, 32, 52, 52), 2), ((1, 64, 27, 25), 1)])
+def test_inference_darknet_stage_kernel_matches_its_layers(shape, depth):
+    """A DarkNet-53 stage (stride-2 conv, residual blocks; odd sizes too) as one op: MindSpore's numbers to 1e-5, and
+    to the bit its convolutions on their own kernels with MindSpore's sums, in fp32 and (where the CPU has it) in
+    bf16, where on AMX the stage stays in oneDNN's NHWC between its convolutions."""
     from src.cpu import precision
     assert cpu_kernels.enabled(), "g++ is needed for this test (the fallback has its own test)"
     x = Tensor(np.random.default_rng(7).standard_normal(shape).astype(np.float32))
-    stock, fused, apart = (folded_block(shape[1], 8) for _ in range(3))
+    stock, fused, apart = (folded_stage(shape[1], depth, 8) for _ in range(3))
     assert use_cpu_inference_kernels(fused) == 1 and fused.kernel is not None
-    assert use_cpu_inference_kernels(apart.conv1) == 1 and use_cpu_inference_kernels(apart.conv2) == 1
+    assert all(use_cpu_inference_kernels(conv) == 1 for conv in stage_convs_of(apart)) and apart.kernel is None
     np.testing.assert_allclose(fused(x).asnumpy(), stock(x).asnumpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(fused(x).asnumpy(), apart(x).asnumpy())
     if precision.has_bf16(precision.kernels_isa()):
-        n, c, h, w = shape
         precision.set_precision("bf16")
         try:
             y_fused, y_apart = fused(x).asnumpy(), apart(x).asnumpy()
-            on_onednn = [cpu_kernels.conv_route(shape, (c // 2, c, 1, 1), 1)[0],
-                         cpu_kernels.conv_route((n, c // 2, h, w), (c, c // 2, 3, 3), 1)[0]]
+            routes = []
+            for cell in stage_convs_of(fused):
+                n, c, h, w = shape if cell is stage_convs_of(fused)[0] else (shape[0], 2 * shape[1],
+                                                                            (shape[2] + 1) // 2, (shape[3] + 1) // 2)
+                routes.append(cpu_kernels.conv_route((n, cell.conv.in_channels, h, w), cell.conv.weight.shape,
+                                                     cell.conv.stride[0])[0])
         finally:
             precision.set_precision("fp32")
         np.testing.assert_array_equal(y_fused, y_apart)
         assert np.abs(y_fused - stock(x).asnumpy()).max() < 0.1  # bf16 operands, not fp32's numbers
-        if precision.has_amx(precision.kernels_isa()):  # both convolutions on oneDNN: the NHWC path ran
-            assert all(name is not None and "amx" in name for name in on_onednn), on_onednn
+        if precision.has_amx(precision.kernels_isa()):  # every convolution on oneDNN: the NHWC path ran
+            assert all(name is not None and "amx" in name for name in routes), routes
 
 
 def assert_training_kernels_match(make_cell, weight: Tensor, x: np.ndarray, w: np.ndarray, atol: float) -> None:

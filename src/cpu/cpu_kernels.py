@@ -164,11 +164,11 @@ def conv_bias(leaky: bool, stride: int = 1) -> ops.Custom:
     return _op(name, lambda x, w, b: (x[0], w[0], out_size(x[2], w[2], stride), out_size(x[3], w[3], stride)))
 
 
-def residual_block() -> ops.Custom:
-    """Inference: darknet's residual block, x + conv2(conv1(x)) with a 1x1 then a 3x3 convolution, each with its
-    bias and leaky ReLU: (x, w1, b1, w2, b2) -> y like x. No gradient. In bf16 where oneDNN runs both convolutions,
-    the block stays in oneDNN's NHWC between them."""
-    return _op("ResidualBlock", lambda x, w1, b1, w2, b2: x)
+def darknet_stage() -> ops.Custom:
+    """Inference: a DarkNet-53 stage, its stride-2 3x3 convolution and then residual blocks y + conv2(conv1(y)) (1x1,
+    then 3x3), every convolution with its bias and leaky ReLU: (x, weight, bias, then w1, b1, w2, b2 per block) ->
+    y. No gradient. In bf16 where oneDNN runs every convolution of the stage, the stage stays in NHWC."""
+    return _op("DarknetStage", lambda x, w, *rest: (x[0], w[0], out_size(x[2], 3, 2), out_size(x[3], 3, 2)))
 
 
 def depthwise_bias(leaky: bool, stride: int = 1) -> ops.Custom:

@@ -5,7 +5,7 @@ import functools
 from mindspore import nn
 
 from src.cpu import cpu_kernels
-from src.models.darknet import ResidualBlock
+from src.models.darknet import Stage
 from src.models.layers import ConvBN, HeadConv, LeakyReLU, MaxPool
 
 
@@ -50,18 +50,17 @@ def use_cpu_training_kernels(network: nn.Cell) -> int:
 
 def use_cpu_inference_kernels(network: nn.Cell) -> int:
     """On the CPU (if the kernels build), run every convolution of a BN-folded network (stride 1 or 2, depthwise
-    too), each with its bias and leaky ReLU, darknet's residual blocks each as one op (in bf16 the block stays in
-    oneDNN's layout between its two convolutions), and its 2x2 max-pools as src.cpu.cpu_kernels ops. Inference only
+    too), each with its bias and leaky ReLU, DarkNet-53's stages each as one op (in bf16 a stage stays in oneDNN's
+    NHWC between its convolutions), and its 2x2 max-pools as src.cpu.cpu_kernels ops. Inference only
     (these ops have no gradient), and call it after any export from the same network and before its first run.
     Returns how many cells use a kernel."""
     if network.training:
         raise ValueError("use_cpu_inference_kernels needs a network in inference mode (set_train(False))")
-    blocks = [cell for _, cell in network.cells_and_names()
-              if isinstance(cell, ResidualBlock) and cell.conv1.folded and cell.conv2.folded]
-    in_blocks = {id(conv) for block in blocks for conv in (block.conv1, block.conv2)}
-    chosen = [(block, cpu_kernels.residual_block) for block in blocks]
+    stages = [cell for _, cell in network.cells_and_names() if isinstance(cell, Stage) and stage_convs(cell)]
+    in_stages = {id(inner) for stage in stages for _, inner in stage.cells_and_names()}
+    chosen = [(stage, cpu_kernels.darknet_stage) for stage in stages]
     for _, cell in network.cells_and_names():
-        if id(cell) in in_blocks:
+        if id(cell) in in_stages:
             continue
         if isinstance(cell, ConvBN) and cell.folded and (cell.act is None or isinstance(cell.act, LeakyReLU)):
             make = cpu_kernels.depthwise_bias if depthwise_conv(cell) else cpu_kernels.conv_bias
@@ -76,3 +75,11 @@ def use_cpu_inference_kernels(network: nn.Cell) -> int:
     for cell, make_op in chosen:
         cell.kernel = make_op()
     return len(chosen)
+
+
+def stage_convs(stage: Stage) -> list:
+    """A DarkNet-53 stage's convolutions in order (the stride-2 one, then each block's two) if all are BN-folded
+    with leaky ReLU, else []."""
+    convs = [cell for _, cell in stage.cells_and_names() if isinstance(cell, ConvBN)]
+    ok = all(conv.folded and isinstance(conv.act, LeakyReLU) and conv.conv.group == 1 for conv in convs)
+    return convs if ok else []

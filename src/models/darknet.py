@@ -7,21 +7,40 @@ from src.models.layers import ConvBNLeaky, MaxPool
 
 
 class ResidualBlock(nn.Cell):
-    """1x1 conv to half the channels, 3x3 conv back, plus the input ([shortcut] from=-3).
-
-    On the CPU, src.cpu.routing may give a BN-folded block `kernel`: the whole block in one op."""
+    """1x1 conv to half the channels, 3x3 conv back, plus the input ([shortcut] from=-3)."""
 
     def __init__(self, channels: int):
         super().__init__()
         self.conv1 = ConvBNLeaky(channels, channels // 2, 1)
         self.conv2 = ConvBNLeaky(channels // 2, channels, 3)
+
+    def construct(self, x):
+        return x + self.conv2(self.conv1(x))
+
+    def folded_params(self):
+        return self.conv1.folded_params() + self.conv2.folded_params()
+
+
+class Stage(nn.SequentialCell):
+    """A stride-2 3x3 conv doubling the channels, then residual blocks.
+
+    On the CPU, src.cpu.routing may give a BN-folded stage `kernel`: the whole stage in one op, on its convs'
+    weights and biases in order."""
+
+    def __init__(self, channels: int, depth: int):
+        super().__init__([ConvBNLeaky(channels, channels * 2, 3, stride=2)]
+                         + [ResidualBlock(channels * 2) for _ in range(depth)])
         self.kernel = None
 
     def construct(self, x):
         if self.kernel is not None:
-            return self.kernel(x, self.conv1.conv.weight, self.conv1.conv.bias, self.conv2.conv.weight,
-                               self.conv2.conv.bias)
-        return x + self.conv2(self.conv1(x))
+            params = ()
+            for cell in self.cell_list:
+                params = params + cell.folded_params()
+            return self.kernel(x, *params)
+        for cell in self.cell_list:
+            x = cell(x)
+        return x
 
 
 class DarkNet53(nn.Cell):
@@ -35,9 +54,8 @@ class DarkNet53(nn.Cell):
         stages = []
         channels = 32
         for depth in layers:
-            down = ConvBNLeaky(channels, channels * 2, 3, stride=2)
+            stages.append(Stage(channels, depth))
             channels *= 2
-            stages.append(nn.SequentialCell([down] + [ResidualBlock(channels) for _ in range(depth)]))
         self.layer1, self.layer2, self.layer3, self.layer4, self.layer5 = stages
         self.out_channels = (256, 512, 1024)
 

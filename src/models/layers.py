@@ -76,6 +76,10 @@ class ConvBN(nn.Cell):
             x = self.act(x)
         return x
 
+    def folded_params(self):
+        """After fold_bn(): the conv's weight and bias."""
+        return self.conv.weight, self.conv.bias
+
     def update_moving_averages(self, mean, var, count):
         """MindSpore's BatchNorm update (nn.BatchNorm2d keeps 1 - its momentum argument as `momentum`): moving =
         (1 - m) * moving + m * batch, the variance unbiased."""

@@ -271,30 +271,40 @@ int conv_bias_act(void **params, int64_t **shapes, bool act, int64_t stride) {
   return 0;
 }
 
-thread_local std::vector<float> block_buffer;
+thread_local std::vector<float> block_buffer, sum_buffer;
 
-// Inference: darknet's residual block, y = x + conv2(conv1(x)) (1x1 to half the channels, then 3x3 back, each with
-// bias and leaky ReLU): x (n, c, h, w), w1 (c / 2, c, 1, 1), b1, w2 (c, c / 2, 3, 3), b2; output y like x. Where
-// oneDNN runs both forwards, the block stays in NHWC between them (dnnl_conv.cc); else the two convolutions as
-// conv_any runs them and the sum, the same bits as the three ops apart.
-int residual_block(void **params, int64_t **shapes) {
+// Inference: a DarkNet-53 stage, its stride-2 3x3 convolution and then residual blocks y = y + conv2(conv1(y)) (1x1
+// to half the channels, 3x3 back), every convolution with bias and leaky ReLU. Inputs x (n, c, h, w), the stride-2
+// convolution's weight and bias, then each block's w1, b1, w2, b2; output y (n, 2c, h / 2, w / 2). Where oneDNN runs
+// every forward of the stage, the stage stays in NHWC (dnnl_conv.cc); else the layers as conv_any runs them, one
+// after the other, and the sums: the same bits as the ops apart.
+int darknet_stage(int nparam, void **params, int64_t **shapes) {
+  const int count = (nparam - 2) / 2;  // params: x, a weight and a bias per convolution, then y
+  std::vector<Conv> convs{Conv(shapes[0], shapes[1], 2)};
+  std::vector<const float *> weights, biases;
+  for (int i = 0; i < count; ++i) {
+    weights.push_back(static_cast<const float *>(params[1 + 2 * i]));
+    biases.push_back(static_cast<const float *>(params[2 + 2 * i]));
+    if (i == 0) continue;
+    const Conv &prev = convs.back();
+    const int64_t in[4] = {prev.n, prev.o, prev.oh, prev.ow};
+    convs.emplace_back(in, shapes[1 + 2 * i]);
+  }
   const float *x = static_cast<const float *>(params[0]);
-  const float *w1 = static_cast<const float *>(params[1]), *b1 = static_cast<const float *>(params[2]);
-  const float *w2 = static_cast<const float *>(params[3]), *b2 = static_cast<const float *>(params[4]);
-  float *y = static_cast<float *>(params[5]);
-  const Conv s1(shapes[0], shapes[1]);
-  const int64_t mid[4] = {s1.n, s1.o, s1.oh, s1.ow};
-  const Conv s2(mid, shapes[3]);
-  if (onednn_runs(s1, kForward) && onednn_runs(s2, kForward)) {
-    onednn_residual(x, w1, b1, w2, b2, s1, s2, y);
+  float *y = static_cast<float *>(params[nparam - 1]);
+  if (std::all_of(convs.begin(), convs.end(), [](const Conv &s) { return onednn_runs(s, kForward); })) {
+    onednn_stage(x, weights.data(), biases.data(), convs.data(), count, y);
     return 0;
   }
-  float *t = scratch(&block_buffer, s1.n * s1.o * s1.ohw);
-  conv_any(x, w1, b1, true, s1, t);
-  conv_any(t, w2, b2, true, s2, y);
-  const int64_t size = s2.n * s2.o * s2.ohw;
+  conv_any(x, weights[0], biases[0], true, convs[0], y);
+  const int64_t size = convs[0].n * convs[0].o * convs[0].ohw;
+  for (int i = 1; i + 1 < count; i += 2) {
+    float *t = scratch(&block_buffer, convs[i].n * convs[i].o * convs[i].ohw), *u = scratch(&sum_buffer, size);
+    conv_any(y, weights[i], biases[i], true, convs[i], t);
+    conv_any(t, weights[i + 1], biases[i + 1], true, convs[i + 1], u);
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < size; ++i) y[i] = x[i] + y[i];
+    for (int64_t k = 0; k < size; ++k) y[k] = y[k] + u[k];
+  }
   return 0;
 }
 
@@ -452,7 +462,7 @@ extern "C" int KernelsConvRoute(int pass, int64_t n, int64_t c, int64_t h, int64
   return 1;
 }
 
-YOLO_AOT(ResidualBlock) { return residual_block(params, shapes); }
+YOLO_AOT(DarknetStage) { return darknet_stage(nparam, params, shapes); }
 YOLO_AOT(ConvBias) { return conv_bias_act(params, shapes, false, 1); }
 YOLO_AOT(ConvBiasLeaky) { return conv_bias_act(params, shapes, true, 1); }
 YOLO_AOT(ConvBiasStride2) { return conv_bias_act(params, shapes, false, 2); }

@@ -16,7 +16,7 @@ typedef dim dims[12];  // DNNL_MAX_NDIMS
 typedef int status;    // dnnl_status_t: dnnl_success = 0
 typedef struct opaque *handle;  // engine, stream, memory descriptor, primitive descriptor, primitive, attributes...
 
-enum DataType { kF32 = 3, kBf16 = 2 };  // dnnl_data_type_t
+enum DataType { kDataTypeUndef = 0, kF32 = 3, kBf16 = 2 };  // dnnl_data_type_t
 enum FormatTag { kAnyTag = 1 };                                      // dnnl_format_tag_any
 enum PropKind { kForwardTraining = 64, kForwardInference = 96 };
 enum AlgKind { kConvolutionDirect = 0x1, kEltwiseRelu = 0x20 };
@@ -60,6 +60,7 @@ struct Api {
   status (*post_ops_create)(handle *);
   status (*post_ops_destroy)(handle);
   status (*post_ops_append_eltwise)(handle, int alg, float alpha, float beta);
+  status (*post_ops_append_sum)(handle, float scale, int32_t zero_point, int data_type);
   status (*convolution_forward_primitive_desc_create)(handle *, handle engine, int prop, int alg, handle src,
                                                        handle weights, handle bias, handle dst, const dims strides,
                                                        const dims dilates, const dims pad_l, const dims pad_r,

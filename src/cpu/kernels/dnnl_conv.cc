@@ -50,6 +50,7 @@ const Api &api() {
     get(&a.post_ops_create, "dnnl_post_ops_create");
     get(&a.post_ops_destroy, "dnnl_post_ops_destroy");
     get(&a.post_ops_append_eltwise, "dnnl_post_ops_append_eltwise");
+    get(&a.post_ops_append_sum, "dnnl_post_ops_append_sum");
     get(&a.convolution_forward_primitive_desc_create, "dnnl_convolution_forward_primitive_desc_create");
     get(&a.convolution_backward_data_primitive_desc_create, "dnnl_convolution_backward_data_primitive_desc_create");
     get(&a.convolution_backward_weights_primitive_desc_create,
@@ -188,15 +189,17 @@ struct Buffer {
   ~Buffer() { std::free(data); }
 };
 
-handle attributes(bool act) {
+// sum: the result is added to what the output holds (after the activation), as a residual block's shortcut.
+handle attributes(bool act, bool sum = false) {
   handle attr = nullptr;
   check(dnnl::api().primitive_attr_create(&attr), "attr_create");
   check(dnnl::api().primitive_attr_set_scratchpad_mode(attr, dnnl::kScratchpadUser), "scratchpad_mode");
   check(dnnl::api().primitive_attr_set_deterministic(attr, 1), "deterministic");
-  if (act) {
+  if (act || sum) {
     handle ops = nullptr;
     check(dnnl::api().post_ops_create(&ops), "post_ops_create");
-    check(dnnl::api().post_ops_append_eltwise(ops, dnnl::kEltwiseRelu, 0.1f, 0.f), "append_eltwise");
+    if (act) check(dnnl::api().post_ops_append_eltwise(ops, dnnl::kEltwiseRelu, 0.1f, 0.f), "append_eltwise");
+    if (sum) check(dnnl::api().post_ops_append_sum(ops, 1.f, 0, dnnl::kDataTypeUndef), "append_sum");
     check(dnnl::api().primitive_attr_set_post_ops(attr, ops), "set_post_ops");
     dnnl::api().post_ops_destroy(ops);
   }
@@ -287,10 +290,12 @@ void run(const Primitive &p, void *const *pointers) {
   for (handle m : made) dnnl::api().memory_destroy(m);
 }
 
-// How a forward primitive's activations are laid out: the op's fp32 NCHW tensors in and out (reordered around
-// the primitive), or the residual block's inner forms (onednn_residual): fp32 NCHW in and bf16 NHWC out, bf16 NHWC
-// in and fp32 NHWC out.
-enum Layout { kPlainLayout = 0, kToNhwcBf16 = 1, kNhwcBf16ToNhwc = 2 };
+// How a forward primitive's activations are laid out: the op's fp32 NCHW tensors in and out, oneDNN's own layouts
+// inside (reordered around the primitive); or, in bf16, a DarkNet-53 stage's forms (onednn_stage), NHWC between
+// its layers: the stride-2 convolution's fp32 NCHW in (reordered into bf16 NHWC) and fp32 NHWC out; a block's 1x1:
+// fp32 NHWC in (reordered into bf16), bf16 NHWC out; the block's 3x3: bf16 NHWC in, fp32 NHWC added to what the
+// output holds (the shortcut).
+enum Layout { kPlainLayout = 0, kStageDown = 1, kBlockFirst = 2, kBlockSecond = 3 };
 
 // What a primitive is made for: kind (0 forward, 1 backward data, 2 backward weights), the shape, precision,
 // activation, bias and layout.
@@ -333,16 +338,16 @@ std::unique_ptr<Primitive> make_primitive(int kind, const Conv &s, bool bf16, bo
   auto p = std::make_unique<Primitive>();
   Descs d(s, bf16, bias_too);
   const dnnl::Api &a = dnnl::api();
-  handle attr = attributes(act);
-  if (layout != kPlainLayout) {  // the residual block's forms: the inner tensors are the op's own buffers
+  handle attr = attributes(act, layout == kBlockSecond);
+  if (layout != kPlainLayout) {  // a stage's forms: bf16 NHWC in, NHWC out (the stage's own buffers)
     const int64_t in[4] = {s.n, s.c, s.h, s.w}, out[4] = {s.n, s.o, s.oh, s.ow};
-    const int out_type = layout == kToNhwcBf16 ? dnnl::kBf16 : dnnl::kF32;
+    const int out_type = layout == kBlockFirst ? dnnl::kBf16 : dnnl::kF32;
     Md src(nhwc(in, dnnl::kBf16)), dst(nhwc(out, out_type));
     std::swap(d.src.md, src.md);
     std::swap(d.dst.md, dst.md);
-    if (layout == kNhwcBf16ToNhwc) {
+    if (layout != kStageDown) {
       a.memory_desc_destroy(d.user_src.md);
-      d.user_src.md = nhwc(in, dnnl::kBf16);
+      d.user_src.md = nhwc(in, layout == kBlockFirst ? dnnl::kF32 : dnnl::kBf16);
     }
     a.memory_desc_destroy(d.user_dst.md);
     d.user_dst.md = nhwc(out, out_type);
@@ -433,33 +438,39 @@ void onednn_grad_weight(const float *x, const float *dy, const Conv &s, float *d
   run(made(primitive(2, s, false, false)), pointers);
 }
 
-// darknet's residual block in inference, y = x + conv2(conv1(x)), both convolutions with bias and leaky ReLU, in
-// bf16: x is reordered once into bf16 NHWC, conv1 writes bf16 NHWC and conv2 reads it, conv2 writes fp32 NHWC, and
-// one pass adds it to x into y's NCHW. Unfused, each convolution's input and output were reordered between fp32
-// NCHW and NHWC, and the sum was one more pass: the same bits (conv2's input was rounded to bf16 by its reorder,
-// to nearest even as conv1's output is here; the post-ops run on fp32 before the rounding either way).
-void onednn_residual(const float *x, const float *w1, const float *b1, const float *w2, const float *b2,
-                     const Conv &s1, const Conv &s2, float *y) {
+// A DarkNet-53 stage in inference, in bf16: the stride-2 convolution, then residual blocks y = y + conv2(conv1(y)),
+// each convolution with bias and leaky ReLU (convs: the stride-2 one, then each block's two; weights and biases in
+// that order). x is reordered once into bf16 NHWC; the stage's running output y stays fp32 NHWC, each block's 1x1
+// reads it reordered into bf16 and writes bf16 NHWC, its 3x3 adds its result into y (a sum post-op), and one
+// transpose writes y's NCHW at the end. Layer by layer, each convolution's input was reordered from fp32 NCHW into
+// bf16 NHWC and its output back, and each sum was a pass of its own: the same bits (the same rounding of the same
+// fp32 values to bf16, to nearest even; the post-ops on fp32 before it; one fp32 addition per shortcut).
+void onednn_stage(const float *x, const float *const *weights, const float *const *biases, const Conv *convs,
+                  int count, float *y) {
   static std::mutex one_at_a_time;  // the buffers below
   std::lock_guard<std::mutex> lock(one_at_a_time);
-  static Buffer mid, sum;
-  const Primitive &p1 = made(primitive(0, s1, true, true, kToNhwcBf16));
-  const Primitive &p2 = made(primitive(0, s2, true, true, kNhwcBf16ToNhwc));
-  void *t = mid.reserve(s1.n * s1.o * s1.ohw * 2), *u = sum.reserve(s2.n * s2.o * s2.ohw * sizeof(float));
-  void *first[4] = {const_cast<float *>(x), const_cast<float *>(w1), const_cast<float *>(b1), t};
-  run(p1, first);
-  void *second[4] = {t, const_cast<float *>(w2), const_cast<float *>(b2), u};
-  run(p2, second);
-  const float *v = static_cast<const float *>(u);
-  const int64_t c = s2.o, hw = s2.ohw, block = 16;
+  static Buffer running, mid;
+  const Conv &down = convs[0];
+  void *r = running.reserve(down.n * down.o * down.ohw * sizeof(float));
+  void *first[4] = {const_cast<float *>(x), const_cast<float *>(weights[0]), const_cast<float *>(biases[0]), r};
+  run(made(primitive(0, down, true, true, kStageDown)), first);
+  for (int i = 1; i + 1 < count; i += 2) {
+    void *t = mid.reserve(convs[i].n * convs[i].o * convs[i].ohw * 2);
+    void *one[4] = {r, const_cast<float *>(weights[i]), const_cast<float *>(biases[i]), t};
+    run(made(primitive(0, convs[i], true, true, kBlockFirst)), one);
+    void *two[4] = {t, const_cast<float *>(weights[i + 1]), const_cast<float *>(biases[i + 1]), r};
+    run(made(primitive(0, convs[i + 1], true, true, kBlockSecond)), two);
+  }
+  const float *v = static_cast<const float *>(r);
+  const int64_t c = down.o, hw = down.ohw, block = 16;
 #pragma omp parallel for schedule(static) collapse(2)
-  for (int64_t n = 0; n < s2.n; ++n) {
+  for (int64_t n = 0; n < down.n; ++n) {
     for (int64_t c0 = 0; c0 < c; c0 += block) {
       for (int64_t p0 = 0; p0 < hw; p0 += 64) {
         const int64_t p_end = std::min(hw, p0 + 64);
         for (int64_t ch = c0; ch < std::min(c, c0 + block); ++ch) {
-          const int64_t plane = (n * c + ch) * hw;
-          for (int64_t p = p0; p < p_end; ++p) y[plane + p] = x[plane + p] + v[(n * hw + p) * c + ch];
+          float *plane = y + (n * c + ch) * hw;
+          for (int64_t p = p0; p < p_end; ++p) plane[p] = v[(n * hw + p) * c + ch];
         }
       }
     }

@@ -77,10 +77,10 @@ bool onednn_on_amx(ConvPass pass, const Conv &s);  // and runs it on AMX (its im
 void onednn_conv(const float *x, const float *weight, const float *bias, bool act, const Conv &s, float *y);
 void onednn_grad_input(const float *dy, const float *weight, const Conv &s, float *dx);
 void onednn_grad_weight(const float *x, const float *dy, const Conv &s, float *dw);
-// darknet's residual block in inference, y = x + conv2(conv1(x)) with bias and leaky ReLU each, in bf16 on NHWC
-// between the two (conv.cc's ResidualBlock calls it where oneDNN runs both forwards).
-void onednn_residual(const float *x, const float *w1, const float *b1, const float *w2, const float *b2,
-                     const Conv &s1, const Conv &s2, float *y);
+// A DarkNet-53 stage in inference (its stride-2 convolution, then residual blocks), in bf16 on NHWC throughout
+// (conv.cc's DarknetStage calls it where oneDNN runs every forward of the stage).
+void onednn_stage(const float *x, const float *const *weights, const float *const *biases, const Conv *convs,
+                  int count, float *y);
 // The implementation oneDNN picked for a pass's primitive.
 const char *onednn_impl(ConvPass pass, const Conv &s, bool bias, bool act);
 
