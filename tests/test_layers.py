@@ -12,6 +12,7 @@ from src.cpu import cpu_kernels
 from src.cpu.routing import use_cpu_inference_kernels, use_cpu_training_kernels
 from src.models.darknet import Stage
 from src.models.layers import ConvBN, ConvBNLeaky, HeadConv, LeakyReLU, MaxPool
+from src.models.yolo import YoloBlock
 
 ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", jit_config={"jit_level": "O0"})
 
@@ -239,6 +240,49 @@ def test_inference_darknet_stage_kernel_matches_its_layers(shape, depth):
             precision.set_precision("fp32")
         np.testing.assert_array_equal(y_fused, y_apart)
         assert np.abs(y_fused - stock(x).asnumpy()).max() < 0.1  # bf16 operands, not fp32's numbers
+        if precision.has_amx(precision.kernels_isa()):  # every convolution on oneDNN: the NHWC path ran
+            assert all(name is not None and "amx" in name for name in routes), routes
+
+
+def folded_yolo_block(c: int, mid: int, out: int, seed: int) -> YoloBlock:
+    block = YoloBlock(c, mid, out, 3, 16)
+    for i, conv in enumerate(cell for _, cell in block.cells_and_names() if isinstance(cell, ConvBN)):
+        fold_random(conv, seed + i)
+    rng = np.random.default_rng(seed)
+    block.head.conv.weight.set_data(Tensor(rng.standard_normal((out, mid * 2, 1, 1)).astype(np.float32) * 0.05))
+    block.set_train(False)
+    return block
+
+
+@pytest.mark.parametrize("shape", [(2, 96, 26, 26), (1, 64, 13, 11)])
+def test_inference_yolo_block_kernel_matches_its_layers(shape):
+    """A YOLO block (five convs to the route, the 3x3 and the head's 1x1) as one op with its two outputs: MindSpore's
+    numbers to 1e-5, and to the bit its layers on their own kernels, in fp32 and (where the CPU has it) in bf16,
+    where on AMX the block stays in oneDNN's NHWC between its convolutions."""
+    from src.cpu import precision
+    assert cpu_kernels.enabled(), "g++ is needed for this test (the fallback has its own test)"
+    x = Tensor(np.random.default_rng(9).standard_normal(shape).astype(np.float32))
+    stock, fused, apart = (folded_yolo_block(shape[1], 32, 24, 10) for _ in range(3))
+    assert use_cpu_inference_kernels(fused) == 1 and fused.kernel is not None
+    layers = [cell for _, cell in apart.cells_and_names() if isinstance(cell, (ConvBN, HeadConv))]
+    assert len(layers) == 7 and all(use_cpu_inference_kernels(cell) == 1 for cell in layers)
+
+    def outputs(block):
+        return [y.asnumpy() for y in block(x)]
+
+    for y_fused, y_stock, y_apart in zip(outputs(fused), outputs(stock), outputs(apart)):
+        np.testing.assert_allclose(y_fused, y_stock, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(y_fused, y_apart)
+    if precision.has_bf16(precision.kernels_isa()):
+        precision.set_precision("bf16")
+        try:
+            pairs = list(zip(outputs(fused), outputs(apart)))
+            routes = [cpu_kernels.conv_route((shape[0], cell.conv.in_channels, shape[2], shape[3]),
+                                             cell.conv.weight.shape, 1)[0] for cell in layers]
+        finally:
+            precision.set_precision("fp32")
+        for y_fused, y_apart in pairs:
+            np.testing.assert_array_equal(y_fused, y_apart)
         if precision.has_amx(precision.kernels_isa()):  # every convolution on oneDNN: the NHWC path ran
             assert all(name is not None and "amx" in name for name in routes), routes
 

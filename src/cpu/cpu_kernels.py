@@ -171,6 +171,17 @@ def darknet_stage() -> ops.Custom:
     return _op("DarknetStage", lambda x, w, *rest: (x[0], w[0], out_size(x[2], 3, 2), out_size(x[3], 3, 2)))
 
 
+def yolo_block() -> ops.Custom:
+    """Inference: a YOLO block, five convolutions (1x1, 3x3, 1x1, 3x3, 1x1) to the route, then a 3x3 and the head's
+    linear 1x1, each with its bias, all but the head with leaky ReLU: (x, then each one's weight and bias) -> (route,
+    head map). No gradient. In bf16 where oneDNN runs every convolution of the block, it stays in NHWC."""
+    def shapes(x, w0, *rest):
+        return (x[0], rest[7][0], x[2], x[3]), (x[0], rest[11][0], x[2], x[3])
+
+    return ops.Custom(f"{library()}:YoloBlock", out_shape=shapes, out_dtype=lambda x, *rest: (x, x),
+                      func_type="aot")
+
+
 def depthwise_bias(leaky: bool, stride: int = 1) -> ops.Custom:
     """Inference: depthwise 3x3 convolution with padding 1, stride 1 or 2, plus a bias, then leaky ReLU if asked:
     (x, weight (c, 1, 3, 3), bias (c,)) -> y. No gradient."""

@@ -7,6 +7,7 @@ from mindspore import nn
 from src.cpu import cpu_kernels
 from src.models.darknet import Stage
 from src.models.layers import ConvBN, HeadConv, LeakyReLU, MaxPool
+from src.models.yolo import YoloBlock
 
 
 def kernel_conv(cell: nn.Cell) -> bool:
@@ -50,17 +51,20 @@ def use_cpu_training_kernels(network: nn.Cell) -> int:
 
 def use_cpu_inference_kernels(network: nn.Cell) -> int:
     """On the CPU (if the kernels build), run every convolution of a BN-folded network (stride 1 or 2, depthwise
-    too), each with its bias and leaky ReLU, DarkNet-53's stages each as one op (in bf16 a stage stays in oneDNN's
-    NHWC between its convolutions), and its 2x2 max-pools as src.cpu.cpu_kernels ops. Inference only
+    too), each with its bias and leaky ReLU, DarkNet-53's stages and the YOLO blocks (without SPP) each as one op (in
+    bf16 they stay in oneDNN's NHWC between their convolutions), and its 2x2 max-pools as src.cpu.cpu_kernels ops. Inference only
     (these ops have no gradient), and call it after any export from the same network and before its first run.
     Returns how many cells use a kernel."""
     if network.training:
         raise ValueError("use_cpu_inference_kernels needs a network in inference mode (set_train(False))")
-    stages = [cell for _, cell in network.cells_and_names() if isinstance(cell, Stage) and stage_convs(cell)]
-    in_stages = {id(inner) for stage in stages for _, inner in stage.cells_and_names()}
-    chosen = [(stage, cpu_kernels.darknet_stage) for stage in stages]
+    fused = [(cell, cpu_kernels.darknet_stage) for _, cell in network.cells_and_names()
+             if isinstance(cell, Stage) and folded_leaky(cell)]
+    fused += [(cell, cpu_kernels.yolo_block) for _, cell in network.cells_and_names()
+              if isinstance(cell, YoloBlock) and not cell.use_spp and folded_leaky(cell)]
+    inside = {id(inner) for cell, _ in fused for _, inner in cell.cells_and_names()}
+    chosen = list(fused)
     for _, cell in network.cells_and_names():
-        if id(cell) in in_stages:
+        if id(cell) in inside:
             continue
         if isinstance(cell, ConvBN) and cell.folded and (cell.act is None or isinstance(cell.act, LeakyReLU)):
             make = cpu_kernels.depthwise_bias if depthwise_conv(cell) else cpu_kernels.conv_bias
@@ -77,9 +81,7 @@ def use_cpu_inference_kernels(network: nn.Cell) -> int:
     return len(chosen)
 
 
-def stage_convs(stage: Stage) -> list:
-    """A DarkNet-53 stage's convolutions in order (the stride-2 one, then each block's two) if all are BN-folded
-    with leaky ReLU, else []."""
-    convs = [cell for _, cell in stage.cells_and_names() if isinstance(cell, ConvBN)]
-    ok = all(conv.folded and isinstance(conv.act, LeakyReLU) and conv.conv.group == 1 for conv in convs)
-    return convs if ok else []
+def folded_leaky(cell: nn.Cell) -> bool:
+    """Every ConvBN of the cell BN-folded, with leaky ReLU and one group (what the fused inference ops run)."""
+    return all(conv.folded and isinstance(conv.act, LeakyReLU) and conv.conv.group == 1
+               for _, conv in cell.cells_and_names() if isinstance(conv, ConvBN))

@@ -17,8 +17,8 @@ class ResidualBlock(nn.Cell):
     def construct(self, x):
         return x + self.conv2(self.conv1(x))
 
-    def folded_params(self):
-        return self.conv1.folded_params() + self.conv2.folded_params()
+    def kernel_params(self):
+        return self.conv1.kernel_params() + self.conv2.kernel_params()
 
 
 class Stage(nn.SequentialCell):
@@ -36,7 +36,7 @@ class Stage(nn.SequentialCell):
         if self.kernel is not None:
             params = ()
             for cell in self.cell_list:
-                params = params + cell.folded_params()
+                params = params + cell.kernel_params()
             return self.kernel(x, *params)
         for cell in self.cell_list:
             x = cell(x)

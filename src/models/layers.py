@@ -76,8 +76,8 @@ class ConvBN(nn.Cell):
             x = self.act(x)
         return x
 
-    def folded_params(self):
-        """After fold_bn(): the conv's weight and bias."""
+    def kernel_params(self):
+        """After fold_bn(): the conv's weight and bias, as the inference kernels take them."""
         return self.conv.weight, self.conv.bias
 
     def update_moving_averages(self, mean, var, count):
@@ -161,6 +161,10 @@ class HeadConv(nn.Cell):
         if self.train_kernel is not None and self.training:
             return self.train_kernel(x, self.conv.weight, self.conv.bias)
         return self.conv(x)
+
+    def kernel_params(self):
+        """The conv's weight and bias, as the inference kernels take them."""
+        return self.conv.weight, self.conv.bias
 
 
 class Upsample2x(nn.Cell):

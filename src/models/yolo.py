@@ -33,7 +33,8 @@ class SPP(nn.Cell):
 class YoloBlock(nn.Cell):
     """The five (SPP: six) alternating 1x1/3x3 convs of a head, then 3x3 and the 1x1 output conv.
 
-    Returns the route feature (input of the next lateral conv) and the raw head map.
+    Returns the route feature (input of the next lateral conv) and the raw head map. On the CPU, src.cpu.routing may
+    give a BN-folded block without SPP `kernel`: the whole block in one op, on its convs' weights and biases in order.
     """
 
     def __init__(self, in_channels: int, mid: int, out_channels: int, num_anchors: int, stride: int,
@@ -49,8 +50,16 @@ class YoloBlock(nn.Cell):
         self.post = nn.SequentialCell([ConvBNLeaky(mid, mid * 2, 3), ConvBNLeaky(mid * 2, mid, 1)])
         self.conv_out = ConvBNLeaky(mid, head_channels, 3)
         self.head = HeadConv(head_channels, out_channels, num_anchors, stride)
+        self.kernel = None
 
     def construct(self, x):
+        if self.kernel is not None:
+            params = ()
+            for cell in self.pre.cell_list:
+                params = params + cell.kernel_params()
+            for cell in self.post.cell_list:
+                params = params + cell.kernel_params()
+            return self.kernel(x, *(params + self.conv_out.kernel_params() + self.head.kernel_params()))
         x = self.pre(x)
         if self.use_spp:
             x = self.spp_conv(self.spp(x))

@@ -308,6 +308,47 @@ int darknet_stage(int nparam, void **params, int64_t **shapes) {
   return 0;
 }
 
+thread_local std::vector<float> chain_ping, chain_pong;
+
+// Inference: a YOLO block: five convolutions with bias and leaky ReLU (1x1, 3x3, 1x1, 3x3, 1x1) to the route, then a
+// 3x3 one with bias and leaky ReLU and the head's 1x1 with bias. Inputs x (n, c, h, w), then each convolution's
+// weight and bias in that order; outputs the route and the head's map. Where oneDNN runs every forward of the
+// block, it stays in NHWC between them (dnnl_conv.cc); else the layers as conv_any runs them: the same bits as the
+// ops apart.
+int yolo_block(void **params, int64_t **shapes) {
+  constexpr int kConvs = 7;
+  const float *weights[kConvs], *biases[kConvs];
+  std::vector<Conv> convs;
+  for (int i = 0; i < kConvs; ++i) {
+    weights[i] = static_cast<const float *>(params[1 + 2 * i]);
+    biases[i] = static_cast<const float *>(params[2 + 2 * i]);
+    if (i == 0) {
+      convs.emplace_back(shapes[0], shapes[1]);
+    } else {
+      const int64_t in[4] = {convs.back().n, convs.back().o, convs.back().oh, convs.back().ow};
+      convs.emplace_back(in, shapes[1 + 2 * i]);
+    }
+  }
+  const float *x = static_cast<const float *>(params[0]);
+  float *route = static_cast<float *>(params[1 + 2 * kConvs]), *out = static_cast<float *>(params[2 + 2 * kConvs]);
+  if (std::all_of(convs.begin(), convs.end(), [](const Conv &s) { return onednn_runs(s, kForward); })) {
+    onednn_yolo_block(x, weights, biases, convs.data(), route, out);
+    return 0;
+  }
+  int64_t most = 0;
+  for (const Conv &s : convs) most = std::max(most, s.n * s.o * s.ohw);
+  float *bufs[2] = {scratch(&chain_ping, most), scratch(&chain_pong, most)};
+  const float *in = x;
+  for (int i = 0; i < 4; ++i) {
+    conv_any(in, weights[i], biases[i], true, convs[i], bufs[i % 2]);
+    in = bufs[i % 2];
+  }
+  conv_any(in, weights[4], biases[4], true, convs[4], route);
+  conv_any(route, weights[5], biases[5], true, convs[5], bufs[0]);
+  conv_any(bufs[0], weights[6], biases[6], false, convs[6], out);
+  return 0;
+}
+
 // Training: the convolution without bias, its input gradient and its weight gradient. Stride 1: the input
 // gradient is the same convolution of dy with the weights transposed and turned by 180 degrees; stride 2: the
 // columns W^T dy scattered back (col2im). The weight gradient is Winograd's where the forward is Winograd, else dy
@@ -463,6 +504,7 @@ extern "C" int KernelsConvRoute(int pass, int64_t n, int64_t c, int64_t h, int64
 }
 
 YOLO_AOT(DarknetStage) { return darknet_stage(nparam, params, shapes); }
+YOLO_AOT(YoloBlock) { return yolo_block(params, shapes); }
 YOLO_AOT(ConvBias) { return conv_bias_act(params, shapes, false, 1); }
 YOLO_AOT(ConvBiasLeaky) { return conv_bias_act(params, shapes, true, 1); }
 YOLO_AOT(ConvBiasStride2) { return conv_bias_act(params, shapes, false, 2); }

@@ -290,16 +290,22 @@ void run(const Primitive &p, void *const *pointers) {
   for (handle m : made) dnnl::api().memory_destroy(m);
 }
 
-// How a forward primitive's activations are laid out: the op's fp32 NCHW tensors in and out, oneDNN's own layouts
-// inside (reordered around the primitive); or, in bf16, a DarkNet-53 stage's forms (onednn_stage), NHWC between
-// its layers: the stride-2 convolution's fp32 NCHW in (reordered into bf16 NHWC) and fp32 NHWC out; a block's 1x1:
-// fp32 NHWC in (reordered into bf16), bf16 NHWC out; the block's 3x3: bf16 NHWC in, fp32 NHWC added to what the
-// output holds (the shortcut).
-enum Layout { kPlainLayout = 0, kStageDown = 1, kBlockFirst = 2, kBlockSecond = 3 };
+// Where a forward primitive's activations come from and go to. {kFromPlain, kToPlain}: the op's fp32 NCHW tensors,
+// in oneDNN's own layouts inside (reordered around the primitive). The fused ops (a DarkNet-53 stage, a YOLO block)
+// keep bf16 NHWC between their layers, every convolution reading bf16 NHWC: from fp32 NCHW or fp32 NHWC
+// (reordered into it) or bf16 NHWC as it is; to bf16 NHWC, fp32 NHWC, or fp32 NHWC added to what it holds (a
+// residual shortcut, as a sum post-op after the activation), or the plain fp32 NCHW.
+enum Source { kFromPlain = 0, kFromNhwcF32 = 1, kFromNhwcBf16 = 2 };
+enum Target { kToPlain = 0, kToNhwcBf16 = 1, kToNhwcF32 = 2, kAddToNhwcF32 = 3 };
+struct Layout {
+  Source in;
+  Target out;
+};
+constexpr Layout kPlainLayout{kFromPlain, kToPlain};
 
 // What a primitive is made for: kind (0 forward, 1 backward data, 2 backward weights), the shape, precision,
 // activation, bias and layout.
-typedef std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int> Key;
+typedef std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int> Key;
 
 struct Descs {
   Md src, weights, bias, dst, user_src, user_weights, user_bias, user_dst;
@@ -338,19 +344,22 @@ std::unique_ptr<Primitive> make_primitive(int kind, const Conv &s, bool bf16, bo
   auto p = std::make_unique<Primitive>();
   Descs d(s, bf16, bias_too);
   const dnnl::Api &a = dnnl::api();
-  handle attr = attributes(act, layout == kBlockSecond);
-  if (layout != kPlainLayout) {  // a stage's forms: bf16 NHWC in, NHWC out (the stage's own buffers)
+  handle attr = attributes(act, layout.out == kAddToNhwcF32);
+  if (layout.in != kFromPlain || layout.out != kToPlain) {  // a fused op's forms (its own buffers)
     const int64_t in[4] = {s.n, s.c, s.h, s.w}, out[4] = {s.n, s.o, s.oh, s.ow};
-    const int out_type = layout == kBlockFirst ? dnnl::kBf16 : dnnl::kF32;
-    Md src(nhwc(in, dnnl::kBf16)), dst(nhwc(out, out_type));
+    Md src(nhwc(in, dnnl::kBf16));
     std::swap(d.src.md, src.md);
-    std::swap(d.dst.md, dst.md);
-    if (layout != kStageDown) {
+    if (layout.in != kFromPlain) {
       a.memory_desc_destroy(d.user_src.md);
-      d.user_src.md = nhwc(in, layout == kBlockFirst ? dnnl::kF32 : dnnl::kBf16);
+      d.user_src.md = nhwc(in, layout.in == kFromNhwcF32 ? dnnl::kF32 : dnnl::kBf16);
     }
-    a.memory_desc_destroy(d.user_dst.md);
-    d.user_dst.md = nhwc(out, out_type);
+    if (layout.out != kToPlain) {
+      const int out_type = layout.out == kToNhwcBf16 ? dnnl::kBf16 : dnnl::kF32;
+      Md dst(nhwc(out, out_type));
+      std::swap(d.dst.md, dst.md);
+      a.memory_desc_destroy(d.user_dst.md);
+      d.user_dst.md = nhwc(out, out_type);
+    }
   }
   if (kind == 0) {
     p->pd = d.forward_pd(attr, dnnl::kForwardInference, d.dst.md);  // no workspace: training needs nothing more
@@ -404,7 +413,7 @@ std::unique_ptr<Primitive> make_primitive(int kind, const Conv &s, bool bf16, bo
 
 const Primitive *primitive(int kind, const Conv &s, bool bias_too, bool act, Layout layout = kPlainLayout) {
   const bool bf16 = bf16_products();
-  const Key key{kind, s.n, s.c, s.h, s.w, s.o, s.k, s.st, bf16, act, bias_too, layout};
+  const Key key{kind, s.n, s.c, s.h, s.w, s.o, s.k, s.st, bf16, act, bias_too, layout.in, layout.out};
   std::lock_guard<std::mutex> lock(cache_mutex);
   auto found = cache.find(key);
   if (found == cache.end()) found = cache.emplace(key, make_primitive(kind, s, bf16, bias_too, act, layout)).first;
@@ -438,6 +447,34 @@ void onednn_grad_weight(const float *x, const float *dy, const Conv &s, float *d
   run(made(primitive(2, s, false, false)), pointers);
 }
 
+namespace {
+// A fused op's forward: src in the layout's source form, dst in its target form.
+void forward(const Conv &s, Layout layout, bool act, const void *src, const float *weight, const float *bias,
+             void *dst) {
+  void *pointers[4] = {const_cast<void *>(src), const_cast<float *>(weight), const_cast<float *>(bias), dst};
+  run(made(primitive(0, s, true, act, layout)), pointers);
+}
+
+// y (n, c, hw) = v (n, hw, c): NHWC to NCHW, in blocks of 16 channels by 64 positions.
+void nhwc_to_nchw(const float *v, int64_t n, int64_t c, int64_t hw, float *y) {
+#pragma omp parallel for schedule(static) collapse(2)
+  for (int64_t b = 0; b < n; ++b) {
+    for (int64_t c0 = 0; c0 < c; c0 += 16) {
+      for (int64_t p0 = 0; p0 < hw; p0 += 64) {
+        const int64_t p_end = std::min(hw, p0 + 64);
+        for (int64_t ch = c0; ch < std::min(c, c0 + 16); ++ch) {
+          float *plane = y + (b * c + ch) * hw;
+          for (int64_t p = p0; p < p_end; ++p) plane[p] = v[(b * hw + p) * c + ch];
+        }
+      }
+    }
+  }
+}
+
+std::mutex fused_mutex;  // the fused ops' buffers
+Buffer running, ping, pong;
+}  // namespace
+
 // A DarkNet-53 stage in inference, in bf16: the stride-2 convolution, then residual blocks y = y + conv2(conv1(y)),
 // each convolution with bias and leaky ReLU (convs: the stride-2 one, then each block's two; weights and biases in
 // that order). x is reordered once into bf16 NHWC; the stage's running output y stays fp32 NHWC, each block's 1x1
@@ -447,34 +484,39 @@ void onednn_grad_weight(const float *x, const float *dy, const Conv &s, float *d
 // fp32 values to bf16, to nearest even; the post-ops on fp32 before it; one fp32 addition per shortcut).
 void onednn_stage(const float *x, const float *const *weights, const float *const *biases, const Conv *convs,
                   int count, float *y) {
-  static std::mutex one_at_a_time;  // the buffers below
-  std::lock_guard<std::mutex> lock(one_at_a_time);
-  static Buffer running, mid;
+  std::lock_guard<std::mutex> lock(fused_mutex);
   const Conv &down = convs[0];
   void *r = running.reserve(down.n * down.o * down.ohw * sizeof(float));
-  void *first[4] = {const_cast<float *>(x), const_cast<float *>(weights[0]), const_cast<float *>(biases[0]), r};
-  run(made(primitive(0, down, true, true, kStageDown)), first);
+  forward(down, {kFromPlain, kToNhwcF32}, true, x, weights[0], biases[0], r);
   for (int i = 1; i + 1 < count; i += 2) {
-    void *t = mid.reserve(convs[i].n * convs[i].o * convs[i].ohw * 2);
-    void *one[4] = {r, const_cast<float *>(weights[i]), const_cast<float *>(biases[i]), t};
-    run(made(primitive(0, convs[i], true, true, kBlockFirst)), one);
-    void *two[4] = {t, const_cast<float *>(weights[i + 1]), const_cast<float *>(biases[i + 1]), r};
-    run(made(primitive(0, convs[i + 1], true, true, kBlockSecond)), two);
+    void *t = ping.reserve(convs[i].n * convs[i].o * convs[i].ohw * 2);
+    forward(convs[i], {kFromNhwcF32, kToNhwcBf16}, true, r, weights[i], biases[i], t);
+    forward(convs[i + 1], {kFromNhwcBf16, kAddToNhwcF32}, true, t, weights[i + 1], biases[i + 1], r);
   }
-  const float *v = static_cast<const float *>(r);
-  const int64_t c = down.o, hw = down.ohw, block = 16;
-#pragma omp parallel for schedule(static) collapse(2)
-  for (int64_t n = 0; n < down.n; ++n) {
-    for (int64_t c0 = 0; c0 < c; c0 += block) {
-      for (int64_t p0 = 0; p0 < hw; p0 += 64) {
-        const int64_t p_end = std::min(hw, p0 + 64);
-        for (int64_t ch = c0; ch < std::min(c, c0 + block); ++ch) {
-          float *plane = y + (n * c + ch) * hw;
-          for (int64_t p = p0; p < p_end; ++p) plane[p] = v[(n * hw + p) * c + ch];
-        }
-      }
-    }
+  nhwc_to_nchw(static_cast<const float *>(r), down.n, down.o, down.ohw, y);
+}
+
+// A YOLO block in inference, in bf16: five convolutions (1x1, 3x3, 1x1, 3x3, 1x1) to the route, then the 3x3 and
+// the head's linear 1x1 (convs and their weights and biases in that order). bf16 NHWC between them; the route is
+// written fp32 NCHW for the lateral convolution and read on as fp32 NHWC, the head's output fp32 NCHW. The same
+// bits as layer by layer (as onednn_stage).
+void onednn_yolo_block(const float *x, const float *const *weights, const float *const *biases, const Conv *convs,
+                       float *route, float *out) {
+  std::lock_guard<std::mutex> lock(fused_mutex);
+  // bf16 NHWC outputs in turns in ping and pong (a buffer is reserved anew only once its content was read)
+  void *bufs[2] = {ping.reserve(convs[0].n * convs[0].o * convs[0].ohw * 2), nullptr};
+  forward(convs[0], {kFromPlain, kToNhwcBf16}, true, x, weights[0], biases[0], bufs[0]);
+  for (int i = 1; i < 4; ++i) {
+    bufs[i % 2] = (i % 2 ? pong : ping).reserve(convs[i].n * convs[i].o * convs[i].ohw * 2);
+    forward(convs[i], {kFromNhwcBf16, kToNhwcBf16}, true, bufs[(i + 1) % 2], weights[i], biases[i], bufs[i % 2]);
   }
+  const Conv &last = convs[4];
+  void *r = running.reserve(last.n * last.o * last.ohw * sizeof(float));
+  forward(last, {kFromNhwcBf16, kToNhwcF32}, true, bufs[1], weights[4], biases[4], r);
+  nhwc_to_nchw(static_cast<const float *>(r), last.n, last.o, last.ohw, route);
+  void *t = ping.reserve(convs[5].n * convs[5].o * convs[5].ohw * 2);
+  forward(convs[5], {kFromNhwcF32, kToNhwcBf16}, true, r, weights[5], biases[5], t);
+  forward(convs[6], {kFromNhwcBf16, kToPlain}, false, t, weights[6], biases[6], out);
 }
 
 bool onednn_has(ConvPass pass, const Conv &s) { return primitive(pass, s, false, false) != nullptr; }

@@ -81,6 +81,10 @@ void onednn_grad_weight(const float *x, const float *dy, const Conv &s, float *d
 // (conv.cc's DarknetStage calls it where oneDNN runs every forward of the stage).
 void onednn_stage(const float *x, const float *const *weights, const float *const *biases, const Conv *convs,
                   int count, float *y);
+// A YOLO block in inference (five convolutions to the route, then the 3x3 and the head's 1x1), in bf16 on NHWC
+// between them (conv.cc's YoloBlock calls it where oneDNN runs every forward of the block).
+void onednn_yolo_block(const float *x, const float *const *weights, const float *const *biases, const Conv *convs,
+                       float *route, float *out);
 // The implementation oneDNN picked for a pass's primitive.
 const char *onednn_impl(ConvPass pass, const Conv &s, bool bias, bool act);
 
