@@ -130,9 +130,12 @@ def test_folding_batchnorm_keeps_the_outputs(config):
 @pytest.mark.parametrize("config", [TINY_CFG, MBV2_CFG, None])
 def test_cpu_inference_kernels_keep_the_outputs(config):
     """eval and predict on the CPU run every folded conv (bias, leaky ReLU) and the 2x2 max-pools as
-    src.cpu.cpu_kernels ops: the same raw outputs as MindSpore's ops, to 1e-5 of their range."""
+    src.cpu.cpu_kernels ops (DarkNet-53's stages and the YOLO blocks as one op each): the same raw outputs as
+    MindSpore's ops, to 1e-5 of their range."""
     from src.cpu.routing import use_cpu_inference_kernels
+    from src.models.darknet import Stage
     from src.models.layers import ConvBN, HeadConv, fold_batchnorm
+    from src.models.yolo import YoloBlock
     cfg = load_config((["--config_path", config] if config else []) + ["--num_classes", "3"])
     rng = np.random.default_rng(1)
     stock = build_network(ModelSpec.from_config(cfg))
@@ -144,9 +147,12 @@ def test_cpu_inference_kernels_keep_the_outputs(config):
         net.set_train(False)
         fold_batchnorm(net)
     assert use_cpu_inference_kernels(fast) > 0
+    fused = {id(inner) for _, cell in fast.cells_and_names() if isinstance(cell, (Stage, YoloBlock)) and cell.kernel
+             for _, inner in cell.cells_and_names()}
+    assert bool(fused) == (config != TINY_CFG)  # yolov3's five stages and both's three YOLO blocks
     for _, cell in fast.cells_and_names():
         if isinstance(cell, (HeadConv, ConvBN)):  # every convolution, strided and depthwise ones too
-            assert cell.kernel is not None
+            assert cell.kernel is not None or id(cell) in fused
     for a, b in zip(stock(x), fast(x)):
         a, b = a.asnumpy(), b.asnumpy()
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * np.abs(a).max())

@@ -2,7 +2,9 @@
 // data, backward weights), fp32 or bf16 (the process-wide precision of gemm.cc), from the kernels' private libdnnl.
 //
 // The tensors MindSpore hands the kernels are fp32 NCHW; each primitive is created with `any` layouts, so oneDNN
-// picks its own (blocked, bf16 where asked), and reorders into and out of it run around the primitive. Primitives
+// picks its own (blocked, bf16 where asked), and reorders into and out of it run around the primitive. In
+// inference, the fused ops (a DarkNet-53 stage, a YOLO block: onednn_stage, onednn_yolo_block) keep bf16 NHWC, the
+// layout oneDNN's AMX convolutions pick, between their convolutions, and reorder only at their edges. Primitives
 // and reorders are created once per shape and kept (a map under a mutex), and run one at a time.
 // Every primitive has oneDNN's deterministic attribute (fixed-order reductions: the weight gradient) and a user
 // scratchpad. The threads are the kernels' OpenMP threads, lent to oneDNN through its threadpool interface.
