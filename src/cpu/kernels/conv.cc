@@ -271,7 +271,26 @@ int conv_bias_act(void **params, int64_t **shapes, bool act, int64_t stride) {
   return 0;
 }
 
-thread_local std::vector<float> block_buffer, sum_buffer;
+thread_local std::vector<float> chain_ping, chain_pong;
+
+// A fused op's chain of convolutions: params x, then a weight and a bias per convolution; each convolution reads
+// the previous one's output (the first x, at `first_stride`). Fills weights and biases, returns the convolutions.
+std::vector<Conv> chain(void **params, int64_t **shapes, int count, int64_t first_stride, const float **weights,
+                        const float **biases) {
+  std::vector<Conv> convs{Conv(shapes[0], shapes[1], first_stride)};
+  for (int i = 0; i < count; ++i) {
+    weights[i] = static_cast<const float *>(params[1 + 2 * i]);
+    biases[i] = static_cast<const float *>(params[2 + 2 * i]);
+    if (i == 0) continue;
+    const int64_t in[4] = {convs.back().n, convs.back().o, convs.back().oh, convs.back().ow};
+    convs.emplace_back(in, shapes[1 + 2 * i]);
+  }
+  return convs;
+}
+
+bool all_on_onednn(const std::vector<Conv> &convs) {
+  return std::all_of(convs.begin(), convs.end(), [](const Conv &s) { return onednn_runs(s, kForward); });
+}
 
 // Inference: a DarkNet-53 stage, its stride-2 3x3 convolution and then residual blocks y = y + conv2(conv1(y)) (1x1
 // to half the channels, 3x3 back), every convolution with bias and leaky ReLU. Inputs x (n, c, h, w), the stride-2
@@ -280,26 +299,18 @@ thread_local std::vector<float> block_buffer, sum_buffer;
 // after the other, and the sums: the same bits as the ops apart.
 int darknet_stage(int nparam, void **params, int64_t **shapes) {
   const int count = (nparam - 2) / 2;  // params: x, a weight and a bias per convolution, then y
-  std::vector<Conv> convs{Conv(shapes[0], shapes[1], 2)};
-  std::vector<const float *> weights, biases;
-  for (int i = 0; i < count; ++i) {
-    weights.push_back(static_cast<const float *>(params[1 + 2 * i]));
-    biases.push_back(static_cast<const float *>(params[2 + 2 * i]));
-    if (i == 0) continue;
-    const Conv &prev = convs.back();
-    const int64_t in[4] = {prev.n, prev.o, prev.oh, prev.ow};
-    convs.emplace_back(in, shapes[1 + 2 * i]);
-  }
+  std::vector<const float *> weights(count), biases(count);
+  const std::vector<Conv> convs = chain(params, shapes, count, 2, weights.data(), biases.data());
   const float *x = static_cast<const float *>(params[0]);
   float *y = static_cast<float *>(params[nparam - 1]);
-  if (std::all_of(convs.begin(), convs.end(), [](const Conv &s) { return onednn_runs(s, kForward); })) {
+  if (all_on_onednn(convs)) {
     onednn_stage(x, weights.data(), biases.data(), convs.data(), count, y);
     return 0;
   }
   conv_any(x, weights[0], biases[0], true, convs[0], y);
   const int64_t size = convs[0].n * convs[0].o * convs[0].ohw;
   for (int i = 1; i + 1 < count; i += 2) {
-    float *t = scratch(&block_buffer, convs[i].n * convs[i].o * convs[i].ohw), *u = scratch(&sum_buffer, size);
+    float *t = scratch(&chain_ping, convs[i].n * convs[i].o * convs[i].ohw), *u = scratch(&chain_pong, size);
     conv_any(y, weights[i], biases[i], true, convs[i], t);
     conv_any(t, weights[i + 1], biases[i + 1], true, convs[i + 1], u);
 #pragma omp parallel for schedule(static)
@@ -307,8 +318,6 @@ int darknet_stage(int nparam, void **params, int64_t **shapes) {
   }
   return 0;
 }
-
-thread_local std::vector<float> chain_ping, chain_pong;
 
 // Inference: a YOLO block: five convolutions with bias and leaky ReLU (1x1, 3x3, 1x1, 3x3, 1x1) to the route, then a
 // 3x3 one with bias and leaky ReLU and the head's 1x1 with bias. Inputs x (n, c, h, w), then each convolution's
@@ -318,20 +327,10 @@ thread_local std::vector<float> chain_ping, chain_pong;
 int yolo_block(void **params, int64_t **shapes) {
   constexpr int kConvs = 7;
   const float *weights[kConvs], *biases[kConvs];
-  std::vector<Conv> convs;
-  for (int i = 0; i < kConvs; ++i) {
-    weights[i] = static_cast<const float *>(params[1 + 2 * i]);
-    biases[i] = static_cast<const float *>(params[2 + 2 * i]);
-    if (i == 0) {
-      convs.emplace_back(shapes[0], shapes[1]);
-    } else {
-      const int64_t in[4] = {convs.back().n, convs.back().o, convs.back().oh, convs.back().ow};
-      convs.emplace_back(in, shapes[1 + 2 * i]);
-    }
-  }
+  const std::vector<Conv> convs = chain(params, shapes, kConvs, 1, weights, biases);
   const float *x = static_cast<const float *>(params[0]);
   float *route = static_cast<float *>(params[1 + 2 * kConvs]), *out = static_cast<float *>(params[2 + 2 * kConvs]);
-  if (std::all_of(convs.begin(), convs.end(), [](const Conv &s) { return onednn_runs(s, kForward); })) {
+  if (all_on_onednn(convs)) {
     onednn_yolo_block(x, weights, biases, convs.data(), route, out);
     return 0;
   }
